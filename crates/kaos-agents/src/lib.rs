@@ -1,0 +1,1 @@
+//! Agent runtime of kaos (being written).

@@ -1,0 +1,2 @@
+//! Integration tests of kaos-agents.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]

@@ -1,0 +1,3 @@
+//! The `kaos` command line (being written).
+
+fn main() {}

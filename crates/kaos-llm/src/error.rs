@@ -101,6 +101,8 @@ pub enum LlmError {
         message: String,
         /// The last raw text the model sent.
         raw: String,
+        /// Tokens spent on all attempts (so totals still add up).
+        usage: crate::types::Usage,
     },
 }
 

@@ -29,6 +29,7 @@ pub use error::LlmError;
 
 pub use function::{FunctionClient, IntoLlmResult};
 pub use json::extract_json;
+pub use structured::{Signature, StructuredOutput, TypedOutcome};
 
 pub use types::{
     ContentPart, LlmRequest, Message, ProviderResponse, RequestOptions, Role, StopReason, ToolCall,

@@ -1,2 +1,6 @@
 //! Integration tests of kaos-llm (one binary; each module is a topic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod function;
+mod pricing;
+mod structured;

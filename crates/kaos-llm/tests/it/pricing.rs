@@ -1,0 +1,1 @@
+//! Price table and cost.

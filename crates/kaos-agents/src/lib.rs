@@ -1,1 +1,25 @@
-//! Agent runtime of kaos (being written).
+//! The agent runtime of kaos.
+//!
+//! An [`Agent`] (frozen configuration) is driven by a [`Runner`] against a [`KaosRuntime`].
+//! A turn is a typed event stream ([`events`]): `Span(subject, phase)` boundaries and value
+//! events. [`hooks`] observe the stream; the `otel` feature maps it onto OpenTelemetry spans.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod agent;
+pub mod events;
+pub mod hooks;
+pub mod permissions;
+pub mod scope;
+pub mod session;
+pub mod tools;
+
+pub use agent::{Agent, AgentBuilder, AgentPattern, Budget, ConfigError};
+pub use events::{
+    Event, EventKind, Intent, SpanError, SpanEvent, SpanPhase, SpanSubject, ToolCallSummary,
+    TurnOutcome, TurnSummary,
+};
+pub use hooks::{FnGate, FnHook, Hook, HookAction, HookSet};
+pub use permissions::{PermissionDecision, PermissionPolicy, PermissionRule};
+pub use scope::TurnScope;
+pub use session::{DirStore, InMemoryStore, Session, SessionStore};
+pub use tools::{FnTool, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry};

@@ -1,0 +1,365 @@
+//! Tools an agent can call: the [`Tool`] trait, [`FnTool`], and the [`ToolRegistry`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::scope::TurnScope;
+
+/// Hints about what a tool does; the permission policy reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ToolAnnotations {
+    /// Only reads; safe to run without asking.
+    pub read_only: bool,
+    /// May destroy data; the default policy asks first.
+    pub destructive: bool,
+    /// Calling it twice with the same arguments has the same effect as once.
+    pub idempotent: bool,
+    /// Talks to the outside world.
+    pub open_world: bool,
+    /// Always needs a human's approval.
+    pub requires_confirmation: bool,
+}
+
+/// What a tool returns.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ToolOutput {
+    /// Text for the model.
+    pub text: String,
+    /// Optional structured result.
+    pub structured: Option<Value>,
+    /// Whether the tool reported an error.
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    /// A successful text result.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+
+    /// An error result the model can read.
+    pub fn error(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            is_error: true,
+            structured: None,
+        }
+    }
+
+    /// Adds a structured result.
+    pub fn with_structured(mut self, value: Value) -> Self {
+        self.structured = Some(value);
+        self
+    }
+
+    /// The text the model sees: the text, plus the structured JSON when both exist.
+    pub fn model_text(&self) -> String {
+        match (&self.structured, self.text.is_empty()) {
+            (Some(v), true) => v.to_string(),
+            (Some(v), false) => format!("{}\n\n{}", self.text, v),
+            (None, _) => self.text.clone(),
+        }
+    }
+}
+
+impl From<String> for ToolOutput {
+    fn from(text: String) -> Self {
+        ToolOutput::text(text)
+    }
+}
+
+impl From<&str> for ToolOutput {
+    fn from(text: &str) -> Self {
+        ToolOutput::text(text)
+    }
+}
+
+impl<T: Into<ToolOutput>, E: std::fmt::Display> From<Result<T, E>> for ToolOutput {
+    fn from(result: Result<T, E>) -> Self {
+        match result {
+            Ok(v) => v.into(),
+            Err(e) => ToolOutput::error(e.to_string()),
+        }
+    }
+}
+
+/// What a tool call knows about where it runs.
+#[derive(Clone)]
+pub struct ToolContext {
+    /// The session.
+    pub session_id: Arc<str>,
+    /// The run.
+    pub run_id: Arc<str>,
+    /// The model's id for this call.
+    pub call_id: String,
+    /// The calling agent's name.
+    pub agent: Arc<str>,
+    /// The tool_call span's id (for nesting work under it).
+    pub span_id: Arc<str>,
+    pub(crate) scope: Option<TurnScope>,
+}
+
+impl std::fmt::Debug for ToolContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolContext")
+            .field("session_id", &self.session_id)
+            .field("run_id", &self.run_id)
+            .field("call_id", &self.call_id)
+            .field("agent", &self.agent)
+            .field("span_id", &self.span_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolContext {
+    /// A context for calling a tool outside a turn (tests, scripts).
+    pub fn detached(call_id: impl Into<String>) -> Self {
+        Self {
+            session_id: Arc::from(""),
+            run_id: Arc::from(""),
+            call_id: call_id.into(),
+            agent: Arc::from(""),
+            span_id: Arc::from(""),
+            scope: None,
+        }
+    }
+
+    /// The live turn this call belongs to, if any (delegation uses it to nest a sub-agent's
+    /// events inside this call's span).
+    pub fn scope(&self) -> Option<&TurnScope> {
+        self.scope.as_ref()
+    }
+}
+
+/// A tool. Keep implementations cheap to share: the registry holds them as `Arc<dyn Tool>`.
+#[async_trait::async_trait]
+pub trait Tool: Send + Sync {
+    /// The name the model calls it by.
+    fn name(&self) -> &str;
+
+    /// What it does, for the model.
+    fn description(&self) -> &str;
+
+    /// JSON Schema of its arguments object.
+    fn parameters(&self) -> &Value;
+
+    /// Hints for the permission policy.
+    fn annotations(&self) -> ToolAnnotations {
+        ToolAnnotations::default()
+    }
+
+    /// Runs the tool. Bad arguments must come back as an error result, not a panic.
+    async fn call(&self, arguments: Value, ctx: &ToolContext) -> ToolOutput;
+}
+
+type ToolFn = dyn Fn(Value, ToolContext) -> BoxFuture<'static, ToolOutput> + Send + Sync;
+
+/// A tool made of a typed closure: arguments are deserialized with serde and the schema
+/// comes from `schemars`.
+///
+/// ```
+/// use kaos_agents::tools::{FnTool, Tool};
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Args { /// The text to count.
+///     text: String }
+/// let tool = FnTool::new("wordcount", "Counts words.", |args: Args| async move {
+///     args.text.split_whitespace().count().to_string()
+/// }).read_only();
+/// assert_eq!(tool.name(), "wordcount");
+/// ```
+pub struct FnTool {
+    name: String,
+    description: String,
+    parameters: Value,
+    annotations: ToolAnnotations,
+    f: Box<ToolFn>,
+}
+
+impl std::fmt::Debug for FnTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnTool")
+            .field("name", &self.name)
+            .field("annotations", &self.annotations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FnTool {
+    /// A tool whose arguments deserialize into `A`.
+    pub fn new<A, F, Fut, R>(name: impl Into<String>, description: impl Into<String>, f: F) -> Self
+    where
+        A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Into<ToolOutput>,
+    {
+        let name = name.into();
+        let tool_name = name.clone();
+        let parameters = tool_schema::<A>();
+        let f = Arc::new(f);
+        Self {
+            name,
+            description: description.into(),
+            parameters,
+            annotations: ToolAnnotations::default(),
+            f: Box::new(move |value, _ctx| {
+                let f = Arc::clone(&f);
+                let tool_name = tool_name.clone();
+                Box::pin(async move {
+                    match serde_json::from_value::<A>(value) {
+                        Ok(args) => f(args).await.into(),
+                        Err(e) => ToolOutput::error(format!(
+                            "invalid arguments for tool {tool_name}: {e}. Check the tool's parameter schema and call it again."
+                        )),
+                    }
+                })
+            }),
+        }
+    }
+
+    /// A tool over raw JSON arguments with an explicit schema; the closure also gets the
+    /// call's [`ToolContext`].
+    pub fn from_json<F, Fut, R>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: Value,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(Value, ToolContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Into<ToolOutput>,
+    {
+        let f = Arc::new(f);
+        Self {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+            annotations: ToolAnnotations::default(),
+            f: Box::new(move |value, ctx| {
+                let f = Arc::clone(&f);
+                Box::pin(async move { f(value, ctx).await.into() })
+            }),
+        }
+    }
+
+    /// Sets all annotations.
+    pub fn with_annotations(mut self, annotations: ToolAnnotations) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// Marks the tool read-only (and idempotent).
+    pub fn read_only(mut self) -> Self {
+        self.annotations.read_only = true;
+        self.annotations.idempotent = true;
+        self
+    }
+
+    /// Marks the tool destructive.
+    pub fn destructive(mut self) -> Self {
+        self.annotations.destructive = true;
+        self
+    }
+
+    /// Marks the tool as always needing approval.
+    pub fn requires_confirmation(mut self) -> Self {
+        self.annotations.requires_confirmation = true;
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Tool for FnTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn description(&self) -> &str {
+        &self.description
+    }
+    fn parameters(&self) -> &Value {
+        &self.parameters
+    }
+    fn annotations(&self) -> ToolAnnotations {
+        self.annotations
+    }
+    async fn call(&self, arguments: Value, ctx: &ToolContext) -> ToolOutput {
+        (self.f)(arguments, ctx.clone()).await
+    }
+}
+
+/// The JSON schema of a tool's argument type, as providers expect it (an object schema
+/// without the `$schema` and `title` keys).
+pub fn tool_schema<A: schemars::JsonSchema>() -> Value {
+    let schema = schemars::schema_for!(A);
+    let mut value =
+        serde_json::to_value(&schema).unwrap_or_else(|_| serde_json::json!({"type": "object"}));
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+        obj.entry("type")
+            .or_insert_with(|| Value::String("object".into()));
+        obj.entry("properties")
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    value
+}
+
+/// The tools a runtime offers, by name, in registration order.
+#[derive(Clone, Default)]
+pub struct ToolRegistry {
+    tools: Vec<Arc<dyn Tool>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for ToolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.tools.iter().map(|t| t.name().to_string()))
+            .finish()
+    }
+}
+
+impl ToolRegistry {
+    /// Registers a tool; a tool with the same name is replaced.
+    pub fn register(&mut self, tool: Arc<dyn Tool>) {
+        let name = tool.name().to_string();
+        match self.by_name.get(&name) {
+            Some(&i) => self.tools[i] = tool,
+            None => {
+                self.by_name.insert(name, self.tools.len());
+                self.tools.push(tool);
+            }
+        }
+    }
+
+    /// The tool with this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.by_name.get(name).map(|&i| &self.tools[i])
+    }
+
+    /// Every tool, in registration order.
+    pub fn all(&self) -> &[Arc<dyn Tool>] {
+        &self.tools
+    }
+
+    /// How many tools there are.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}

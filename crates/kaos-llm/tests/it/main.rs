@@ -1,2 +1,5 @@
 //! Integration tests of kaos-llm (one binary; each module is a topic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod anthropic;
+mod util;

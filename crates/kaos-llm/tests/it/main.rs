@@ -2,5 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod anthropic;
+mod fallback;
 mod openai;
+mod retry;
+mod spec;
 mod util;

@@ -5,5 +5,6 @@ mod anthropic;
 mod fallback;
 mod openai;
 mod retry;
+mod secrets;
 mod spec;
 mod util;

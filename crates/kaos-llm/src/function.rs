@@ -28,11 +28,13 @@ impl IntoLlmResult for Result<ProviderResponse, LlmError> {
     }
 }
 
+type SyncFn = dyn Fn(&[Message], &LlmRequest) -> Result<ProviderResponse, LlmError> + Send + Sync;
+
 type AsyncFn =
     dyn Fn(LlmRequest) -> BoxFuture<'static, Result<ProviderResponse, LlmError>> + Send + Sync;
 
 enum Behaviour {
-    Sync(Box<dyn Fn(&[Message], &LlmRequest) -> Result<ProviderResponse, LlmError> + Send + Sync>),
+    Sync(Box<SyncFn>),
     Async(Box<AsyncFn>),
     Script {
         replies: Mutex<VecDeque<Result<ProviderResponse, LlmError>>>,
@@ -172,10 +174,10 @@ impl LlmClient for FunctionClient {
     async fn complete(&self, request: &LlmRequest) -> Result<ProviderResponse, LlmError> {
         self.call_count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.record {
-            if let Ok(mut calls) = self.calls.lock() {
-                calls.push(request.clone());
-            }
+        if self.record
+            && let Ok(mut calls) = self.calls.lock()
+        {
+            calls.push(request.clone());
         }
         match &self.behaviour {
             Behaviour::Sync(f) => f(&request.messages, request),

@@ -73,12 +73,12 @@ fn balanced_candidates(text: &str) -> Vec<&str> {
     let mut i = 0;
     while i < bytes.len() {
         let open = bytes[i];
-        if open == b'{' || open == b'[' {
-            if let Some(end) = matching_close(bytes, i) {
-                out.push(&text[i..=end]);
-                i = end + 1;
-                continue;
-            }
+        if (open == b'{' || open == b'[')
+            && let Some(end) = matching_close(bytes, i)
+        {
+            out.push(&text[i..=end]);
+            i = end + 1;
+            continue;
         }
         i += 1;
     }

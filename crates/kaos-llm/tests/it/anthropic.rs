@@ -152,6 +152,7 @@ async fn tool_results_round_trip_as_one_user_message_of_tool_result_blocks() {
         ),
         Message::tool_result("toolu_1", "sunny", false),
         Message::tool_result("toolu_2", "city not found", true),
+        Message::user("Answer briefly."),
     ])
     .with_tools(vec![weather_tool()]);
     client(&server).complete(&request).await.unwrap();
@@ -167,7 +168,8 @@ async fn tool_results_round_trip_as_one_user_message_of_tool_result_blocks() {
             ]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "city not found", "is_error": true}
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "city not found", "is_error": true},
+                {"type": "text", "text": "Answer briefly."}
             ]}
         ])
     );

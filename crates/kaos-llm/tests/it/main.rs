@@ -2,8 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod anthropic;
+mod fallback;
 mod function;
 mod openai;
 mod pricing;
+mod retry;
+mod secrets;
+mod spec;
 mod structured;
 mod util;

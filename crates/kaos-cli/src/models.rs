@@ -2,6 +2,7 @@
 //! model) and `script:FILE.json` (replies read from a file, one per model call).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -244,7 +245,20 @@ fn offline_reply(messages: &[Message], request: &LlmRequest) -> ProviderResponse
         return react(messages, request, last_user).with_usage(input_tokens, 30);
     } else if system.contains("**response**") {
         let message = field(last_user, "message").unwrap_or(last_user);
-        json!({ "response": canned_answer(message) }).to_string()
+        let history = field(last_user, "conversation_history").unwrap_or_default();
+        let earlier = history
+            .lines()
+            .filter(|l| l.starts_with("user: "))
+            .count()
+            .saturating_sub(1);
+        let mut answer = canned_answer(message);
+        if earlier > 0 {
+            let _ = write!(
+                answer,
+                " (This session holds {earlier} earlier user message(s); a live model would use them.)"
+            );
+        }
+        json!({ "response": answer }).to_string()
     } else {
         canned_answer(last_user)
     };

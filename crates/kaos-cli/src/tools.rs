@@ -72,10 +72,15 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
         .env("KAOS_SPAN_ID", &*ctx.span_id);
     // TRACEPARENT in our environment is inherited by the child as is.
     // WIRING(otel): once OTel lands, set TRACEPARENT to the tool_call span's context here.
+    // Its own process group, so a cancelled call can kill the command's children too
+    // (`kill_on_drop` alone only reaches the direct child, e.g. `sh`, not its `sleep`).
+    #[cfg(unix)]
+    cmd.process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return ToolOutput::error(format!("cannot start `{program}`: {e}")),
     };
+    let mut group = GroupKill(child.id());
     if let Some(mut stdin) = child.stdin.take() {
         let input = args.to_string();
         // A command that never reads stdin must not block the call: write in the background
@@ -85,7 +90,9 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
             let _ = stdin.shutdown().await;
         });
     }
-    match child.wait_with_output().await {
+    let output = child.wait_with_output().await;
+    group.disarm();
+    match output {
         Ok(out) if out.status.success() => {
             ToolOutput::text(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         }
@@ -146,4 +153,27 @@ pub fn delegate_tool(name: String, description: String, runner: Runner) -> FnToo
             }
         }
     })
+}
+
+/// Kills a command's whole process group when a call is dropped before the command ended.
+struct GroupKill(Option<u32>);
+
+impl GroupKill {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.0.take() {
+            // No libc (and no unsafe) here: `kill -KILL -- -PGID` signals the group.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }

@@ -160,8 +160,10 @@ impl LoadedAgent {
             );
         }
         let doc = &file.doc;
-        let mut agent = Agent::default();
-        agent.model = OFFLINE.to_string();
+        let mut agent = Agent {
+            model: OFFLINE.to_string(),
+            ..Agent::default()
+        };
         if let Some(name) = &doc.name {
             agent.name = name.get_ref().clone();
         }

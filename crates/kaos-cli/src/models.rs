@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
@@ -11,6 +11,9 @@ use kaos_agents::{KaosRuntime, LlmClient, LlmError};
 use kaos_llm::{FunctionClient, LlmRequest, Message, ModelSpec, ProviderResponse, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// Builds a model client (deferred so each spec's client is made once).
+type MakeClient = Box<dyn FnOnce() -> anyhow::Result<Arc<dyn LlmClient>>>;
 
 /// The built-in offline model's spec.
 pub const OFFLINE: &str = "offline";
@@ -40,10 +43,7 @@ impl ModelRegistry {
     /// client once, and returns the spec the agent should name.
     pub fn resolve(&self, spec: &str, base_dir: &Path) -> anyhow::Result<String> {
         let spec = spec.trim();
-        let (key, make): (
-            String,
-            Box<dyn FnOnce() -> anyhow::Result<Arc<dyn LlmClient>>>,
-        ) = if spec == OFFLINE {
+        let (key, make): (String, MakeClient) = if spec == OFFLINE {
             (
                 OFFLINE.to_string(),
                 Box::new(|| Ok(Arc::new(offline_client()) as Arc<dyn LlmClient>)),
@@ -188,7 +188,7 @@ fn load_script(path: &Path) -> anyhow::Result<Vec<ProviderResponse>> {
     Ok(replies)
 }
 
-fn script_client(path: &PathBuf) -> anyhow::Result<FunctionClient> {
+fn script_client(path: &Path) -> anyhow::Result<FunctionClient> {
     let replies = load_script(path)?;
     let total = replies.len();
     let state = Mutex::new((VecDeque::from(replies), 0usize));

@@ -62,16 +62,19 @@ pub fn render_tree(events: &[Event]) -> String {
     }
     // The first span of each run is its turn; put the intent there.
     let mut seen_runs = std::collections::HashSet::new();
+    let root_run = events.first().map(|e| &*e.run_id);
     for event in events {
         if let Some(span) = event.span()
             && span.phase == SpanPhase::Start
             && seen_runs.insert(&*event.run_id)
-            && let (Some(note), Some(node)) = (
-                turn_notes.get(&*event.run_id),
-                nodes.get_mut(&*span.span_id),
-            )
+            && let Some(node) = nodes.get_mut(&*span.span_id)
         {
-            node.extra.push_str(note);
+            if Some(&*event.run_id) != root_run {
+                let _ = write!(node.extra, " agent={}", event.agent);
+            }
+            if let Some(note) = turn_notes.get(&*event.run_id) {
+                node.extra.push_str(note);
+            }
         }
     }
     let depth = |id: &str| {

@@ -489,3 +489,32 @@ agent = "helper.toml"
         "The helper said hi."
     );
 }
+
+#[test]
+fn chat_keeps_history_across_launches() {
+    let dir = TempDir::new("chat");
+    let chat = |input: &'static [u8]| {
+        let mut child = Command::new(KAOS)
+            .args(["chat", "--session", "c1", "--state-dir", "state"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = chat(b"Summarize the lease.\n/session\n/exit\n");
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(
+        stdout.contains("offline demo model") && stdout.contains("c1"),
+        "{stdout}"
+    );
+    let second = chat(b"And the deposit?\n");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("resuming session c1"));
+    assert!(text(&second.stdout).contains("1 earlier user message"));
+}

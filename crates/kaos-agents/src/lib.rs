@@ -9,6 +9,7 @@ pub mod agent;
 pub mod events;
 pub mod hooks;
 pub mod permissions;
+pub mod redact;
 pub mod scope;
 pub mod session;
 pub mod tools;

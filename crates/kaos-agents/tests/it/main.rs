@@ -1,2 +1,4 @@
 //! Integration tests of kaos-agents.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod redact;

@@ -1,4 +1,5 @@
 //! Integration tests of kaos-agents.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod audit;
 mod redact;

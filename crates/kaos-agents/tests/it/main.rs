@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod audit;
+mod audit_e2e;
 mod audit_html;
 mod redact;
+mod runner;
 mod tree;
+mod util;

@@ -1,5 +1,10 @@
 //! Integration tests of kaos-agents.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod audit;
+mod audit_e2e;
+mod audit_html;
+mod redact;
 mod runner;
+mod tree;
 mod util;

@@ -49,8 +49,7 @@ const AUDIT_EXAMPLES: &str = "\
 Examples:
   kaos audit show trail.jsonl
   kaos audit export trail.jsonl
-  kaos audit html trail.jsonl > trail.html
-(Not available in this build yet: the audit trail lands with the audit branch.)";
+  kaos audit html trail.jsonl -o trail.html";
 
 /// kaos: run agents whose turns are typed event streams, shown as traces.
 #[derive(Debug, Parser)]
@@ -70,7 +69,7 @@ pub enum Command {
     /// Chat with an agent interactively on one session.
     #[command(after_help = CHAT_EXAMPLES)]
     Chat(ChatArgs),
-    /// Read an audit trail (not available in this build yet).
+    /// Read an audit trail: a text tree, an HTML viewer, or an OTLP replay.
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
 }
@@ -108,7 +107,7 @@ pub struct CommonArgs {
     /// How much message content goes into spans.
     #[arg(long, value_enum)]
     pub capture_content: Option<CaptureContent>,
-    /// Write a redacted audit trail into DIR (not available in this build yet).
+    /// Write a redacted audit trail (one JSONL file per session) into DIR.
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
 }
@@ -165,6 +164,9 @@ pub enum AuditAction {
     Html {
         /// The trail file.
         file: PathBuf,
+        /// Where to write the page (default: stdout).
+        #[arg(short = 'o', long = "output", value_name = "OUT.html")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -12,7 +12,6 @@ mod cli;
 mod exit;
 mod models;
 mod plan;
-mod render;
 mod run;
 mod tools;
 mod wiring;

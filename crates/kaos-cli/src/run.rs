@@ -11,8 +11,8 @@ use kaos_agents::{AgentResponse, Event, EventKind, Hook, Runner, SpanPhase, Turn
 
 use crate::exit::{self, CliError};
 use crate::plan::RunPlan;
-use crate::render::render_tree;
 use crate::wiring;
+use kaos_agents::tree::{TreeOptions, render_tree};
 
 /// Records every event the turn emits (cancelled spans included: the runtime ends them
 /// through the hooks when the stream is dropped), and prints JSONL as they happen.
@@ -165,7 +165,8 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
-    );
+    )
+    .map_err(CliError::usage)?;
     if plan.session_generated && plan.display.notes {
         eprintln!("session: {}", plan.session);
     }
@@ -176,7 +177,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
 /// Prints a turn's answer and tree; returns the exit code.
 pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, CliError> {
     if plan.display.tree && !turn.events.is_empty() {
-        eprint!("{}", render_tree(&turn.events));
+        eprint!("{}", render_tree(&turn.events, &TreeOptions::default()));
     }
     if turn.interrupted {
         eprintln!("kaos: interrupted; the turn was cancelled and the session left unchanged");

@@ -1,7 +1,9 @@
-//! Spots the lead wires when the OTel and audit branches merge. Every flag is parsed into
-//! the plan now; the ones not available yet fail with exit 2 instead of being ignored.
+//! Observability wiring: the audit trail, OTLP export, trace continuation and the
+//! `kaos audit` commands. Flags a build cannot honour fail with exit 2 instead of being ignored.
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
+use kaos_agents::audit::{self, AuditHook, AuditLog};
+use kaos_agents::tree::{self, TreeOptions};
 use kaos_agents::{RunOptions, Runner};
 
 use crate::cli::{AuditAction, AuditArgs};
@@ -21,21 +23,24 @@ pub fn check_observability(o: &Observability) -> anyhow::Result<()> {
     if o.capture_content.is_some() {
         bail!("--capture-content: not available in this build yet (it lands with the OTel branch)");
     }
-    if let Some(dir) = &o.audit {
-        bail!(
-            "--audit {}: the audit trail is not available in this build yet (it lands with the audit branch)",
-            dir.display()
-        );
-    }
     Ok(())
 }
 
 /// Adds the OTel and audit hooks to `runner`.
 ///
-/// WIRING(otel, audit): build `OTelHook` from `o.otlp`/`o.otlp_protocol`/`o.capture_content`
-/// and the audit hook from `o.audit` here. Today there is nothing to add.
-pub fn attach_hooks(runner: Runner, _o: &Observability) -> Runner {
-    runner
+/// WIRING(otel): build `OTelHook` from `o.otlp`/`o.otlp_protocol`/`o.capture_content` here.
+pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<Runner> {
+    let mut runner = runner;
+    if let Some(dir) = &o.audit {
+        let hook = AuditHook::new(dir).with_context(|| {
+            format!(
+                "--audit {}: cannot create the audit directory",
+                dir.display()
+            )
+        })?;
+        runner = runner.with_hook(hook);
+    }
+    Ok(runner)
 }
 
 /// The run options for a turn: `--traceparent` / `TRACEPARENT` continues the caller's trace.
@@ -45,17 +50,47 @@ pub fn run_options(o: &Observability) -> RunOptions {
     }
 }
 
+/// Reads an audit file with its sub-agent files, reporting a torn tail on stderr.
+fn read_trail(file: &std::path::Path) -> anyhow::Result<AuditLog> {
+    let mut log = audit::read_file(file).with_context(|| format!("reading {}", file.display()))?;
+    if let Some(line) = log.torn_tail {
+        eprintln!(
+            "kaos: {}: line {line} is incomplete (torn write); it was skipped",
+            file.display()
+        );
+    }
+    log.include_subagents()
+        .with_context(|| format!("reading the sub-agent trails next to {}", file.display()))?;
+    Ok(log)
+}
+
 /// `kaos audit show|export|html FILE`.
-///
-/// WIRING(audit): implement with the audit crate's reader once it merges.
 pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
-    let (what, file) = match &args.action {
-        AuditAction::Show { file } => ("show", file),
-        AuditAction::Export { file } => ("export", file),
-        AuditAction::Html { file } => ("html", file),
-    };
-    bail!(
-        "kaos audit {what} {}: not available in this build yet (it lands with the audit branch)",
-        file.display()
-    )
+    match &args.action {
+        AuditAction::Show { file } => {
+            let log = read_trail(file)?;
+            print!(
+                "{}",
+                tree::render_tree(&log.events, &TreeOptions::default())
+            );
+            Ok(0)
+        }
+        AuditAction::Html { file, output } => {
+            let log = read_trail(file)?;
+            let page = audit::html::render_html(&log);
+            match output {
+                Some(out) => {
+                    std::fs::write(out, page)
+                        .with_context(|| format!("writing {}", out.display()))?;
+                    eprintln!("kaos: wrote {}", out.display());
+                }
+                None => print!("{page}"),
+            }
+            Ok(0)
+        }
+        AuditAction::Export { file } => bail!(
+            "kaos audit export {}: OTLP replay is not available in this build yet",
+            file.display()
+        ),
+    }
 }

@@ -336,11 +336,62 @@ fn unavailable_flags_fail_loudly() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not available in this build yet"));
-    let out = kaos(dir.path(), &["audit", "show", "trail.jsonl"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not available in this build yet"));
     let out = kaos(dir.path(), &["run", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn audit_trail_is_written_redacted_and_replayable() {
+    let dir = TempDir::new("audit");
+    let trail = dir.path().join("trail");
+    let trail_s = trail.to_str().unwrap();
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "audited",
+            "--audit",
+            trail_s,
+            "My key is sk-ant-api03-CANARYCANARYCANARYCANARY01, summarize the lease.",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let file = trail.join("audited.jsonl");
+    let content = std::fs::read_to_string(&file).unwrap();
+    assert!(content.lines().count() > 3);
+    assert!(
+        !content.contains("CANARYCANARY"),
+        "the key must be redacted in the audit file"
+    );
+    let out = kaos(dir.path(), &["audit", "show", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("turn.1") && shown.contains("llm_call.intent_classification"),
+        "{shown}"
+    );
+    let html = dir.path().join("trail.html");
+    let out = kaos(
+        dir.path(),
+        &[
+            "audit",
+            "html",
+            file.to_str().unwrap(),
+            "-o",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<html"));
+    let out = kaos(dir.path(), &["audit", "show", "missing.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

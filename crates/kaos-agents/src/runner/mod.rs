@@ -5,7 +5,10 @@
 //! session are serialized. Dropping the stream mid-turn ends every open span as `cancelled`
 //! (hooks see those events synchronously) and leaves the session as it was before the turn.
 
+mod delegation;
+mod plan;
 mod prompts;
+mod resume;
 mod tool_loop;
 mod turn;
 
@@ -28,7 +31,9 @@ use crate::runtime::KaosRuntime;
 use crate::scope::{TurnScope, new_run_id};
 use crate::tools::Tool;
 
+pub use delegation::{AgentTool, agent_as_tool, delegation_depth, handoff_tool};
 pub use prompts::heuristic_intent;
+pub use resume::{Approval, RunState, run_state_ref};
 
 /// Per-run options.
 #[derive(Debug, Clone, Default)]
@@ -178,7 +183,9 @@ impl Runner {
         let fut = turn::run_turn(self.shared.clone(), scope.clone(), message.into(), options);
         EventStream {
             scope,
-            fut: Some(Box::pin(fut)),
+            fut: Some(Box::pin(async move {
+                fut.await;
+            })),
         }
     }
 
@@ -197,12 +204,15 @@ impl Runner {
             Arc::from(session_id.into()),
             self.shared.agent_name.clone(),
         );
-        turn::run_turn(
+        let fut = turn::run_turn(
             self.shared.clone(),
             scope,
             message.into(),
             RunOptions::default(),
-        )
+        );
+        async move {
+            fut.await;
+        }
     }
 
     /// Runs one turn and collects it into an [`AgentResponse`]. A turn that failed (e.g.

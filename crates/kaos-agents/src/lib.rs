@@ -29,7 +29,9 @@ pub use runner::{
 pub use runtime::KaosRuntime;
 pub use scope::TurnScope;
 pub use session::{DirStore, InMemoryStore, Session, SessionStore};
-pub use tools::{NestedUsage, FnTool, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry};
+pub use tools::{
+    FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry,
+};
 
 pub use kaos_llm;
 pub use kaos_llm::{FunctionClient, LlmClient, LlmError, LlmRequest, Message, ProviderResponse};

@@ -157,7 +157,9 @@ impl ToolContext {
     /// turn); the calling turn adds them to its summary's totals. No-op outside a turn.
     pub fn report_nested_usage(&self, usage: kaos_llm::Usage, cost_usd: Option<f64>) {
         if let Some(sink) = &self.nested_usage {
-            let mut acc = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut acc = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             acc.usage += usage;
             acc.cost_usd = match (acc.cost_usd, cost_usd) {
                 (Some(a), Some(b)) => Some(a + b),

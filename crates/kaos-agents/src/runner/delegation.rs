@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::tool_loop::{RESULT_SUMMARY_CHARS, truncate_chars};
-use super::{EventStream, Runner, RunOptions};
+use super::{EventStream, RunOptions, Runner};
 use crate::agent::Agent;
 use crate::attrs;
 use crate::events::{SpanError, SpanPhase, SpanSubject, TurnOutcome, TurnSummary};
@@ -150,7 +150,13 @@ pub fn agent_as_tool(
     name: impl Into<String>,
     description: impl Into<String>,
 ) -> AgentTool {
-    AgentTool::build(agent, runtime, name.into(), description.into(), Kind::Subagent)
+    AgentTool::build(
+        agent,
+        runtime,
+        name.into(),
+        description.into(),
+        Kind::Subagent,
+    )
 }
 
 /// A tool `handoff_to_{agent.name}` that hands the conversation's task to `agent`: a
@@ -297,7 +303,14 @@ impl Runner {
     ) -> EventStream {
         let session_id: String = session_id.into();
         let child_session = format!("{session_id}/subagent-{}", agent.name);
-        self.wrapped_stream(agent, Kind::Subagent, task.into(), session_id, child_session, String::new())
+        self.wrapped_stream(
+            agent,
+            Kind::Subagent,
+            task.into(),
+            session_id,
+            child_session,
+            String::new(),
+        )
     }
 
     /// Hands `message` to `target`: a `Span(handoff)` (attributes `from_agent`, `to_agent`,

@@ -75,7 +75,10 @@ fn expand_signature() -> Signature<PlanOutput> {
     )
     .input("goal", "What the user wants.")
     .input("available_tools", "Tools you may use, one per line.")
-    .input("prior_failures", "Steps that failed before and why (may be empty).")
+    .input(
+        "prior_failures",
+        "Steps that failed before and why (may be empty).",
+    )
 }
 
 fn args_signature() -> Signature<ArgsOutput> {
@@ -151,10 +154,7 @@ impl Turn {
                 .into_iter()
                 .enumerate()
                 .map(|(i, spec)| {
-                    let tool = spec
-                        .tool
-                        .clone()
-                        .filter(|t| self.shared.tool(t).is_some());
+                    let tool = spec.tool.clone().filter(|t| self.shared.tool(t).is_some());
                     (
                         PlanStepSummary {
                             step_id: step_id(executed + i + 1),
@@ -174,8 +174,7 @@ impl Turn {
                 if let Some(stop) = self.check_plan_budget(executed, started) {
                     break 'plan Some(stop);
                 }
-                let mut start =
-                    attrs! {"step_id" => summary.step_id.as_str(), "description" => spec.description.as_str()};
+                let mut start = attrs! {"step_id" => summary.step_id.as_str(), "description" => spec.description.as_str()};
                 if let Some(t) = &summary.tool_name {
                     start.insert("tool_name".into(), t.as_str().into());
                 }
@@ -186,7 +185,10 @@ impl Turn {
                 );
                 let previous = results.join("\n");
                 let outcome = match &summary.tool_name {
-                    Some(tool) => self.tool_step(&summary.step_id, tool, spec, &previous).await,
+                    Some(tool) => {
+                        self.tool_step(&summary.step_id, tool, spec, &previous)
+                            .await
+                    }
                     None => self.reasoning_step(goal, spec, &previous).await,
                 };
                 let (text, is_error) = match outcome {
@@ -240,9 +242,18 @@ impl Turn {
                     "a step failed again after {} replan(s), the limit",
                     stop.limit
                 ),
-                "tokens" => format!("the plan used {} tokens, over its {} limit", stop.actual, stop.limit),
-                "cost" => format!("the plan spent ${:.4}, over its ${:.4} limit", stop.actual, stop.limit),
-                _ => format!("the plan ran {:.3}s, over its {}s limit", stop.actual, stop.limit),
+                "tokens" => format!(
+                    "the plan used {} tokens, over its {} limit",
+                    stop.actual, stop.limit
+                ),
+                "cost" => format!(
+                    "the plan spent ${:.4}, over its ${:.4} limit",
+                    stop.actual, stop.limit
+                ),
+                _ => format!(
+                    "the plan ran {:.3}s, over its {}s limit",
+                    stop.actual, stop.limit
+                ),
             };
             self.scope.emit(EventKind::BudgetExceeded {
                 kind: stop.kind.into(),
@@ -322,7 +333,14 @@ impl Turn {
         let tool_text = self
             .shared
             .tool(tool)
-            .map(|t| format!("{}: {}\nparameters: {}", t.name(), t.description(), t.parameters()))
+            .map(|t| {
+                format!(
+                    "{}: {}\nparameters: {}",
+                    t.name(),
+                    t.description(),
+                    t.parameters()
+                )
+            })
             .unwrap_or_default();
         let step = format!("{} (expected: {})", spec.description, spec.expected_output);
         let inputs = [
@@ -352,7 +370,12 @@ impl Turn {
         }
     }
 
-    async fn reasoning_step(&mut self, goal: &str, spec: &PlanStepSpec, previous: &str) -> StepResult {
+    async fn reasoning_step(
+        &mut self,
+        goal: &str,
+        spec: &PlanStepSpec,
+        previous: &str,
+    ) -> StepResult {
         let step = format!("{} (expected: {})", spec.description, spec.expected_output);
         let inputs = [
             ("goal", goal),

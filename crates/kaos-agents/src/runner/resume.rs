@@ -125,7 +125,10 @@ async fn run_resume(
     let (mut session, mut error) = match loaded {
         Ok(Some(s)) => (s, None),
         Ok(None) => (Session::new(scope.session_id().to_string()), None),
-        Err(e) => (Session::new(scope.session_id().to_string()), Some(e.message)),
+        Err(e) => (
+            Session::new(scope.session_id().to_string()),
+            Some(e.message),
+        ),
     };
     let state = match session.pending_runs.remove(&run_id) {
         Some(v) => match serde_json::from_value::<RunState>(v) {
@@ -174,8 +177,7 @@ async fn run_resume(
     turn.message = state.original_message.clone();
     turn.intent = state.intent;
     turn.approval = Some((state.pending_call.id.clone(), approval));
-    let request =
-        LlmRequest::new(state.messages).with_tools(turn.shared.tool_defs.to_vec());
+    let request = LlmRequest::new(state.messages).with_tools(turn.shared.tool_defs.to_vec());
     let mut pending = Vec::with_capacity(state.remaining_calls.len() + 1);
     pending.push(state.pending_call);
     pending.extend(state.remaining_calls);

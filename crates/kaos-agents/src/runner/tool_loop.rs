@@ -339,7 +339,9 @@ impl Turn {
             ),
         };
         if let Some(sink) = &ctx.nested_usage {
-            let nested = *sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let nested = *sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if nested.usage.total_tokens > 0 || nested.cost_usd != Some(0.0) {
                 self.usage += nested.usage;
                 self.cost = match (self.cost, nested.cost_usd) {

@@ -71,9 +71,7 @@ pub(crate) async fn run_turn(
     if let Some(tp) = options.traceparent {
         start.insert("traceparent".into(), Value::String(tp));
     }
-    let Some(mut turn) = Turn::start(shared, scope, session, turn_number, start, load_error) else {
-        return None;
-    };
+    let mut turn = Turn::start(shared, scope, session, turn_number, start, load_error)?;
     turn.message = message.clone();
     turn.run(message).await
 }

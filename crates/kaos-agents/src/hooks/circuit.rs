@@ -164,6 +164,18 @@ impl Hook for CircuitBreaker {
             return;
         };
         let error_type = span.error.as_ref().map(|e| e.error_type.as_str());
+        if span.phase == SpanPhase::Cancelled {
+            // A probe that never finished (paused, cancelled) must not leave the circuit
+            // half-open forever: the next call probes again.
+            let now = self.clock.now();
+            let mut states = self.lock();
+            if let Some(state @ CircuitState::HalfOpen) = states.get_mut(tool) {
+                *state = CircuitState::Open {
+                    since: now.saturating_sub(self.reset_timeout),
+                };
+            }
+            return;
+        }
         let counted = match span.phase {
             SpanPhase::Complete => true,
             SpanPhase::Error => !matches!(

@@ -45,6 +45,18 @@ enum Kind {
     Handoff,
 }
 
+/// Ends a nested run's open spans (as `cancelled`) if the future driving it is dropped
+/// before the run ends: a tool timeout, or the parent's stream being dropped.
+pub(crate) struct CancelOnDrop(pub(crate) Option<TurnScope>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(scope) = self.0.take() {
+            scope.cancel_open("the enclosing call was cancelled before the nested turn ended");
+        }
+    }
+}
+
 /// Runs `runner`'s turn nested in `scope` inside a subagent/handoff span (child of the
 /// scope's innermost open span). Returns the nested turn's summary.
 async fn run_wrapped(
@@ -78,6 +90,7 @@ async fn run_wrapped(
         runner.shared.agent_name.clone(),
     );
     let depth = delegation_depth() + 1;
+    let mut guard = CancelOnDrop(Some(nested.clone()));
     let fut = super::turn::run_turn(
         runner.shared.clone(),
         nested,
@@ -85,6 +98,7 @@ async fn run_wrapped(
         RunOptions::default(),
     );
     let summary = DEPTH.scope(depth, fut).await;
+    guard.0 = None;
     let (tokens, text, outcome) = summary
         .as_ref()
         .map_or((0, String::new(), TurnOutcome::Failed), |s| {

@@ -190,7 +190,8 @@ impl Runner {
     }
 
     /// Runs one turn inside another run's scope (a sub-agent or handoff target): the events
-    /// go through that run's hooks and stream, nested under `parent_span_id`.
+    /// go through that run's hooks and stream, nested under `parent_span_id`. Dropping the
+    /// future before it ends closes the nested run's open spans as `cancelled`.
     pub fn run_nested(
         &self,
         parent: &TurnScope,
@@ -204,6 +205,7 @@ impl Runner {
             Arc::from(session_id.into()),
             self.shared.agent_name.clone(),
         );
+        let mut guard = delegation::CancelOnDrop(Some(scope.clone()));
         let fut = turn::run_turn(
             self.shared.clone(),
             scope,
@@ -212,6 +214,7 @@ impl Runner {
         );
         async move {
             fut.await;
+            guard.0 = None;
         }
     }
 

@@ -294,3 +294,40 @@ async fn depth_limit_is_an_error_tool_result_not_a_crash() {
     assert_eq!(r.outcome, TurnOutcome::Completed);
     assert!(r.text.contains("depth limit"), "{}", r.text);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_delegation_still_ends_every_nested_span() {
+    // The sub-agent's model never answers; the parent's tool timeout cuts the call.
+    let stuck = kaos_agents::FunctionClient::new_async(|_req| async {
+        std::future::pending::<ProviderResponse>().await
+    });
+    let coord_model = model(|call, messages| match call {
+        Call::Classify => classify("tool_use"),
+        Call::React => match last_tool_result(messages) {
+            Some(r) => ProviderResponse::from_text(format!("gave up: {r}")),
+            None => ProviderResponse::from_tool_call("tc", "memo_drafter", json!({"task": "x"})),
+        },
+        _ => ProviderResponse::from_text("unexpected"),
+    });
+    let rt = KaosRuntime::test_mode()
+        .with_client("drafter", stuck)
+        .with_client("coord", coord_model)
+        .with_tool(agent_as_tool(drafter(), None, "memo_drafter", "Drafts."));
+    let agent = Agent::builder()
+        .name("coordinator")
+        .model("coord")
+        .tool("memo_drafter")
+        .tool_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let events: Vec<Event> = Runner::new(agent, rt).run("go", "s6").collect().await;
+    assert_balanced(&events);
+    let t = tree(&events);
+    assert!(
+        t.contains(&"      span(turn,cancelled) turn.1".to_string()),
+        "{t:#?}"
+    );
+    assert!(t.contains(&"    span(subagent,cancelled) subagent.memo-drafter".to_string()));
+    let r = kaos_agents::AgentResponse::from_events(&events, "s6").unwrap();
+    assert!(r.text.contains("did not finish"), "{}", r.text);
+}

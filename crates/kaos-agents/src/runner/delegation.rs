@@ -49,6 +49,13 @@ enum Kind {
 /// before the run ends: a tool timeout, or the parent's stream being dropped.
 pub(crate) struct CancelOnDrop(pub(crate) Option<TurnScope>);
 
+impl CancelOnDrop {
+    /// The nested run ended normally: nothing to cancel.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(scope) = self.0.take() {
@@ -98,7 +105,7 @@ async fn run_wrapped(
         RunOptions::default(),
     );
     let summary = DEPTH.scope(depth, fut).await;
-    guard.0 = None;
+    guard.disarm();
     let (tokens, text, outcome) = summary
         .as_ref()
         .map_or((0, String::new(), TurnOutcome::Failed), |s| {

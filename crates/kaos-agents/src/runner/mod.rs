@@ -205,7 +205,7 @@ impl Runner {
             Arc::from(session_id.into()),
             self.shared.agent_name.clone(),
         );
-        let mut guard = delegation::CancelOnDrop(Some(scope.clone()));
+        let guard_scope = scope.clone();
         let fut = turn::run_turn(
             self.shared.clone(),
             scope,
@@ -213,8 +213,9 @@ impl Runner {
             RunOptions::default(),
         );
         async move {
+            let mut guard = delegation::CancelOnDrop(Some(guard_scope));
             fut.await;
-            guard.0 = None;
+            guard.disarm();
         }
     }
 

@@ -165,6 +165,18 @@ async fn half_open_allows_a_single_probe() {
         hooks.dispatch(&mk(SpanPhase::Start, false)),
         HookAction::Continue
     );
+    // Open again; a probe that is cancelled (e.g. paused) does not wedge it half-open.
+    hooks.dispatch(&mk(SpanPhase::Error, true));
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        hooks.dispatch(&mk(SpanPhase::Start, false)),
+        HookAction::Continue
+    );
+    hooks.dispatch(&mk(SpanPhase::Cancelled, false));
+    assert_eq!(
+        hooks.dispatch(&mk(SpanPhase::Start, false)),
+        HookAction::Continue
+    );
 }
 
 #[tokio::test]

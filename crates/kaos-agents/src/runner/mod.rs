@@ -4,6 +4,13 @@
 //! an [`AgentResponse`]. One runner serves many sessions concurrently; two turns on the same
 //! session are serialized. Dropping the stream mid-turn ends every open span as `cancelled`
 //! (hooks see those events synchronously) and leaves the session as it was before the turn.
+//!
+//! Beyond single turns: [`Runner::delegate`] / [`agent_as_tool`] run a sub-agent nested in a
+//! `subagent` span, [`Runner::handoff`] / [`handoff_tool`] hand a message to another agent
+//! inside a `handoff` span, and [`Runner::resume`] continues a turn that paused for a tool
+//! approval ([`RunState`] on the session). Agents with [`crate::AgentPattern::Plan`] run
+//! `plan` intents as live plan-execute (see the `plan` module docs). A `TurnSummary`'s
+//! tokens and cost include the turns of sub-agents it delegated to.
 
 mod delegation;
 mod plan;
@@ -401,7 +408,8 @@ pub enum TurnError {
 }
 
 impl AgentResponse {
-    /// Folds a turn's events into a response.
+    /// Folds a turn's events into a response (for a `delegate`/`handoff` stream: the nested
+    /// turn's).
     pub fn from_events(events: &[Event], session_id: &str) -> Result<AgentResponse, TurnError> {
         let mut response = AgentResponse {
             session_id: session_id.to_string(),
@@ -409,7 +417,18 @@ impl AgentResponse {
         };
         let mut deltas = String::new();
         let mut summary_seen = false;
-        let root_run = events.first().map(|e| e.run_id.clone());
+        // The first turn's run: the stream's own run, or for a `delegate`/`handoff` stream
+        // (whose own run only holds the wrapping span) the nested turn's run.
+        let root_run = events
+            .iter()
+            .find(|e| {
+                e.is_span(
+                    crate::events::SpanSubject::Turn,
+                    crate::events::SpanPhase::Start,
+                )
+            })
+            .or(events.first())
+            .map(|e| e.run_id.clone());
         for event in events {
             if Some(&event.run_id) != root_run.as_ref() {
                 continue; // a nested run's events

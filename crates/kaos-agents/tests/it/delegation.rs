@@ -203,6 +203,9 @@ async fn handoff_nests_the_target_turn_and_completes() {
     assert_eq!(&*turn.session_id, "s3");
     let end = events.last().unwrap().span().unwrap();
     assert!(end.attr_str("result_summary").unwrap().starts_with("DRAFT"));
+    let r = kaos_agents::AgentResponse::from_events(&events, "s3").unwrap();
+    assert!(r.text.starts_with("DRAFT"), "{}", r.text);
+    assert_eq!(r.run_id, turn.run_id.to_string());
 }
 
 #[tokio::test]

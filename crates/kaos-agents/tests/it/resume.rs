@@ -221,3 +221,60 @@ async fn hook_require_approval_pauses_and_the_approval_covers_that_call_only() {
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn resume_runs_the_rest_of_the_interrupted_round() {
+    let (rt, agent, runs) = setup();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let r2 = reads.clone();
+    let rt = rt.with_tool(
+        FnTool::new("read_file", "Reads a file.", move |a: DeleteArgs| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            async move { format!("contents of {}", a.path) }
+        })
+        .read_only(),
+    );
+    let m = model(|call, messages| match call {
+        Call::Classify => classify("tool_use"),
+        Call::React => match last_tool_result(messages) {
+            Some(r) => ProviderResponse::from_text(format!("last: {r}")),
+            None => {
+                ProviderResponse::from_tool_call("tc_del", "delete_file", json!({"path": "/a"}))
+                    .with_tool_call("tc_read", "read_file", json!({"path": "/b"}))
+            }
+        },
+        _ => ProviderResponse::from_text("unexpected"),
+    });
+    let rt = rt.with_client("m", m);
+    let runner = Runner::new(agent, rt);
+    let (_, run_id) = pause(&runner, "p5").await;
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        0,
+        "calls after the paused one wait too"
+    );
+    let resumed: Vec<Event> = runner
+        .resume(&run_id, "p5", Approval::Approve)
+        .collect()
+        .await;
+    assert_balanced(&resumed);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(reads.load(Ordering::SeqCst), 1);
+    let names: Vec<String> = resumed
+        .iter()
+        .filter_map(Event::span)
+        .filter(|s| s.phase == SpanPhase::Start)
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "turn.1",
+            "tool.delete_file",
+            "tool.read_file",
+            "llm_call.react"
+        ]
+    );
+    let r = AgentResponse::from_events(&resumed, "p5").unwrap();
+    assert_eq!(r.text, "last: contents of /b");
+}

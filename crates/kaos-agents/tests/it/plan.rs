@@ -99,6 +99,17 @@ async fn run(runner: &Runner, session: &str) -> Vec<Event> {
     events
 }
 
+/// The event tree with random step ids replaced by `<id>`.
+fn shape(events: &[Event]) -> Vec<String> {
+    tree(events)
+        .into_iter()
+        .map(|l| match l.find("step.step-") {
+            Some(i) => format!("{}step.<id>", &l[..i]),
+            None => l,
+        })
+        .collect()
+}
+
 fn budget_exceeded(events: &[Event]) -> Option<(String, f64, f64)> {
     events.iter().find_map(|e| match &e.kind {
         EventKind::BudgetExceeded {
@@ -205,6 +216,54 @@ async fn two_step_plan_runs_live_with_the_tool_nested_under_its_step() {
 async fn a_failing_step_triggers_one_replan() {
     let (runner, flaky) = setup(true, Budget::default(), false);
     let events = run(&runner, "plan2").await;
+    assert_eq!(
+        shape(&events),
+        vec![
+            "span(turn,start) turn.1",
+            "  span(llm_call,start) llm_call.intent_classification",
+            "  span(llm_call,complete) llm_call.intent_classification",
+            "  intent_classified",
+            "  usage_observed",
+            "  span(llm_call,start) llm_call.plan_expansion",
+            "  span(llm_call,complete) llm_call.plan_expansion",
+            "  usage_observed",
+            "  plan_proposed",
+            "  span(step,start) step.<id>",
+            "    span(llm_call,start) llm_call.tool_arguments",
+            "    span(llm_call,complete) llm_call.tool_arguments",
+            "    usage_observed",
+            "    span(tool_call,start) tool.flaky",
+            "    span(tool_call,error) tool.flaky",
+            "  span(step,error) step.<id>",
+            "  span(llm_call,start) llm_call.plan_expansion",
+            "  span(llm_call,complete) llm_call.plan_expansion",
+            "  usage_observed",
+            "  plan_proposed",
+            "  span(step,start) step.<id>",
+            "    span(llm_call,start) llm_call.plan_step",
+            "    span(llm_call,complete) llm_call.plan_step",
+            "    usage_observed",
+            "  span(step,complete) step.<id>",
+            "  span(llm_call,start) llm_call.plan_synthesis",
+            "  span(llm_call,complete) llm_call.plan_synthesis",
+            "  usage_observed",
+            "  text_delta",
+            "span(turn,complete) turn.1",
+            "turn_summary",
+        ]
+    );
+    // Step numbers continue across the replan.
+    let plans: Vec<Vec<String>> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanProposed { steps, .. } => {
+                Some(steps.iter().map(|s| s.step_id.clone()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(plans[0][0].starts_with("step-1-") && plans[0][1].starts_with("step-2-"));
+    assert!(plans[1][0].starts_with("step-2-"), "{plans:?}");
     let labels: Vec<String> = events.iter().map(Event::label).collect();
     assert_eq!(
         labels.iter().filter(|l| *l == "plan_proposed").count(),
@@ -249,6 +308,22 @@ async fn steps_budget_stops_the_plan() {
     };
     let (runner, _) = setup(false, budget, false);
     let events = run(&runner, "plan4").await;
+    assert_eq!(
+        shape(&events)[9..],
+        [
+            "  span(step,start) step.<id>",
+            "    span(llm_call,start) llm_call.tool_arguments",
+            "    span(llm_call,complete) llm_call.tool_arguments",
+            "    usage_observed",
+            "    span(tool_call,start) tool.search",
+            "    span(tool_call,complete) tool.search",
+            "  span(step,complete) step.<id>",
+            "  budget_exceeded",
+            "  text_delta",
+            "span(turn,complete) turn.1",
+            "turn_summary",
+        ]
+    );
     assert_eq!(budget_exceeded(&events), Some(("steps".into(), 1.0, 2.0)));
     let labels: Vec<String> = events.iter().map(Event::label).collect();
     assert_eq!(

@@ -39,6 +39,7 @@ use crate::scope::{TurnScope, new_run_id};
 use crate::tools::Tool;
 
 pub use delegation::{AgentTool, agent_as_tool, delegation_depth, handoff_tool};
+pub use plan::{PlanProgress, PlanStepRecord};
 pub use prompts::heuristic_intent;
 pub use resume::{Approval, RunState, run_state_ref};
 

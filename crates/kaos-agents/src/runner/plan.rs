@@ -12,12 +12,16 @@
 //!
 //! Budgets (`steps`, `replans`, `tokens`, `cost`, `wall_clock`) are checked before every
 //! step; crossing one emits `BudgetExceeded` and the answer says the plan stopped and why.
+//!
+//! A step whose tool call needs approval pauses the turn with a [`PlanProgress`] in its
+//! `RunState`; resuming reopens that step (a new step span in the new run), runs exactly
+//! the paused call (its arguments are not re-synthesized) and continues the plan.
 
 use std::time::Instant;
 
 use kaos_llm::ToolCall;
 use kaos_llm::structured::Signature;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::tool_loop::{CallResult, RESULT_SUMMARY_CHARS, truncate_chars};
@@ -122,83 +126,109 @@ fn step_id(n: usize) -> String {
 impl Turn {
     /// Runs the PLAN pattern for `goal`.
     pub(crate) async fn plan(&mut self, goal: &str) -> Dispatch {
+        let progress = PlanProgress {
+            goal: goal.to_string(),
+            ..PlanProgress::default()
+        };
+        self.plan_from(progress, None).await
+    }
+
+    /// Runs (or, with `resume_call`, continues) a plan: `resume_call` is the approved or
+    /// denied tool call of the step at `progress.next_step`, run without a new argument call.
+    pub(crate) async fn plan_from(
+        &mut self,
+        mut p: PlanProgress,
+        mut resume_call: Option<ToolCall>,
+    ) -> Dispatch {
         let started = Instant::now();
         let budget = self.shared.agent.budget.clone();
         let tools = self.shared.tool_catalog.clone();
-        let mut results: Vec<String> = Vec::new();
-        let mut failures: Vec<String> = Vec::new();
-        let mut executed = 0usize;
-        let mut replans = 0u32;
-        let stop = 'plan: loop {
-            let failures_text = failures.join("\n");
-            let inputs = [
-                ("goal", goal),
-                ("available_tools", tools.as_str()),
-                ("prior_failures", failures_text.as_str()),
-            ];
-            let plan = match self
-                .typed_call("plan_expansion", &expand_signature(), &inputs)
-                .await
-            {
-                Ok(out) => {
-                    self.emit_usage(&out.usage, out.cost_usd, &out.model, "plan_expansion");
-                    out.value
-                }
-                Err(e) => {
-                    self.fail_llm(&e);
-                    return Dispatch::Failed;
-                }
-            };
-            let steps: Vec<(PlanStepSummary, PlanStepSpec)> = plan
-                .steps
-                .into_iter()
-                .enumerate()
-                .map(|(i, spec)| {
-                    let tool = spec.tool.clone().filter(|t| self.shared.tool(t).is_some());
-                    (
-                        PlanStepSummary {
-                            step_id: step_id(executed + i + 1),
-                            description: spec.description.clone(),
-                            tool_name: tool,
-                        },
-                        spec,
-                    )
-                })
-                .collect();
-            self.scope.emit(EventKind::PlanProposed {
-                steps: steps.iter().map(|(s, _)| s.clone()).collect(),
-                strategy: "adaptive".into(),
-            });
+        let goal = p.goal.clone();
+        let goal = goal.as_str();
+        let stop = loop {
+            if p.steps.is_empty() {
+                let failures_text = p.failures.join("\n");
+                let inputs = [
+                    ("goal", goal),
+                    ("available_tools", tools.as_str()),
+                    ("prior_failures", failures_text.as_str()),
+                ];
+                let plan = match self
+                    .typed_call("plan_expansion", &expand_signature(), &inputs)
+                    .await
+                {
+                    Ok(out) => {
+                        self.emit_usage(&out.usage, out.cost_usd, &out.model, "plan_expansion");
+                        out.value
+                    }
+                    Err(e) => {
+                        self.fail_llm(&e);
+                        return Dispatch::Failed;
+                    }
+                };
+                p.steps = plan
+                    .steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, spec)| PlanStepRecord {
+                        step_id: step_id(p.executed + i + 1),
+                        tool_name: spec.tool.filter(|t| self.shared.tool(t).is_some()),
+                        description: spec.description,
+                        expected_output: spec.expected_output,
+                    })
+                    .collect();
+                p.next_step = 0;
+                self.scope.emit(EventKind::PlanProposed {
+                    steps: p
+                        .steps
+                        .iter()
+                        .map(|s| PlanStepSummary {
+                            step_id: s.step_id.clone(),
+                            description: s.description.clone(),
+                            tool_name: s.tool_name.clone(),
+                        })
+                        .collect(),
+                    strategy: "adaptive".into(),
+                });
+            }
             let mut failed = false;
-            for (summary, spec) in &steps {
-                if let Some(stop) = self.check_plan_budget(executed, started) {
-                    break 'plan Some(stop);
+            let mut stopped = None;
+            while let Some(step) = p.steps.get(p.next_step).cloned() {
+                if resume_call.is_none() {
+                    let elapsed = p.elapsed_secs + started.elapsed().as_secs_f64();
+                    if let Some(stop) = self.check_plan_budget(p.executed, elapsed) {
+                        stopped = Some(stop);
+                        break;
+                    }
                 }
-                let mut start = attrs! {"step_id" => summary.step_id.as_str(), "description" => spec.description.as_str()};
-                if let Some(t) = &summary.tool_name {
+                let mut start = attrs! {"step_id" => step.step_id.as_str(), "description" => step.description.as_str()};
+                if let Some(t) = &step.tool_name {
                     start.insert("tool_name".into(), t.as_str().into());
                 }
                 let (span, _) = self.scope.start_span(
                     SpanSubject::Step,
-                    format!("step.{}", summary.step_id),
+                    format!("step.{}", step.step_id),
                     start,
                 );
-                let previous = results.join("\n");
-                let outcome = match &summary.tool_name {
-                    Some(tool) => {
-                        self.tool_step(&summary.step_id, tool, spec, &previous)
-                            .await
-                    }
-                    None => self.reasoning_step(goal, spec, &previous).await,
+                let previous = p.results.join("\n");
+                let outcome = match (resume_call.take(), &step.tool_name) {
+                    (Some(call), _) => self.step_call(&call, &step.step_id).await,
+                    (None, Some(tool)) => self.tool_step(&step, tool, &previous).await,
+                    (None, None) => self.reasoning_step(goal, &step, &previous).await,
                 };
                 let (text, is_error) = match outcome {
                     StepResult::Done { text, is_error } => (text, is_error),
-                    StepResult::Paused => return Dispatch::Paused,
+                    StepResult::Paused(call) => {
+                        p.elapsed_secs += started.elapsed().as_secs_f64();
+                        self.pending =
+                            Some(self.run_state(Vec::new(), call, Vec::new(), 0, Some(p)));
+                        return Dispatch::Paused;
+                    }
                     StepResult::Failed => return Dispatch::Failed,
                 };
                 let result_summary = truncate_chars(&text, RESULT_SUMMARY_CHARS);
                 let end = attrs! {
-                    "step_id" => summary.step_id.as_str(),
+                    "step_id" => step.step_id.as_str(),
                     "result_summary" => result_summary.clone(),
                     "is_error" => is_error,
                 };
@@ -212,29 +242,37 @@ impl Turn {
                     SpanPhase::Complete
                 };
                 self.scope.end_span(&span, phase, end, error);
-                executed += 1;
+                p.executed += 1;
+                p.next_step += 1;
                 if self.halted() {
                     return Dispatch::Failed;
                 }
                 if is_error {
-                    failures.push(format!("{}: {}", spec.description, result_summary));
+                    p.failures
+                        .push(format!("{}: {}", step.description, result_summary));
                     failed = true;
                     break;
                 }
-                results.push(format!("{}: {}", spec.description, text));
+                p.results.push(format!("{}: {}", step.description, text));
+            }
+            if stopped.is_some() {
+                break stopped;
             }
             if !failed {
                 break None;
             }
-            if replans >= budget.max_replans {
+            if p.replans >= budget.max_replans {
                 break Some(Stop {
                     kind: "replans",
                     limit: f64::from(budget.max_replans),
-                    actual: f64::from(replans + 1),
+                    actual: f64::from(p.replans + 1),
                 });
             }
-            replans += 1;
+            p.replans += 1;
+            p.steps.clear();
         };
+        let executed = p.executed;
+        let results = p.results;
         if let Some(stop) = stop {
             let reason = match stop.kind {
                 "steps" => format!("the plan reached its limit of {} steps", stop.limit),
@@ -283,7 +321,7 @@ impl Turn {
         }
     }
 
-    fn check_plan_budget(&self, executed: usize, started: Instant) -> Option<Stop> {
+    fn check_plan_budget(&self, executed: usize, elapsed: f64) -> Option<Stop> {
         let b = &self.shared.agent.budget;
         if executed >= b.max_steps as usize {
             return Some(Stop {
@@ -310,26 +348,19 @@ impl Turn {
                 actual: spent,
             });
         }
-        if let Some(max) = b.max_wall_clock_secs {
-            let elapsed = started.elapsed().as_secs_f64();
-            if elapsed >= max {
-                return Some(Stop {
-                    kind: "wall_clock",
-                    limit: max,
-                    actual: elapsed,
-                });
-            }
+        if let Some(max) = b.max_wall_clock_secs
+            && elapsed >= max
+        {
+            return Some(Stop {
+                kind: "wall_clock",
+                limit: max,
+                actual: elapsed,
+            });
         }
         None
     }
 
-    async fn tool_step(
-        &mut self,
-        step_id: &str,
-        tool: &str,
-        spec: &PlanStepSpec,
-        previous: &str,
-    ) -> StepResult {
+    async fn tool_step(&mut self, step: &PlanStepRecord, tool: &str, previous: &str) -> StepResult {
         let tool_text = self
             .shared
             .tool(tool)
@@ -342,9 +373,9 @@ impl Turn {
                 )
             })
             .unwrap_or_default();
-        let step = format!("{} (expected: {})", spec.description, spec.expected_output);
+        let step_text = format!("{} (expected: {})", step.description, step.expected_output);
         let inputs = [
-            ("step", step.as_str()),
+            ("step", step_text.as_str()),
             ("tool", tool_text.as_str()),
             ("previous_results", previous),
         ];
@@ -363,17 +394,22 @@ impl Turn {
                 };
             }
         };
-        let call = ToolCall::new(format!("{step_id}-call"), tool, arguments);
-        match self.call_tool(&call, Some(step_id)).await {
+        let call = ToolCall::new(format!("{}-call", step.step_id), tool, arguments);
+        self.step_call(&call, &step.step_id).await
+    }
+
+    /// The guarded tool call of a step (its span is a child of the step span).
+    async fn step_call(&mut self, call: &ToolCall, step_id: &str) -> StepResult {
+        match self.call_tool(call, Some(step_id)).await {
             CallResult::Done { text, is_error } => StepResult::Done { text, is_error },
-            CallResult::Paused => StepResult::Paused,
+            CallResult::Paused => StepResult::Paused(call.clone()),
         }
     }
 
     async fn reasoning_step(
         &mut self,
         goal: &str,
-        spec: &PlanStepSpec,
+        spec: &PlanStepRecord,
         previous: &str,
     ) -> StepResult {
         let step = format!("{} (expected: {})", spec.description, spec.expected_output);
@@ -407,6 +443,40 @@ impl Turn {
 
 enum StepResult {
     Done { text: String, is_error: bool },
-    Paused,
+    Paused(ToolCall),
     Failed,
+}
+
+/// A step of the current plan, as persisted in a paused run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStepRecord {
+    /// `step-{n}-{6 hex}`.
+    pub step_id: String,
+    /// What the step does.
+    pub description: String,
+    /// The tool it calls (`None`: a reasoning step).
+    pub tool_name: Option<String>,
+    /// What a successful result looks like.
+    pub expected_output: String,
+}
+
+/// Where a plan is, so a run paused inside a step can continue.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanProgress {
+    /// The user's goal.
+    pub goal: String,
+    /// The current plan (empty: a new plan is needed).
+    pub steps: Vec<PlanStepRecord>,
+    /// Index in `steps` of the next step to run.
+    pub next_step: usize,
+    /// `description: result` of each successful step.
+    pub results: Vec<String>,
+    /// `description: error` of each failed step (fed to replans).
+    pub failures: Vec<String>,
+    /// Steps executed so far (over all plans).
+    pub executed: usize,
+    /// Replans so far.
+    pub replans: u32,
+    /// Wall-clock seconds spent before the pause.
+    pub elapsed_secs: f64,
 }

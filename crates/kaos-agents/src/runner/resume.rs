@@ -11,6 +11,7 @@ use std::sync::Arc;
 use kaos_llm::{LlmRequest, Message, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 
+use super::plan::PlanProgress;
 use super::turn::{Dispatch, Turn};
 use super::{EventStream, Runner};
 use crate::agent::Agent;
@@ -62,6 +63,42 @@ pub struct RunState {
     pub agent: Agent,
     /// When it paused (seconds since the Unix epoch).
     pub created_at_unix_secs: u64,
+    /// Set when the pause happened inside a PLAN step: where the plan is (`messages` and
+    /// `remaining_calls` are then empty).
+    #[serde(default)]
+    pub plan: Option<PlanProgress>,
+}
+
+impl Turn {
+    /// The state of this turn paused on `pending_call`.
+    pub(crate) fn run_state(
+        &self,
+        messages: Vec<Message>,
+        pending_call: ToolCall,
+        remaining_calls: Vec<ToolCall>,
+        round: u32,
+        plan: Option<PlanProgress>,
+    ) -> RunState {
+        RunState {
+            run_id: self.scope.run_id().to_string(),
+            session_id: self.scope.session_id().to_string(),
+            original_message: self.message.clone(),
+            messages,
+            pending_call,
+            remaining_calls,
+            round,
+            turn_number: self.turn_number,
+            intent: self.intent,
+            usage: self.usage,
+            cost_usd: self.cost,
+            agent: (*self.shared.agent).clone(),
+            created_at_unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            plan,
+        }
+    }
 }
 
 /// Where a paused run's state is stored: `session:{session_id}#pending_runs/{run_id}`.
@@ -177,6 +214,10 @@ async fn run_resume(
     turn.message = state.original_message.clone();
     turn.intent = state.intent;
     turn.approval = Some((state.pending_call.id.clone(), approval));
+    if let Some(plan) = state.plan {
+        let dispatch = turn.plan_from(plan, Some(state.pending_call)).await;
+        return turn.finish(dispatch).await;
+    }
     let request = LlmRequest::new(state.messages).with_tools(turn.shared.tool_defs.to_vec());
     let mut pending = Vec::with_capacity(state.remaining_calls.len() + 1);
     pending.push(state.pending_call);

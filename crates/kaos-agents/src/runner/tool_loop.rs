@@ -8,7 +8,7 @@ use kaos_llm::{LlmRequest, Message, ToolCall};
 use serde_json::{Map, Value};
 
 use super::prompts::REACT_NOTE;
-use super::resume::{Approval, RunState, run_state_ref};
+use super::resume::{Approval, run_state_ref};
 use super::turn::{Dispatch, Turn};
 use crate::attrs;
 use crate::events::{EventKind, SpanError, SpanPhase, SpanSubject, ToolCallSummary};
@@ -146,24 +146,13 @@ impl Turn {
                             .push(Message::tool_result(&call.id, text, is_error));
                     }
                     CallResult::Paused => {
-                        self.pending = Some(RunState {
-                            run_id: self.scope.run_id().to_string(),
-                            session_id: self.scope.session_id().to_string(),
-                            original_message: self.message.clone(),
-                            messages: request.messages.clone(),
-                            pending_call: call.clone(),
-                            remaining_calls: calls[i + 1..].to_vec(),
+                        self.pending = Some(self.run_state(
+                            request.messages.clone(),
+                            call.clone(),
+                            calls[i + 1..].to_vec(),
                             round,
-                            turn_number: self.turn_number,
-                            intent: self.intent,
-                            usage: self.usage,
-                            cost_usd: self.cost,
-                            agent: (*self.shared.agent).clone(),
-                            created_at_unix_secs: std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_secs())
-                                .unwrap_or(0),
-                        });
+                            None,
+                        ));
                         return Some(Dispatch::Paused);
                     }
                 }
@@ -277,10 +266,7 @@ impl Turn {
                 tool_name: call.name.clone(),
                 arguments: call.arguments.clone(),
                 reason: reason.clone(),
-                // Plan steps do not persist a resumable state (yet).
-                run_state_ref: step_id
-                    .is_none()
-                    .then(|| run_state_ref(self.scope.session_id(), self.scope.run_id())),
+                run_state_ref: Some(run_state_ref(self.scope.session_id(), self.scope.run_id())),
             });
             self.scope.end_span(
                 &span,

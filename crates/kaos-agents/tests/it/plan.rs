@@ -406,3 +406,88 @@ async fn chat_agent_with_a_plan_intent_falls_back_to_the_tool_loop() {
     assert!(labels.contains(&"pattern_mismatch".to_string()));
     assert!(!labels.contains(&"plan_proposed".to_string()));
 }
+
+#[tokio::test]
+async fn a_plan_step_paused_for_approval_resumes_inside_its_step() {
+    let published = Arc::new(AtomicUsize::new(0));
+    let arg_calls = Arc::new(AtomicUsize::new(0));
+    let (p2, a2) = (published.clone(), arg_calls.clone());
+    let m = model(move |call, _| match call {
+        Call::Classify => classify("plan"),
+        Call::PlanExpand => ProviderResponse::from_text(
+            json!({"steps": [
+                {"description": "publish the report", "tool": "publish", "expected_output": "url"},
+                {"description": "announce it", "tool": null, "expected_output": "text"}
+            ]})
+            .to_string(),
+        ),
+        Call::ToolArgs => {
+            a2.fetch_add(1, Ordering::SeqCst);
+            ProviderResponse::from_text(r#"{"arguments": {"query": "report"}}"#)
+        }
+        Call::PlanStep => ProviderResponse::from_text(r#"{"result": "announced"}"#),
+        Call::Synthesis => ProviderResponse::from_text(r#"{"answer": "Published and announced."}"#),
+        _ => ProviderResponse::from_text("unexpected"),
+    });
+    let rt = KaosRuntime::test_mode().with_client("m", m).with_tool(
+        FnTool::new("publish", "Publishes.", move |q: Q| {
+            p2.fetch_add(1, Ordering::SeqCst);
+            async move { format!("published {}", q.query) }
+        })
+        .requires_confirmation(),
+    );
+    let agent = Agent::builder()
+        .name("planner")
+        .model("m")
+        .pattern(AgentPattern::Plan)
+        .build()
+        .unwrap();
+    let runner = Runner::new(agent.clone(), rt.clone());
+    let paused = run(&runner, "plan9").await;
+    let r = AgentResponse::from_events(&paused, "plan9").unwrap();
+    assert_eq!(r.outcome, kaos_agents::TurnOutcome::Paused);
+    assert!(r.pending_approval.unwrap().run_state_ref.is_some());
+    assert_eq!(published.load(Ordering::SeqCst), 0);
+    let state = &runner.pending_runs("plan9").await[0];
+    assert_eq!(state.plan.as_ref().unwrap().next_step, 0);
+
+    let resumed: Vec<Event> = Runner::new(agent, rt)
+        .resume(&r.run_id, "plan9", kaos_agents::Approval::Approve)
+        .collect()
+        .await;
+    assert_balanced(&resumed);
+    assert_eq!(
+        shape(&resumed),
+        vec![
+            "span(turn,start) turn.1",
+            "  span(step,start) step.<id>",
+            "    span(tool_call,start) tool.publish",
+            "    span(tool_call,complete) tool.publish",
+            "  span(step,complete) step.<id>",
+            "  span(step,start) step.<id>",
+            "    span(llm_call,start) llm_call.plan_step",
+            "    span(llm_call,complete) llm_call.plan_step",
+            "    usage_observed",
+            "  span(step,complete) step.<id>",
+            "  span(llm_call,start) llm_call.plan_synthesis",
+            "  span(llm_call,complete) llm_call.plan_synthesis",
+            "  usage_observed",
+            "  text_delta",
+            "span(turn,complete) turn.1",
+            "turn_summary",
+        ]
+    );
+    assert_eq!(
+        published.load(Ordering::SeqCst),
+        1,
+        "the approved step ran once"
+    );
+    assert_eq!(
+        arg_calls.load(Ordering::SeqCst),
+        1,
+        "arguments were not re-synthesized"
+    );
+    let done = AgentResponse::from_events(&resumed, "plan9").unwrap();
+    assert_eq!(done.text, "Published and announced.");
+    assert!(runner.pending_runs("plan9").await.is_empty());
+}

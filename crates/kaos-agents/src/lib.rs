@@ -23,16 +23,18 @@ pub use events::{
     Event, EventKind, Intent, SpanError, SpanEvent, SpanPhase, SpanSubject, ToolCallSummary,
     TurnOutcome, TurnSummary,
 };
-pub use hooks::{FnGate, FnHook, Hook, HookAction, HookSet};
+pub use hooks::{CircuitBreaker, FnGate, FnHook, Hook, HookAction, HookSet};
 pub use permissions::{PermissionDecision, PermissionPolicy, PermissionRule};
 pub use runner::{
-    AgentResponse, EventStream, IntentResult, PendingApproval, RunFailure, RunOptions, Runner,
-    TurnError,
+    AgentResponse, AgentTool, Approval, EventStream, IntentResult, PendingApproval, RunFailure,
+    RunOptions, RunState, Runner, TurnError, agent_as_tool, handoff_tool,
 };
 pub use runtime::KaosRuntime;
 pub use scope::TurnScope;
 pub use session::{DirStore, InMemoryStore, Session, SessionStore};
-pub use tools::{FnTool, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry};
+pub use tools::{
+    FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry,
+};
 
 pub use kaos_llm;
 pub use kaos_llm::{FunctionClient, LlmClient, LlmError, LlmRequest, Message, ProviderResponse};

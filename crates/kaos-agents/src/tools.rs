@@ -107,6 +107,18 @@ pub struct ToolContext {
     /// The tool_call span's id (for nesting work under it).
     pub span_id: Arc<str>,
     pub(crate) scope: Option<TurnScope>,
+    pub(crate) runtime: Option<crate::runtime::KaosRuntime>,
+    pub(crate) nested_usage: Option<Arc<std::sync::Mutex<NestedUsage>>>,
+}
+
+/// Tokens and cost a tool spent on model calls of its own (a delegated sub-agent's turn);
+/// the calling turn adds them to its `TurnSummary`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NestedUsage {
+    /// Token counts.
+    pub usage: kaos_llm::Usage,
+    /// USD; `None` when some model's price is unknown.
+    pub cost_usd: Option<f64>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -131,6 +143,28 @@ impl ToolContext {
             agent: Arc::from(""),
             span_id: Arc::from(""),
             scope: None,
+            runtime: None,
+            nested_usage: None,
+        }
+    }
+
+    /// The runtime of the calling turn, if any.
+    pub fn runtime(&self) -> Option<&crate::runtime::KaosRuntime> {
+        self.runtime.as_ref()
+    }
+
+    /// Reports tokens and cost this call spent on model calls of its own (e.g. a sub-agent's
+    /// turn); the calling turn adds them to its summary's totals. No-op outside a turn.
+    pub fn report_nested_usage(&self, usage: kaos_llm::Usage, cost_usd: Option<f64>) {
+        if let Some(sink) = &self.nested_usage {
+            let mut acc = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            acc.usage += usage;
+            acc.cost_usd = match (acc.cost_usd, cost_usd) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
         }
     }
 

@@ -11,12 +11,14 @@
 //! event; the turn and the other hooks go on.
 
 mod builtin;
+mod circuit;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use builtin::{CostTotals, CostTrackingHook, LoggingHook, RecordingHook};
+pub use circuit::{CircuitBreaker, CircuitState, Clock, ManualClock, SystemClock};
 
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject};
 

@@ -4,8 +4,18 @@
 //! an [`AgentResponse`]. One runner serves many sessions concurrently; two turns on the same
 //! session are serialized. Dropping the stream mid-turn ends every open span as `cancelled`
 //! (hooks see those events synchronously) and leaves the session as it was before the turn.
+//!
+//! Beyond single turns: [`Runner::delegate`] / [`agent_as_tool`] run a sub-agent nested in a
+//! `subagent` span, [`Runner::handoff`] / [`handoff_tool`] hand a message to another agent
+//! inside a `handoff` span, and [`Runner::resume`] continues a turn that paused for a tool
+//! approval ([`RunState`] on the session). Agents with [`crate::AgentPattern::Plan`] run
+//! `plan` intents as live plan-execute (see the `plan` module docs). A `TurnSummary`'s
+//! tokens and cost include the turns of sub-agents it delegated to.
 
+mod delegation;
+mod plan;
 mod prompts;
+mod resume;
 mod tool_loop;
 mod turn;
 
@@ -28,7 +38,10 @@ use crate::runtime::KaosRuntime;
 use crate::scope::{TurnScope, new_run_id};
 use crate::tools::Tool;
 
+pub use delegation::{AgentTool, agent_as_tool, delegation_depth, handoff_tool};
+pub use plan::{PlanProgress, PlanStepRecord};
 pub use prompts::heuristic_intent;
+pub use resume::{Approval, RunState, run_state_ref};
 
 /// Per-run options.
 #[derive(Debug, Clone, Default)]
@@ -178,12 +191,15 @@ impl Runner {
         let fut = turn::run_turn(self.shared.clone(), scope.clone(), message.into(), options);
         EventStream {
             scope,
-            fut: Some(Box::pin(fut)),
+            fut: Some(Box::pin(async move {
+                fut.await;
+            })),
         }
     }
 
     /// Runs one turn inside another run's scope (a sub-agent or handoff target): the events
-    /// go through that run's hooks and stream, nested under `parent_span_id`.
+    /// go through that run's hooks and stream, nested under `parent_span_id`. Dropping the
+    /// future before it ends closes the nested run's open spans as `cancelled`.
     pub fn run_nested(
         &self,
         parent: &TurnScope,
@@ -197,12 +213,18 @@ impl Runner {
             Arc::from(session_id.into()),
             self.shared.agent_name.clone(),
         );
-        turn::run_turn(
+        let guard_scope = scope.clone();
+        let fut = turn::run_turn(
             self.shared.clone(),
             scope,
             message.into(),
             RunOptions::default(),
-        )
+        );
+        async move {
+            let mut guard = delegation::CancelOnDrop(Some(guard_scope));
+            fut.await;
+            guard.disarm();
+        }
     }
 
     /// Runs one turn and collects it into an [`AgentResponse`]. A turn that failed (e.g.
@@ -387,7 +409,8 @@ pub enum TurnError {
 }
 
 impl AgentResponse {
-    /// Folds a turn's events into a response.
+    /// Folds a turn's events into a response (for a `delegate`/`handoff` stream: the nested
+    /// turn's).
     pub fn from_events(events: &[Event], session_id: &str) -> Result<AgentResponse, TurnError> {
         let mut response = AgentResponse {
             session_id: session_id.to_string(),
@@ -395,7 +418,18 @@ impl AgentResponse {
         };
         let mut deltas = String::new();
         let mut summary_seen = false;
-        let root_run = events.first().map(|e| e.run_id.clone());
+        // The first turn's run: the stream's own run, or for a `delegate`/`handoff` stream
+        // (whose own run only holds the wrapping span) the nested turn's run.
+        let root_run = events
+            .iter()
+            .find(|e| {
+                e.is_span(
+                    crate::events::SpanSubject::Turn,
+                    crate::events::SpanPhase::Start,
+                )
+            })
+            .or(events.first())
+            .map(|e| e.run_id.clone());
         for event in events {
             if Some(&event.run_id) != root_run.as_ref() {
                 continue; // a nested run's events

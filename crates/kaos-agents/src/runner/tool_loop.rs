@@ -8,13 +8,14 @@ use kaos_llm::{LlmRequest, Message, ToolCall};
 use serde_json::{Map, Value};
 
 use super::prompts::REACT_NOTE;
+use super::resume::{Approval, run_state_ref};
 use super::turn::{Dispatch, Turn};
 use crate::attrs;
 use crate::events::{EventKind, SpanError, SpanPhase, SpanSubject, ToolCallSummary};
 use crate::hooks::HookAction;
 use crate::permissions::PermissionDecision;
 use crate::session::ToolAction;
-use crate::tools::{ToolContext, ToolOutput};
+use crate::tools::{NestedUsage, ToolContext, ToolOutput};
 
 /// Most characters of a tool result kept in `result_summary`.
 pub(crate) const RESULT_SUMMARY_CHARS: usize = 200;
@@ -73,8 +74,33 @@ impl Turn {
                 Message::user(&*m.content)
             });
         }
-        let mut request = LlmRequest::new(messages).with_tools(self.shared.tool_defs.to_vec());
-        for _ in 0..agent.max_react_iterations {
+        let request = LlmRequest::new(messages).with_tools(self.shared.tool_defs.to_vec());
+        self.tool_loop_from(request, 0, Vec::new()).await
+    }
+
+    /// The tool loop from model round `first_round`, after first running `pending` (the
+    /// remaining calls of an interrupted round, when resuming a paused run).
+    pub(crate) async fn tool_loop_from(
+        &mut self,
+        mut request: LlmRequest,
+        first_round: u32,
+        pending: Vec<ToolCall>,
+    ) -> Dispatch {
+        let agent = self.shared.agent.clone();
+        if !pending.is_empty() {
+            if let Some(d) = self.run_calls(&mut request, &pending, first_round).await {
+                return d;
+            }
+            if let Some(d) = self.check_chat_cost() {
+                return d;
+            }
+        }
+        let start = if pending.is_empty() {
+            first_round
+        } else {
+            first_round + 1
+        };
+        for round in start..agent.max_react_iterations {
             let response = match self.chat_call("react", &request).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -90,40 +116,70 @@ impl Turn {
                 response.text(),
                 calls.clone(),
             ));
-            for call in &calls {
-                match self.call_tool(call, None).await {
-                    CallResult::Done { text, is_error } => {
-                        request
-                            .messages
-                            .push(Message::tool_result(&call.id, text, is_error));
-                    }
-                    CallResult::Paused => return Dispatch::Paused,
-                }
-                if self.halted() {
-                    return Dispatch::Failed;
-                }
+            if let Some(d) = self.run_calls(&mut request, &calls, round).await {
+                return d;
             }
-            if let Some(limit) = agent.budget.chat_max_cost_usd {
-                let spent = self.cost.unwrap_or(0.0);
-                if spent >= limit {
-                    self.scope.emit(EventKind::BudgetExceeded {
-                        kind: "chat_cost".into(),
-                        limit,
-                        actual: spent,
-                        reason: format!(
-                            "the turn spent ${spent:.4}, at or over its ${limit:.4} cap"
-                        ),
-                    });
-                    return Dispatch::Answer(format!(
-                        "I stopped before finishing: this turn reached its cost cap (${limit:.4})."
-                    ));
-                }
+            if let Some(d) = self.check_chat_cost() {
+                return d;
             }
         }
         Dispatch::Answer(format!(
             "I stopped after {} tool rounds without reaching a final answer.",
             agent.max_react_iterations
         ))
+    }
+
+    /// Runs one round's calls in order, appending their results. On a pause, leaves the run
+    /// state in `self.pending` and returns `Paused`.
+    async fn run_calls(
+        &mut self,
+        request: &mut LlmRequest,
+        calls: &[ToolCall],
+        round: u32,
+    ) -> Option<Dispatch> {
+        {
+            for (i, call) in calls.iter().enumerate() {
+                match self.call_tool(call, None).await {
+                    CallResult::Done { text, is_error } => {
+                        request
+                            .messages
+                            .push(Message::tool_result(&call.id, text, is_error));
+                    }
+                    CallResult::Paused => {
+                        self.pending = Some(self.run_state(
+                            request.messages.clone(),
+                            call.clone(),
+                            calls[i + 1..].to_vec(),
+                            round,
+                            None,
+                        ));
+                        return Some(Dispatch::Paused);
+                    }
+                }
+                if self.halted() {
+                    return Some(Dispatch::Failed);
+                }
+            }
+            None
+        }
+    }
+
+    /// The chat cost cap, checked between model calls.
+    fn check_chat_cost(&mut self) -> Option<Dispatch> {
+        let limit = self.shared.agent.budget.chat_max_cost_usd?;
+        let spent = self.cost.unwrap_or(0.0);
+        if spent < limit {
+            return None;
+        }
+        self.scope.emit(EventKind::BudgetExceeded {
+            kind: "chat_cost".into(),
+            limit,
+            actual: spent,
+            reason: format!("the turn spent ${spent:.4}, at or over its ${limit:.4} cap"),
+        });
+        Some(Dispatch::Answer(format!(
+            "I stopped before finishing: this turn reached its cost cap (${limit:.4})."
+        )))
     }
 
     /// No tools are available: answer directly.
@@ -184,7 +240,22 @@ impl Turn {
                 Some("permission_denied"),
             );
         }
-        if verdict.decision == PermissionDecision::Ask || action == HookAction::RequireApproval {
+        let decided = match &self.approval {
+            Some((id, _)) if *id == call.id => self.approval.take().map(|(_, a)| a),
+            _ => None,
+        };
+        if let Some(Approval::Deny { reason }) = decided {
+            let text = format!(
+                "A human denied the call to tool {:?}; it did not run ({reason}). Do not retry it.",
+                call.name
+            );
+            return self.finish_tool(call, &span, started, step_id, text, Some("approval_denied"));
+        }
+        let approved = decided.is_some();
+        if !approved
+            && (verdict.decision == PermissionDecision::Ask
+                || action == HookAction::RequireApproval)
+        {
             let reason = if verdict.decision == PermissionDecision::Ask {
                 verdict.reason
             } else {
@@ -195,7 +266,7 @@ impl Turn {
                 tool_name: call.name.clone(),
                 arguments: call.arguments.clone(),
                 reason: reason.clone(),
-                run_state_ref: None,
+                run_state_ref: Some(run_state_ref(self.scope.session_id(), self.scope.run_id())),
             });
             self.scope.end_span(
                 &span,
@@ -223,6 +294,11 @@ impl Turn {
             agent: self.scope.agent().clone(),
             span_id: span.clone(),
             scope: Some(self.scope.clone()),
+            runtime: Some(shared.runtime.clone()),
+            nested_usage: Some(Arc::new(std::sync::Mutex::new(NestedUsage {
+                usage: kaos_llm::Usage::default(),
+                cost_usd: Some(0.0),
+            }))),
         };
         let timeout = shared.agent.tool_timeout();
         let run = AssertUnwindSafe(tool.call(call.arguments.clone(), &ctx)).catch_unwind();
@@ -248,6 +324,18 @@ impl Turn {
                 "tool_timeout",
             ),
         };
+        if let Some(sink) = &ctx.nested_usage {
+            let nested = *sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if nested.usage.total_tokens > 0 || nested.cost_usd != Some(0.0) {
+                self.usage += nested.usage;
+                self.cost = match (self.cost, nested.cost_usd) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    _ => None,
+                };
+            }
+        }
         let text = output.model_text();
         if error_type.is_empty() {
             self.finish_tool(call, &span, started, step_id, text, None)

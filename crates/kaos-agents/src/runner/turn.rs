@@ -38,6 +38,14 @@ pub(crate) struct Turn {
     pub tool_calls: Vec<ToolCallSummary>,
     pub intent: Option<Intent>,
     pub client: Option<Arc<dyn LlmClient>>,
+    /// The user's message of this turn (kept for a paused run's state).
+    pub message: String,
+    /// A human's decision about one call id (set when resuming a paused run).
+    pub approval: Option<(String, super::resume::Approval)>,
+    /// The state to persist when the turn pauses (set by the tool loop).
+    pub pending: Option<super::resume::RunState>,
+    /// The turn's summary once emitted (read by nested callers).
+    pub result: Option<TurnSummary>,
 }
 
 /// Runs one turn to its end, emitting every event through `scope`.
@@ -46,7 +54,7 @@ pub(crate) async fn run_turn(
     scope: TurnScope,
     message: String,
     options: RunOptions,
-) {
+) -> Option<TurnSummary> {
     let lock = shared.session_lock(scope.session_id());
     let _guard = lock.lock().await;
     let loaded = shared.runtime.store().load(scope.session_id()).await;
@@ -63,77 +71,112 @@ pub(crate) async fn run_turn(
     if let Some(tp) = options.traceparent {
         start.insert("traceparent".into(), Value::String(tp));
     }
-    let (turn_span, _) = scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);
-    let mut turn = Turn {
-        shared,
-        scope,
-        session,
-        turn_span,
-        turn_number,
-        usage: Usage::default(),
-        cost: Some(0.0),
-        tool_calls: Vec::new(),
-        intent: None,
-        client: None,
-    };
-    if let Some(message) = load_error {
-        return turn.fail(
-            "session_store_error",
-            &message,
-            "Check the session store (state directory permissions and disk).",
-        );
-    }
-    if let Some(message) = turn.shared.config_error.clone() {
-        return turn.fail("config_error", &message, "Fix the agent's configuration.");
-    }
-    match turn.shared.runtime.client(&turn.shared.agent.model) {
-        Ok(c) => turn.client = Some(c),
-        Err(e) => return turn.fail_llm(&e),
-    }
-    turn.run(message).await;
+    let mut turn = Turn::start(shared, scope, session, turn_number, start, load_error)?;
+    turn.message = message.clone();
+    turn.run(message).await
 }
 
 impl Turn {
+    /// Opens the turn span and checks what every turn needs (store, config, model client).
+    /// Returns `None` when the turn already failed (its summary was emitted).
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        scope: TurnScope,
+        session: Session,
+        turn_number: u64,
+        start: Map<String, Value>,
+        load_error: Option<String>,
+    ) -> Option<Turn> {
+        let (turn_span, _) =
+            scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);
+        let mut turn = Turn {
+            shared,
+            scope,
+            session,
+            turn_span,
+            turn_number,
+            usage: Usage::default(),
+            cost: Some(0.0),
+            tool_calls: Vec::new(),
+            intent: None,
+            client: None,
+            message: String::new(),
+            approval: None,
+            pending: None,
+            result: None,
+        };
+        if let Some(message) = load_error {
+            turn.fail(
+                "session_store_error",
+                &message,
+                "Check the session store (state directory permissions and disk).",
+            );
+            return None;
+        }
+        if let Some(message) = turn.shared.config_error.clone() {
+            turn.fail("config_error", &message, "Fix the agent's configuration.");
+            return None;
+        }
+        match turn.shared.runtime.client(&turn.shared.agent.model) {
+            Ok(c) => turn.client = Some(c),
+            Err(e) => {
+                turn.fail_llm(&e);
+                return None;
+            }
+        }
+        Some(turn)
+    }
+
+    /// Ends the turn according to how its dispatch ended; returns the summary.
+    pub(crate) async fn finish(mut self, dispatch: Dispatch) -> Option<TurnSummary> {
+        match dispatch {
+            Dispatch::Answer(text) => self.complete(text).await,
+            Dispatch::Paused => self.pause().await,
+            Dispatch::Failed => {}
+        }
+        self.result
+    }
+
     fn client(&self) -> Result<Arc<dyn LlmClient>, LlmError> {
         self.client
             .clone()
             .ok_or_else(|| LlmError::Config("no model client".into()))
     }
 
-    async fn run(mut self, message: String) {
+    async fn run(mut self, message: String) -> Option<TurnSummary> {
         let context = self
             .session
             .render_history(self.shared.agent.history_budget_chars);
         self.session.push_message("user", &message);
         let intent = match self.classify(&message, &context).await {
             Ok(intent) => intent,
-            Err(e) => return self.fail_llm(&e),
+            Err(e) => {
+                self.fail_llm(&e);
+                return self.result;
+            }
         };
         self.intent = Some(intent);
         if self.halted() {
-            return;
+            return self.result;
         }
         let dispatch = match intent {
             Intent::Respond | Intent::Research => self.respond(&message, None).await,
             Intent::Clarify => self.respond(&message, Some(CLARIFY_NOTE)).await,
             Intent::ToolUse => self.tool_loop(&message).await,
+            Intent::Plan if self.shared.agent.pattern == AgentPattern::Plan => {
+                self.plan(&message).await
+            }
             Intent::Plan => {
-                if self.shared.agent.pattern == AgentPattern::Chat {
-                    self.scope.emit(EventKind::PatternMismatch {
-                        classified_intent: Intent::Plan,
-                        agent_pattern: AgentPattern::Chat.as_str().into(),
-                        recommended_pattern: AgentPattern::Plan.as_str().into(),
-                        fallback: "tool_loop".into(),
-                    });
-                }
+                self.scope.emit(EventKind::PatternMismatch {
+                    classified_intent: Intent::Plan,
+                    agent_pattern: AgentPattern::Chat.as_str().into(),
+                    recommended_pattern: AgentPattern::Plan.as_str().into(),
+                    fallback: "tool_loop".into(),
+                });
                 self.tool_loop(&message).await
             }
         };
-        match dispatch {
-            Dispatch::Answer(text) => self.complete(text).await,
-            Dispatch::Paused => self.pause(),
-            Dispatch::Failed => {}
-        }
+        self.finish(dispatch).await
     }
 
     /// Whether a hook asked the run to stop; if so the turn is failed here.
@@ -235,7 +278,7 @@ impl Turn {
     }
 
     /// A typed call inside an `llm_call` span.
-    async fn typed_call<O: StructuredOutput>(
+    pub(crate) async fn typed_call<O: StructuredOutput>(
         &mut self,
         purpose: &str,
         signature: &Signature<O>,
@@ -359,7 +402,7 @@ impl Turn {
         }
     }
 
-    async fn complete(mut self, text: String) {
+    async fn complete(&mut self, text: String) {
         self.scope.emit(EventKind::TextDelta {
             content: text.clone(),
         });
@@ -380,10 +423,39 @@ impl Turn {
             None,
         );
         let summary = self.summary(text, TurnOutcome::Completed);
+        self.emit_summary(summary);
+    }
+
+    fn emit_summary(&mut self, summary: TurnSummary) {
+        self.result = Some(summary.clone());
         self.scope.emit(EventKind::TurnSummary(summary));
     }
 
-    fn pause(self) {
+    /// Pauses: persists the run state (when the tool loop left one) with the user's message,
+    /// then ends the turn with outcome `paused`.
+    async fn pause(&mut self) {
+        if let Some(state) = self.pending.take() {
+            match serde_json::to_value(&state) {
+                Ok(v) => {
+                    self.session.pending_runs.insert(state.run_id.clone(), v);
+                }
+                Err(e) => {
+                    return self.fail(
+                        "run_state_error",
+                        &format!("cannot serialize the paused run's state: {e}"),
+                        "Report this as a bug.",
+                    );
+                }
+            }
+            let store = self.shared.runtime.store().clone();
+            if let Err(e) = store.save(&self.session).await {
+                return self.fail(
+                    "session_store_error",
+                    &e.message,
+                    "Check the session store (state directory permissions and disk).",
+                );
+            }
+        }
         self.scope.end_span(
             &self.turn_span,
             SpanPhase::Complete,
@@ -391,7 +463,7 @@ impl Turn {
             None,
         );
         let summary = self.summary(String::new(), TurnOutcome::Paused);
-        self.scope.emit(EventKind::TurnSummary(summary));
+        self.emit_summary(summary);
     }
 
     /// Emits `RunError`, ends the turn with an error and a failed summary.
@@ -411,7 +483,7 @@ impl Turn {
             }),
         );
         let summary = self.summary(String::new(), TurnOutcome::Failed);
-        self.scope.emit(EventKind::TurnSummary(summary));
+        self.emit_summary(summary);
     }
 
     pub(crate) fn fail_llm(&mut self, e: &LlmError) {

@@ -1,10 +1,15 @@
-//! Integration tests of kaos-agents.
+//! Integration tests of kaos-agents (one binary; each module is a topic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod audit;
 mod audit_e2e;
 mod audit_html;
+mod circuit;
+mod delegation;
+mod plan;
 mod redact;
+mod resume;
 mod runner;
+mod support;
 mod tree;
 mod util;

@@ -8,6 +8,8 @@
 pub mod agent;
 pub mod events;
 pub mod hooks;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod permissions;
 pub mod scope;
 pub mod session;

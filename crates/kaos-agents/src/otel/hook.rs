@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
@@ -98,6 +98,8 @@ pub struct OTelHook {
     naming: SpanNaming,
     content: ContentPolicy,
     state: Mutex<State>,
+    /// OTel span id → our `(run_id, span_id)`, recorded for replay.
+    id_log: Option<Mutex<HashMap<SpanId, Key>>>,
 }
 
 impl std::fmt::Debug for OTelHook {
@@ -122,6 +124,31 @@ impl OTelHook {
             naming: SpanNaming::default(),
             content: ContentPolicy::new(CaptureContent::from_env()),
             state: Mutex::new(State::default()),
+            id_log: None,
+        }
+    }
+
+    /// Records which OTel span id each of our spans got (for replay's id rewrite).
+    pub(crate) fn recording_ids(mut self) -> Self {
+        self.id_log = Some(Mutex::new(HashMap::new()));
+        self
+    }
+
+    /// The recorded OTel span id → `(run_id, span_id)` table.
+    pub(crate) fn take_id_log(&self) -> HashMap<SpanId, (Arc<str>, Arc<str>)> {
+        self.id_log
+            .as_ref()
+            .map(|m| {
+                std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            })
+            .unwrap_or_default()
+    }
+
+    fn log_id(&self, cx: &Context, key: &Key) {
+        if let Some(log) = &self.id_log {
+            log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(cx.span().span_context().span_id(), key.clone());
         }
     }
 
@@ -189,6 +216,11 @@ impl OTelHook {
     /// Ends every open span now (status UNSET, `kaos.cancel_reason=reason`), children first.
     /// Returns how many ended. Called by [`Hook::shutdown`].
     pub fn close_all(&self, reason: &str) -> usize {
+        self.close_all_at(reason, now_nanos())
+    }
+
+    /// [`OTelHook::close_all`] with an explicit end time (unix ns).
+    pub(crate) fn close_all_at(&self, reason: &str, now: u64) -> usize {
         let mut state = self.lock();
         let roots: Vec<Key> = state
             .spans
@@ -201,7 +233,6 @@ impl OTelHook {
             .map(|(k, _)| k.clone())
             .collect();
         let before = state.spans.len();
-        let now = now_nanos();
         for key in roots {
             let at = state
                 .spans
@@ -447,6 +478,7 @@ impl OTelHook {
                         .with_start_time(t)
                         .start_with_context(&self.tracer, &parent_cx);
                     let cx = parent_cx.with_span(otel);
+                    self.log_id(&cx, &ikey);
                     insert(
                         state,
                         ikey.clone(),
@@ -479,6 +511,7 @@ impl OTelHook {
             .with_attributes(attrs)
             .start_with_context(&self.tracer, &parent_cx);
         let cx = parent_cx.with_span(otel);
+        self.log_id(&cx, &key);
         insert(state, key.clone(), cx, kind, parent_key, event.timestamp);
         match kind {
             Kind::Turn => {

@@ -26,7 +26,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP, RedactFn};
 pub use hook::OTelHook;
-pub use replay::{ReplayError, export_recorded, replay_spans};
+pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
 pub use telemetry::{
     Exporter, Protocol, Telemetry, TelemetryBuilder, TelemetryError, TelemetryStats,
 };

@@ -11,6 +11,8 @@ pub mod hooks;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod permissions;
+pub mod runner;
+pub mod runtime;
 pub mod scope;
 pub mod session;
 pub mod tools;
@@ -22,6 +24,14 @@ pub use events::{
 };
 pub use hooks::{FnGate, FnHook, Hook, HookAction, HookSet};
 pub use permissions::{PermissionDecision, PermissionPolicy, PermissionRule};
+pub use runner::{
+    AgentResponse, EventStream, IntentResult, PendingApproval, RunFailure, RunOptions, Runner,
+    TurnError,
+};
+pub use runtime::KaosRuntime;
 pub use scope::TurnScope;
 pub use session::{DirStore, InMemoryStore, Session, SessionStore};
 pub use tools::{FnTool, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry};
+
+pub use kaos_llm;
+pub use kaos_llm::{FunctionClient, LlmClient, LlmError, LlmRequest, Message, ProviderResponse};

@@ -1,3 +1,72 @@
-//! The `kaos` command line (being written).
+//! The `kaos` command line: run and chat with agents offline or live, and see each turn's
+//! span tree.
+//!
+//! Flags are parsed in two stages: [`cli`] holds the raw clap flags, [`plan`] validates them
+//! into a plan that builds the runtime. Exit codes: 0 success, 1 the turn failed, 2 usage or
+//! config error, 130 interrupted.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-fn main() {}
+mod agent_file;
+mod chat;
+mod cli;
+mod exit;
+mod models;
+mod plan;
+mod render;
+mod run;
+mod tools;
+mod wiring;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::CliError;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kaos: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for stray blocking tasks (e.g. a stdin read) on the way out.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(CliError { code, error }) => {
+            if let Some(e) = error {
+                eprintln!("kaos: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
+    match cli.command {
+        cli::Command::Run(args) => {
+            let plan = plan::RunPlan::from_args(args).map_err(CliError::usage)?;
+            run::run(plan).await
+        }
+        cli::Command::Chat(args) => {
+            let plan = plan::RunPlan::from_chat_args(args).map_err(CliError::usage)?;
+            chat::chat(plan).await
+        }
+        cli::Command::Audit(args) => wiring::audit_command(&args).map_err(CliError::usage),
+    }
+}

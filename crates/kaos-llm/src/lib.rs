@@ -26,6 +26,9 @@ pub mod types;
 
 pub use client::{LlmClient, StreamEvent};
 pub use error::LlmError;
+pub use fallback::FallbackClient;
+pub use providers::{AnthropicClient, OpenAiClient, create_client};
+pub use spec::ModelSpec;
 
 pub use function::{FunctionClient, IntoLlmResult};
 pub use json::extract_json;

@@ -5,3 +5,5 @@
 mod otel_export;
 #[cfg(feature = "otel")]
 mod otel_hook;
+mod runner;
+mod util;

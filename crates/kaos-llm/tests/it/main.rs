@@ -1,6 +1,13 @@
 //! Integration tests of kaos-llm (one binary; each module is a topic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod anthropic;
+mod fallback;
 mod function;
+mod openai;
 mod pricing;
+mod retry;
+mod secrets;
+mod spec;
 mod structured;
+mod util;

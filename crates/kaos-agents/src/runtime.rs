@@ -1,0 +1,134 @@
+//! [`KaosRuntime`]: what a runner runs against — tools, sessions and model clients.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kaos_llm::{LlmClient, LlmError};
+
+use crate::session::{DirStore, InMemoryStore, SessionStore};
+use crate::tools::{Tool, ToolRegistry};
+
+/// Tools, a session store and a model-client registry.
+///
+/// `with_client(spec, client)` is the offline seam: a model spec registered here is served
+/// by that client; any other spec is built by `kaos_llm::create_client` (from the
+/// environment) on first use and cached.
+#[derive(Clone)]
+pub struct KaosRuntime {
+    tools: ToolRegistry,
+    store: Arc<dyn SessionStore>,
+    clients: HashMap<String, Arc<dyn LlmClient>>,
+    created: Arc<Mutex<HashMap<String, Arc<dyn LlmClient>>>>,
+}
+
+impl std::fmt::Debug for KaosRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KaosRuntime")
+            .field("tools", &self.tools)
+            .field("clients", &self.clients.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KaosRuntime {
+    fn default() -> Self {
+        Self::test_mode()
+    }
+}
+
+impl KaosRuntime {
+    /// A runtime with this session store and nothing else.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self {
+            tools: ToolRegistry::default(),
+            store,
+            clients: HashMap::new(),
+            created: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A runtime whose sessions live in memory: nothing touches disk.
+    pub fn test_mode() -> Self {
+        Self::new(Arc::new(InMemoryStore::new()))
+    }
+
+    /// A runtime whose sessions are JSON files in `dir`.
+    pub fn with_state_dir(dir: impl Into<PathBuf>) -> Self {
+        Self::new(Arc::new(DirStore::new(dir)))
+    }
+
+    /// Serves model spec `spec` with `client`.
+    pub fn with_client(
+        mut self,
+        spec: impl Into<String>,
+        client: impl LlmClient + 'static,
+    ) -> Self {
+        self.clients.insert(spec.into(), Arc::new(client));
+        self
+    }
+
+    /// Serves model spec `spec` with a shared client.
+    pub fn with_shared_client(
+        mut self,
+        spec: impl Into<String>,
+        client: Arc<dyn LlmClient>,
+    ) -> Self {
+        self.clients.insert(spec.into(), client);
+        self
+    }
+
+    /// Registers a tool.
+    pub fn with_tool(mut self, tool: impl Tool + 'static) -> Self {
+        self.tools.register(Arc::new(tool));
+        self
+    }
+
+    /// Registers a shared tool.
+    pub fn with_shared_tool(mut self, tool: Arc<dyn Tool>) -> Self {
+        self.tools.register(tool);
+        self
+    }
+
+    /// Replaces the session store.
+    pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The tools.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The client for a model spec: a registered one, or one built from the environment.
+    pub fn client(&self, spec: &str) -> Result<Arc<dyn LlmClient>, LlmError> {
+        if let Some(c) = self.clients.get(spec) {
+            return Ok(c.clone());
+        }
+        let mut created = self
+            .created
+            .lock()
+            .map_err(|_| LlmError::Config("client cache lock poisoned".into()))?;
+        if let Some(c) = created.get(spec) {
+            return Ok(c.clone());
+        }
+        let client = kaos_llm::create_client(spec).map_err(|e| match e {
+            LlmError::InvalidModelSpec { spec, message } => LlmError::InvalidModelSpec {
+                message: format!(
+                    "{message} (register offline models with KaosRuntime::with_client; registered: {:?})",
+                    self.clients.keys().collect::<Vec<_>>()
+                ),
+                spec,
+            },
+            other => other,
+        })?;
+        created.insert(spec.to_string(), client.clone());
+        Ok(client)
+    }
+}

@@ -1,0 +1,195 @@
+//! Stage two: the raw flags validated into a [`RunPlan`] that knows how to build the runtime
+//! and the runner. Every error here is a usage or configuration error (exit 2).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use kaos_agents::{Agent, KaosRuntime, Runner};
+
+use crate::agent_file::{AgentFile, LoadedAgent};
+use crate::cli::{CaptureContent, ChatArgs, CommonArgs, OtlpProtocol, RunArgs};
+use crate::models::ModelRegistry;
+use crate::wiring;
+
+/// Where sessions live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateStore {
+    /// In memory (`--ephemeral`).
+    Ephemeral,
+    /// JSON files under this directory.
+    Dir(PathBuf),
+}
+
+/// The observability flags, parsed but (for now) only partly wired; see [`crate::wiring`].
+#[derive(Debug, Clone, Default)]
+pub struct Observability {
+    /// `--otlp URL` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp: Option<String>,
+    /// `--otlp-protocol`.
+    #[allow(
+        dead_code,
+        reason = "WIRING(otel): read when the OTLP exporter is built"
+    )]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `--traceparent` / `TRACEPARENT`.
+    pub traceparent: Option<String>,
+    /// `--capture-content`.
+    pub capture_content: Option<CaptureContent>,
+    /// `--audit DIR`.
+    pub audit: Option<PathBuf>,
+}
+
+/// What stderr shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Display {
+    /// Print the span tree.
+    pub tree: bool,
+    /// Show a spinner while waiting.
+    pub spinner: bool,
+    /// Print notes such as the new session id.
+    pub notes: bool,
+}
+
+/// A validated `run` or `chat` invocation.
+#[derive(Debug)]
+pub struct RunPlan {
+    /// The message (`run` only; `None` = read stdin).
+    pub message: Option<String>,
+    /// The session id.
+    pub session: String,
+    /// Whether the session id was generated (then it is printed).
+    pub session_generated: bool,
+    /// JSONL events on stdout instead of the answer.
+    pub json: bool,
+    /// What stderr shows.
+    pub display: Display,
+    /// Where sessions live.
+    pub store: StateStore,
+    /// The agent, with its tools.
+    pub agent: LoadedAgent,
+    /// The model clients every agent of this process uses.
+    pub models: Arc<ModelRegistry>,
+    /// OTLP, traceparent, content capture, audit.
+    pub observability: Observability,
+}
+
+impl RunPlan {
+    /// Validates `kaos run` flags.
+    pub fn from_args(args: RunArgs) -> anyhow::Result<Self> {
+        let (session, generated) = match args.session {
+            Some(s) if s.trim().is_empty() => bail!("--session must not be empty"),
+            Some(s) => (s, false),
+            None => (format!("s-{}", uuid::Uuid::new_v4().simple()), true),
+        };
+        Self::build(args.message, session, generated, args.json, args.common)
+    }
+
+    /// Validates `kaos chat` flags.
+    pub fn from_chat_args(args: ChatArgs) -> anyhow::Result<Self> {
+        if args.session.trim().is_empty() {
+            bail!("--session must not be empty");
+        }
+        Self::build(None, args.session, false, false, args.common)
+    }
+
+    fn build(
+        message: Option<String>,
+        session: String,
+        session_generated: bool,
+        json: bool,
+        common: CommonArgs,
+    ) -> anyhow::Result<Self> {
+        let store = if common.ephemeral {
+            StateStore::Ephemeral
+        } else {
+            StateStore::Dir(match common.state_dir {
+                Some(dir) => dir,
+                None => default_state_dir()?,
+            })
+        };
+        let observability = Observability {
+            otlp: common.otlp.filter(|s| !s.trim().is_empty()),
+            otlp_protocol: Some(common.otlp_protocol),
+            traceparent: common
+                .traceparent
+                .or_else(|| std::env::var("TRACEPARENT").ok())
+                .filter(|s| !s.trim().is_empty()),
+            capture_content: common.capture_content,
+            audit: common.audit,
+        };
+        wiring::check_observability(&observability)?;
+        if observability.otlp.is_none()
+            && !common.quiet
+            && let Some(url) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        {
+            // WIRING(otel): use the variable as the default for `--otlp`.
+            eprintln!(
+                "kaos: note: OTEL_EXPORTER_OTLP_ENDPOINT={url} is set but OTLP export is not available in this build yet; spans stay local"
+            );
+        }
+
+        let models = Arc::new(ModelRegistry::default());
+        let file = match &common.agent {
+            Some(path) => Some(AgentFile::load(path)?),
+            None => None,
+        };
+        let agent = LoadedAgent::build(file, common.model.as_deref(), &models, 0)?;
+
+        let stderr_tty = std::io::stderr().is_terminal();
+        let display = Display {
+            tree: !common.quiet && (common.trace || stderr_tty),
+            spinner: !common.quiet && stderr_tty,
+            notes: !common.quiet,
+        };
+        Ok(Self {
+            message,
+            session,
+            session_generated,
+            json,
+            display,
+            store,
+            agent,
+            models,
+            observability,
+        })
+    }
+
+    /// A runtime for this plan: its session store and every model client the agents name.
+    pub fn runtime(&self) -> KaosRuntime {
+        let runtime = match &self.store {
+            StateStore::Ephemeral => KaosRuntime::test_mode(),
+            StateStore::Dir(dir) => KaosRuntime::with_state_dir(sessions_dir(dir)),
+        };
+        self.models.register_all(runtime)
+    }
+
+    /// The runner for the plan's agent, its tools registered on `runtime`.
+    pub fn runner(&self, runtime: KaosRuntime) -> Runner {
+        self.agent.runner(runtime)
+    }
+
+    /// The agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent.agent
+    }
+}
+
+/// Sessions are kept in `<state-dir>/sessions` (audit trails will sit beside them).
+fn sessions_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("sessions")
+}
+
+/// `$XDG_DATA_HOME/kaos`, else `~/.local/share/kaos`.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("kaos"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .context("cannot find a state dir: neither XDG_DATA_HOME nor HOME is set (use --state-dir DIR or --ephemeral)")?;
+    Ok(PathBuf::from(home).join(".local/share/kaos"))
+}

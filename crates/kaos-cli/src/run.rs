@@ -1,0 +1,270 @@
+//! Driving one turn: the event stream, Ctrl-C, the spinner, and what gets printed.
+
+use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use futures::StreamExt;
+use kaos_agents::{AgentResponse, Event, EventKind, Hook, Runner, SpanPhase, TurnError};
+
+use crate::exit::{self, CliError};
+use crate::plan::RunPlan;
+use crate::render::render_tree;
+use crate::wiring;
+
+/// Records every event the turn emits (cancelled spans included: the runtime ends them
+/// through the hooks when the stream is dropped), and prints JSONL as they happen.
+pub struct Recorder {
+    events: Mutex<Vec<Event>>,
+    json: bool,
+    status: Mutex<String>,
+}
+
+impl Recorder {
+    /// A recorder; `json` prints each event on stdout as it happens.
+    pub fn new(json: bool) -> Arc<Self> {
+        Arc::new(Self {
+            events: Mutex::new(Vec::new()),
+            json,
+            status: Mutex::new("thinking".into()),
+        })
+    }
+
+    /// Takes the events recorded so far.
+    pub fn take(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+
+    fn status(&self) -> String {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Hook for Recorder {
+    fn name(&self) -> &str {
+        "kaos-cli.recorder"
+    }
+
+    fn on_event(&self, event: &Event) -> kaos_agents::HookAction {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", event.to_json());
+            let _ = out.flush();
+        }
+        if let Some(span) = event.span()
+            && span.phase == SpanPhase::Start
+            && let Ok(mut s) = self.status.lock()
+        {
+            s.clone_from(&span.name);
+        }
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+        kaos_agents::HookAction::Continue
+    }
+}
+
+/// Waits for SIGINT. Created before the turn starts so a signal is never missed.
+pub struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    /// Installs the handler.
+    pub fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| anyhow!("cannot install the Ctrl-C handler: {e}"))?;
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Resolves at the next Ctrl-C.
+    pub async fn wait(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// What one turn produced.
+pub struct TurnRun {
+    /// Every event, cancelled spans included.
+    pub events: Vec<Event>,
+    /// Ctrl-C cut it short.
+    pub interrupted: bool,
+}
+
+/// Runs one turn of `runner`, cancelling it on Ctrl-C: the stream is dropped (every open
+/// span ends as cancelled, running tool processes are killed) and the hooks flushed.
+pub async fn drive_turn(
+    plan: &RunPlan,
+    runner: &Runner,
+    recorder: &Arc<Recorder>,
+    interrupt: &mut Interrupt,
+    message: &str,
+) -> TurnRun {
+    let spinner = plan
+        .display
+        .spinner
+        .then(|| Spinner::start(recorder.clone()));
+    let mut stream = runner.run_with(
+        message.to_string(),
+        plan.session.clone(),
+        wiring::run_options(&plan.observability),
+    );
+    let interrupted = loop {
+        tokio::select! {
+            event = stream.next() => if event.is_none() { break false },
+            () = interrupt.wait() => break true,
+        }
+    };
+    drop(stream);
+    for e in runner.hooks().flush() {
+        eprintln!("kaos: hook {} failed to flush: {}", e.hook, e.message);
+    }
+    if let Some(s) = spinner {
+        s.stop();
+    }
+    TurnRun {
+        events: recorder.take(),
+        interrupted,
+    }
+}
+
+/// `kaos run`.
+pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
+    let message = match &plan.message {
+        Some(m) => m.clone(),
+        None => read_stdin().map_err(CliError::usage)?,
+    };
+    if message.trim().is_empty() {
+        return Err(CliError::usage(anyhow!(
+            "no message: pass one (`kaos run \"Summarize the lease.\"`) or pipe it on stdin"
+        )));
+    }
+    let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
+    let recorder = Recorder::new(plan.json);
+    let runner = wiring::attach_hooks(
+        plan.runner(plan.runtime())
+            .with_shared_hook(recorder.clone()),
+        &plan.observability,
+    );
+    if plan.session_generated && plan.display.notes {
+        eprintln!("session: {}", plan.session);
+    }
+    let turn = drive_turn(&plan, &runner, &recorder, &mut interrupt, &message).await;
+    report(&plan, &turn, true)
+}
+
+/// Prints a turn's answer and tree; returns the exit code.
+pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, CliError> {
+    if plan.display.tree && !turn.events.is_empty() {
+        eprint!("{}", render_tree(&turn.events));
+    }
+    if turn.interrupted {
+        eprintln!("kaos: interrupted; the turn was cancelled and the session left unchanged");
+        return Ok(exit::INTERRUPTED);
+    }
+    match AgentResponse::from_events(&turn.events, &plan.session) {
+        Ok(response) => {
+            if let Some(p) = &response.pending_approval {
+                return Err(CliError::failed(anyhow!(
+                    "the turn paused: tool `{}` needs approval ({}). Approving tool calls is not \
+                     available in the CLI yet; change its permission rule to `allow` to let it run",
+                    p.tool_name,
+                    p.reason
+                )));
+            }
+            if print_answer && !plan.json {
+                println!("{}", response.text);
+            }
+            if plan.display.tree {
+                eprintln!(
+                    "tokens: {} (in {}, out {})",
+                    response.tokens_used, response.input_tokens, response.output_tokens
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(TurnError::Failed { failure, .. }) => Err(CliError::failed(anyhow!(
+            "the turn failed ({}): {}\nhint: {}",
+            failure.error_type,
+            failure.message,
+            failure.recovery_hint
+        ))),
+        Err(TurnError::Incomplete) => {
+            let why = turn.events.iter().rev().find_map(|e| match &e.kind {
+                EventKind::RunError { message, .. } => Some(message.clone()),
+                _ => None,
+            });
+            Err(CliError::failed(anyhow!(
+                "the turn ended without a summary{}",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )))
+        }
+    }
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("(reading the message from stdin; end it with Ctrl-D)");
+    }
+    let mut text = String::new();
+    if let Err(e) = stdin.read_to_string(&mut text) {
+        bail!("cannot read the message from stdin: {e}");
+    }
+    Ok(text.trim().to_string())
+}
+
+/// A progress line on stderr (only when stderr is a terminal).
+struct Spinner {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spinner {
+    fn start(recorder: Arc<Recorder>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let started = std::time::Instant::now();
+            let mut i = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                eprint!(
+                    "\r\x1b[2K{} {} ({:.1}s)",
+                    FRAMES[i % FRAMES.len()],
+                    recorder.status(),
+                    started.elapsed().as_secs_f64()
+                );
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { stop, task }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+        eprint!("\r\x1b[2K");
+    }
+}

@@ -1,0 +1,520 @@
+//! End-to-end tests of the `kaos` binary: offline, in temp dirs, no network.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
+
+/// A fresh temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kaos-cli-{tag}-{}-{}",
+            std::process::id(),
+            uuid_like()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn kaos(dir: &Path, args: &[&str]) -> Output {
+    Command::new(KAOS)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("TRACEPARENT")
+        .env("XDG_DATA_HOME", dir.join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn events(stdout: &[u8]) -> Vec<Value> {
+    text(stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(v.is_object(), "{l}");
+            v
+        })
+        .collect()
+}
+
+/// Every span START has exactly one terminal phase.
+fn assert_spans_closed(events: &[Value]) {
+    let spans: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"]["type"] == "span")
+        .map(|e| &e["kind"])
+        .collect();
+    for start in spans.iter().filter(|s| s["phase"] == "start") {
+        let ends = spans
+            .iter()
+            .filter(|s| s["span_id"] == start["span_id"] && s["phase"] != "start")
+            .count();
+        assert_eq!(ends, 1, "span {} has {ends} terminal phases", start["name"]);
+    }
+}
+
+const TOOL_AGENT: &str = r#"
+name = "toolbox"
+model = "script:replies.json"
+
+[[tools]]
+name = "answer"
+description = "Returns the answer."
+command = ["sh", "-c", "cat >/dev/null; echo 42"]
+read_only = true
+"#;
+
+#[test]
+fn offline_run_prints_an_answer_and_a_tree() {
+    let dir = TempDir::new("offline");
+    let out = kaos(
+        dir.path(),
+        &["run", "Summarize the lease.", "--ephemeral", "--trace"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("offline demo model"), "{stdout}");
+    assert!(stdout.contains("lease"), "{stdout}");
+    assert!(stderr.contains("turn"), "{stderr}");
+    assert!(stderr.contains("intent_classification"), "{stderr}");
+    assert!(
+        !dir.path().join("xdg").exists(),
+        "--ephemeral wrote to disk"
+    );
+}
+
+#[test]
+fn json_output_is_one_complete_turn() {
+    let dir = TempDir::new("json");
+    let out = kaos(dir.path(), &["run", "--json", "--ephemeral", "Hello there"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    let first = &events[0]["kind"];
+    assert_eq!(
+        (
+            first["type"].as_str(),
+            first["subject"].as_str(),
+            first["phase"].as_str()
+        ),
+        (Some("span"), Some("turn"), Some("start"))
+    );
+    assert_eq!(events.last().unwrap()["kind"]["type"], "turn_summary");
+    assert_spans_closed(&events);
+}
+
+#[test]
+fn stdin_message_and_default_state_dir() {
+    let dir = TempDir::new("stdin");
+    let mut child = Command::new(KAOS)
+        .args(["run", "-q"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Summarize the memo.")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("memo"));
+    assert!(dir.path().join("xdg/kaos/sessions").is_dir());
+}
+
+#[test]
+fn scripted_tool_turn_runs_the_command() {
+    let dir = TempDir::new("tool");
+    dir.write("agent.toml", TOOL_AGENT);
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\",\"confidence\":0.9}",
+            {"tool_calls":[{"name":"answer","arguments":{"q":"life"}}]},
+            "The tool said 42."]"#,
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--trace",
+            "--json",
+            "Ask the tool",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    assert_spans_closed(&events);
+    let tool_end = events
+        .iter()
+        .find(|e| e["kind"]["name"] == "tool.answer" && e["kind"]["phase"] == "complete")
+        .expect("a completed tool.answer span");
+    assert_eq!(
+        tool_end["kind"]["attributes"]["is_error"], false,
+        "{tool_end}"
+    );
+    let summary = &events.last().unwrap()["kind"];
+    assert_eq!(summary["text"], "The tool said 42.");
+    assert_eq!(summary["tool_calls"][0]["tool_name"], "answer");
+    assert!(
+        text(&out.stderr).contains("tool.answer"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn deny_rule_stops_the_command() {
+    let dir = TempDir::new("deny");
+    dir.write(
+        "agent.toml",
+        r#"
+model = "script:replies.json"
+[[tools]]
+name = "touch"
+command = ["sh", "-c", "touch marker"]
+[[permissions]]
+pattern = "touch"
+action = "deny"
+"#,
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\"}", {"tool_calls":[{"name":"touch","arguments":{}}]}, "It was denied."]"#,
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--trace",
+            "make the marker",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("permission_denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("marker").exists(),
+        "the denied command ran"
+    );
+}
+
+#[test]
+fn bad_toml_is_a_usage_error_naming_the_line() {
+    let dir = TempDir::new("badtoml");
+    dir.write("bad.toml", "name = \"a\"\n\nmodle = \"offline\"\n");
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "bad.toml", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml:3"), "{stderr}");
+    assert!(stderr.contains("modle"), "{stderr}");
+
+    dir.write("empty.toml", "[[tools]]\nname = \"t\"\ncommand = []\n");
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "empty.toml", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("empty.toml:3") && stderr.contains("tools[0].command"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_model_spec_lists_the_accepted_forms() {
+    let dir = TempDir::new("spec");
+    let out = kaos(
+        dir.path(),
+        &["run", "--model", "nope:x", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for form in [
+        "offline",
+        "script:FILE.json",
+        "anthropic:<model>",
+        "openai-compatible",
+    ] {
+        assert!(stderr.contains(form), "{form} missing: {stderr}");
+    }
+}
+
+#[test]
+fn bad_script_json_names_file_and_line() {
+    let dir = TempDir::new("badscript");
+    dir.write("s.json", "[\n\"a\",\n}\n");
+    let out = kaos(
+        dir.path(),
+        &["run", "--model", "script:s.json", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("s.json:3"), "{stderr}");
+}
+
+#[test]
+fn exhausted_script_fails_the_turn_with_the_call_number() {
+    let dir = TempDir::new("exhausted");
+    dir.write("s.json", r#"["{\"intent\":\"respond\"}"]"#);
+    let out = kaos(
+        dir.path(),
+        &["run", "--model", "script:s.json", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s.json") && stderr.contains("call #2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unavailable_flags_fail_loudly() {
+    let dir = TempDir::new("wiring");
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--otlp",
+            "http://127.0.0.1:4318",
+            "--ephemeral",
+            "hi",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not available in this build yet"));
+    let out = kaos(dir.path(), &["audit", "show", "trail.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not available in this build yet"));
+    let out = kaos(dir.path(), &["run", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_teaches_by_example() {
+    let dir = TempDir::new("help");
+    let out = kaos(dir.path(), &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("kaos run \"Summarize the lease.\""));
+    let out = kaos(dir.path(), &["run", "--help"]);
+    assert!(text(&out.stdout).contains("script:replies.json"));
+}
+
+#[test]
+fn sessions_persist_across_runs() {
+    let dir = TempDir::new("persist");
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let args = |m: &'static str| vec!["run", "--session", "s1", "--state-dir", state, "-q", m];
+    let first = kaos(dir.path(), &args("My name is Ada."));
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(!text(&first.stdout).contains("earlier user message"));
+    let second = kaos(dir.path(), &args("What is my name?"));
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stdout).contains("1 earlier user message"),
+        "{}",
+        text(&second.stdout)
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--session",
+            "s1",
+            "--state-dir",
+            state,
+            "--json",
+            "Third",
+        ],
+    );
+    let events = events(&out.stdout);
+    assert_eq!(events[0]["kind"]["attributes"]["turn_number"], 3);
+}
+
+#[test]
+fn sigint_during_a_slow_tool_cancels_the_turn() {
+    let dir = TempDir::new("sigint");
+    let marker = dir.path().join("started");
+    dir.write(
+        "agent.toml",
+        &format!(
+            r#"
+model = "script:replies.json"
+[[tools]]
+name = "slow"
+command = ["sh", "-c", "touch '{}'; sleep 30"]
+"#,
+            marker.display()
+        ),
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\"}", {"tool_calls":[{"name":"slow","arguments":{}}]}, "done"]"#,
+    );
+    let child = Command::new(KAOS)
+        .args([
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--json",
+            "go slow",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the slow tool never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    assert_spans_closed(&events);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"]["name"] == "tool.slow" && e["kind"]["phase"] == "cancelled"),
+        "no cancelled tool span"
+    );
+}
+
+#[test]
+fn delegate_runs_a_nested_turn() {
+    let dir = TempDir::new("delegate");
+    dir.write(
+        "main.toml",
+        r#"
+name = "lead"
+model = "script:replies.json"
+[[delegates]]
+name = "helper"
+description = "Asks the helper."
+agent = "helper.toml"
+"#,
+    );
+    dir.write(
+        "helper.toml",
+        "name = \"helper\"\nmodel = \"script:replies.json\"\n",
+    );
+    // One script, consumed in call order across both agents.
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\"}",
+            {"tool_calls":[{"name":"helper","arguments":{"task":"say hi"}}]},
+            "{\"intent\":\"respond\"}",
+            "{\"response\":\"hi from helper\"}",
+            "The helper said hi."]"#,
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "main.toml",
+            "--ephemeral",
+            "--json",
+            "delegate",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    assert_spans_closed(&events);
+    assert!(events.iter().any(|e| e["agent"] == "helper"));
+    assert_eq!(
+        events.last().unwrap()["kind"]["text"],
+        "The helper said hi."
+    );
+}
+
+#[test]
+fn chat_keeps_history_across_launches() {
+    let dir = TempDir::new("chat");
+    let chat = |input: &'static [u8]| {
+        let mut child = Command::new(KAOS)
+            .args(["chat", "--session", "c1", "--state-dir", "state"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = chat(b"Summarize the lease.\n/session\n/exit\n");
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(
+        stdout.contains("offline demo model") && stdout.contains("c1"),
+        "{stdout}"
+    );
+    let second = chat(b"And the deposit?\n");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("resuming session c1"));
+    assert!(text(&second.stdout).contains("1 earlier user message"));
+}

@@ -6,16 +6,19 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod agent;
+pub mod audit;
 pub mod events;
 pub mod hooks;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod permissions;
+pub mod redact;
 pub mod runner;
 pub mod runtime;
 pub mod scope;
 pub mod session;
 pub mod tools;
+pub mod tree;
 
 pub use agent::{Agent, AgentBuilder, AgentPattern, Budget, ConfigError};
 pub use events::{

@@ -5,5 +5,10 @@
 mod otel_export;
 #[cfg(feature = "otel")]
 mod otel_hook;
+mod audit;
+mod audit_e2e;
+mod audit_html;
+mod redact;
 mod runner;
+mod tree;
 mod util;

@@ -1,0 +1,60 @@
+//! A self-contained HTML viewer of an audit log (`kaos audit html FILE`).
+//!
+//! One file, no network: inline CSS and JavaScript, the events embedded as JSON in a
+//! `<script type="application/json">` block (every `<`, `>` and `&` escaped as `\u003c`,
+//! `\u003e`, `\u0026`, so no `</script>` can end it early). The page's script rebuilds each
+//! run's span tree (the same rules as [`crate::tree::build_runs`]) and shows a runs list,
+//! span rows with timing bars (sub-agent runs under their parent span), errors highlighted,
+//! and a details panel with a span's attributes and value events when it is clicked. A
+//! Content-Security-Policy forbids every fetch.
+
+use serde_json::json;
+
+use super::AuditLog;
+
+const TEMPLATE: &str = include_str!("viewer.html");
+const PLACEHOLDER: &str = "/*KAOS_AUDIT_DATA*/";
+
+/// Renders `log` as one self-contained HTML page.
+pub fn render_html(log: &AuditLog) -> String {
+    let data = json!({
+        "path": log.path.display().to_string(),
+        "header": log.header,
+        "torn_tail": log.torn_tail,
+        "included": log.included.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+        "events": log.events,
+    });
+    let json = script_safe_json(&data);
+    TEMPLATE.replacen(PLACEHOLDER, &json, 1)
+}
+
+/// JSON text safe inside a `<script>` element: `<`, `>` and `&` only occur inside JSON
+/// strings, where their `\u` escapes mean the same.
+fn script_safe_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_close_is_escaped() {
+        let s = script_safe_json(&json!({"a": "</script><!-- & x"}));
+        assert!(!s.contains("</"));
+        assert!(!s.contains('<'));
+        let back: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(back["a"], "</script><!-- & x");
+        assert_eq!(TEMPLATE.matches(PLACEHOLDER).count(), 1);
+    }
+}

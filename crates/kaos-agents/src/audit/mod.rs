@@ -1,0 +1,509 @@
+//! The audit trail: an append-only, redacted JSONL file per session ([`AuditHook`]), its
+//! reader ([`read_file`]) and a self-contained HTML viewer ([`html::render_html`]).
+//!
+//! # Format
+//!
+//! One file per session, `{dir}/{safe session id}.jsonl` (see [`session_file_name`]), UTF-8,
+//! one JSON document per line, each line ending in `\n`:
+//!
+//! 1. a header, written when the file is created:
+//!    `{"format_version":1,"created":"2026-11-25T21:30:22Z","kaos_version":"0.1.0"}`
+//! 2. then every event of every run of the session, in emission order, exactly in the
+//!    stream's serde form ([`Event`], see [`crate::events`]) **after redaction** by a
+//!    [`Redactor`]:
+//!    `{"timestamp":…,"sequence":0,"session_id":"s1","run_id":"run_…","agent":"assistant","kind":{"type":"span",…}}`
+//!
+//! Later turns of the same session append to the same file (no second header). A sub-agent's
+//! events carry its own session id (`parent/subagent-x`) and go to its own file in the same
+//! directory; its turn START's `parent_span_id` is the parent run's `subagent` span.
+//!
+//! Durability: each line is written with a single `write_all` of the whole line (with its
+//! `\n`) on a file opened for append, so concurrent writers never interleave within a line
+//! and a crash can only tear the **last** line. The reader tolerates a torn last line
+//! ([`AuditLog::torn_tail`]); the writer cuts a torn tail off before appending to an
+//! existing file. `fsync` follows the [`FsyncPolicy`]. Files are created `0600` in a `0700`
+//! directory on Unix.
+//!
+//! Redaction counts are kept in memory ([`AuditHook::stats`]), not in the file.
+
+pub mod html;
+mod reader;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use reader::{AuditLog, AuditReadError, read_dir, read_file};
+
+use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
+use crate::hooks::{Hook, HookAction, HookError};
+use crate::redact::{RedactionStats, Redactor};
+
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The first line of an audit file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHeader {
+    /// The file format's version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// When the file was created, RFC 3339 UTC (`2026-11-25T21:30:22Z`).
+    pub created: String,
+    /// The kaos version that created it.
+    pub kaos_version: String,
+}
+
+impl AuditHeader {
+    /// A header for a file created now.
+    pub fn now() -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            created: rfc3339_utc(SystemTime::now()),
+            kaos_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// When audit files are `fsync`ed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// After every event (slowest, loses nothing on power loss).
+    EveryEvent,
+    /// When a turn ends (its terminal `turn` span or its `TurnSummary`) and when a file is
+    /// closed.
+    #[default]
+    EveryTurn,
+    /// Never explicitly (the OS writes back when it wants).
+    Never,
+}
+
+/// What an [`AuditHook`] did so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Event lines written.
+    pub events_written: u64,
+    /// Write/sync/open failures (each lost at most one event).
+    pub failures: u64,
+    /// Session files currently open.
+    pub open_files: usize,
+    /// Replacements made by the redactor, per kind.
+    pub redactions: RedactionStats,
+}
+
+/// An error setting an audit directory up.
+#[derive(Debug, thiserror::Error)]
+#[error("audit directory {}: {source}", path.display())]
+pub struct AuditSetupError {
+    /// The directory.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+#[derive(Default)]
+struct SessionFile {
+    file: Option<File>,
+}
+
+/// A [`Hook`] that appends every event, redacted, to a per-session JSONL file (see the
+/// [module docs](self) for the format).
+///
+/// Many sessions may write at once: each session file has its own lock; the session table's
+/// lock is held only to look an entry up, never during I/O. A session's file is closed at
+/// the end of each of its turns.
+pub struct AuditHook {
+    dir: PathBuf,
+    redactor: Redactor,
+    fsync: FsyncPolicy,
+    fail_closed: bool,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Mutex<SessionFile>>>>,
+    redactions: Mutex<RedactionStats>,
+    written: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    halt: OnceLock<String>,
+}
+
+impl std::fmt::Debug for AuditHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditHook")
+            .field("dir", &self.dir)
+            .field("fsync", &self.fsync)
+            .field("fail_closed", &self.fail_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AuditHook {
+    /// Writes under `dir` (created `0700` if missing) with [`Redactor::default`] and
+    /// [`FsyncPolicy::EveryTurn`].
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, AuditSetupError> {
+        let dir = dir.into();
+        create_private_dir(&dir).map_err(|source| AuditSetupError {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir,
+            redactor: Redactor::default(),
+            fsync: FsyncPolicy::default(),
+            fail_closed: false,
+            sessions: Mutex::default(),
+            redactions: Mutex::default(),
+            written: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            halt: OnceLock::new(),
+        })
+    }
+
+    /// Uses `redactor` instead of the default one.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Sets when files are synced.
+    pub fn with_fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// With `true`, the first write failure makes [`Hook::halt_reason`] return a reason, so
+    /// the runner stops the turn instead of going on without an audit trail.
+    pub fn fail_closed(mut self, on: bool) -> Self {
+        self.fail_closed = on;
+        self
+    }
+
+    /// The directory files are written to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file `session_id`'s events go to.
+    pub fn path_for_session(&self, session_id: &str) -> PathBuf {
+        self.dir.join(session_file_name(session_id))
+    }
+
+    /// Counters: events written, failures, open files and redactions per kind.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            events_written: self.written.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            open_files: lock(&self.sessions).len(),
+            redactions: lock(&self.redactions).clone(),
+        }
+    }
+
+    fn entry(&self, session_id: &Arc<str>) -> Arc<Mutex<SessionFile>> {
+        let mut sessions = lock(&self.sessions);
+        sessions.entry(session_id.clone()).or_default().clone()
+    }
+
+    fn fail(&self, what: &str, session_id: &str, error: &std::io::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let message = format!("{what} for session {session_id:?}: {error}");
+        tracing::error!(target: "kaos::audit", "{message}");
+        if self.fail_closed {
+            let _ = self
+                .halt
+                .set(format!("audit trail cannot be written ({message})"));
+        }
+        *lock(&self.last_error) = Some(message);
+    }
+
+    /// Writes one event; errors are counted by the caller.
+    fn write_event(&self, event: &Event) -> Result<(), (&'static str, std::io::Error)> {
+        let mut counts = RedactionStats::default();
+        let redacted = self.redactor.redact_event_counted(event, &mut counts);
+        if !counts.is_empty() {
+            lock(&self.redactions).merge(&counts);
+        }
+        let mut line = serde_json::to_string(&redacted)
+            .map_err(|e| ("serialize event", std::io::Error::other(e)))?;
+        line.push('\n');
+
+        let turn_ends = match &event.kind {
+            EventKind::Span(span) => {
+                span.subject == SpanSubject::Turn && span.phase != SpanPhase::Start
+            }
+            EventKind::TurnSummary(_) => true,
+            _ => false,
+        };
+        // A turn's end closes its session's file (the `TurnSummary` that follows reopens
+        // and closes it again), so idle sessions hold no handles.
+        let closes = turn_ends;
+
+        let entry = self.entry(&event.session_id);
+        let mut session = lock(&entry);
+        if session.file.is_none() {
+            let path = self.path_for_session(&event.session_id);
+            session.file = Some(open_session_file(&path).map_err(|e| ("open audit file", e))?);
+        }
+        let Some(file) = session.file.as_mut() else {
+            return Err(("open audit file", std::io::Error::other("no file")));
+        };
+        let result = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| ("write audit line", e));
+        if result.is_ok() {
+            self.written.fetch_add(1, Ordering::Relaxed);
+        }
+        let sync = match self.fsync {
+            FsyncPolicy::EveryEvent => true,
+            FsyncPolicy::EveryTurn => turn_ends,
+            FsyncPolicy::Never => false,
+        };
+        let synced = if sync {
+            file.sync_data().map_err(|e| ("sync audit file", e))
+        } else {
+            Ok(())
+        };
+        if closes || result.is_err() {
+            // Closing after a failure makes the next event reopen (and repair) the file.
+            session.file = None;
+            drop(session);
+            self.forget(&event.session_id, &entry);
+        }
+        result.and(synced)
+    }
+
+    /// Drops a session's table entry if it still is `entry` and its file is closed.
+    fn forget(&self, session_id: &Arc<str>, entry: &Arc<Mutex<SessionFile>>) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(current) = sessions.get(session_id)
+            && Arc::ptr_eq(current, entry)
+            && lock(current).file.is_none()
+        {
+            sessions.remove(session_id);
+        }
+    }
+
+    fn sync_all(&self, close: bool) -> Result<(), HookError> {
+        let entries: Vec<(Arc<str>, Arc<Mutex<SessionFile>>)> = lock(&self.sessions)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (session_id, entry) in entries {
+            let mut session = lock(&entry);
+            if let Some(file) = &session.file
+                && self.fsync != FsyncPolicy::Never
+                && let Err(e) = file.sync_data()
+            {
+                self.fail("sync audit file", &session_id, &e);
+            }
+            if close {
+                session.file = None;
+                drop(session);
+                self.forget(&session_id, &entry);
+            }
+        }
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return Ok(());
+        }
+        let last = lock(&self.last_error).clone().unwrap_or_default();
+        Err(HookError {
+            hook: "audit".into(),
+            message: format!("{failures} audit write failure(s); last: {last}"),
+        })
+    }
+}
+
+impl Hook for AuditHook {
+    fn name(&self) -> &str {
+        "audit"
+    }
+
+    fn on_event(&self, event: &Event) -> HookAction {
+        if let Err((what, error)) = self.write_event(event) {
+            self.fail(what, &event.session_id, &error);
+        }
+        HookAction::Continue
+    }
+
+    fn halt_reason(&self) -> Option<String> {
+        self.halt.get().cloned()
+    }
+
+    /// Syncs open files; an error if any write failed so far.
+    fn flush(&self) -> Result<(), HookError> {
+        self.sync_all(false)
+    }
+
+    /// Syncs and closes every open file; an error if any write failed so far.
+    fn shutdown(&self) -> Result<(), HookError> {
+        self.sync_all(true)
+    }
+}
+
+/// The file name of a session: the id itself plus `.jsonl` when it is made only of
+/// `[A-Za-z0-9._-]`, does not start with `.` and is at most 100 bytes; otherwise the id with
+/// every other character replaced by `_` (cut to 100 bytes, a leading `.` replaced), then
+/// `-` and the first 8 hex digits of the id's SHA-256 (so `a/b` and `a_b` do not collide).
+/// An empty id becomes `unscoped`. The name never contains a path separator.
+pub fn session_file_name(session_id: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !session_id.is_empty()
+        && session_id.len() <= 100
+        && !session_id.starts_with('.')
+        && session_id.chars().all(safe)
+    {
+        return format!("{session_id}.jsonl");
+    }
+    if session_id.is_empty() {
+        return "unscoped.jsonl".to_string();
+    }
+    let name = session_file_stem(session_id);
+    let digest = Sha256::digest(session_id.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{name}-{hex}.jsonl")
+}
+
+/// The id with every character outside `[A-Za-z0-9._-]` replaced by `_`, cut to 100 chars,
+/// a leading `.` replaced by `_`.
+pub(crate) fn session_file_stem(session_id: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let mut name: String = session_id
+        .chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .take(100)
+        .collect();
+    if name.starts_with('.') {
+        name.replace_range(0..1, "_");
+    }
+    name
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Opens a session file for append: creates it (`0600`) with a header, or cuts a torn last
+/// line off an existing one.
+fn open_session_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            let mut header =
+                serde_json::to_string(&AuditHeader::now()).map_err(std::io::Error::other)?;
+            header.push('\n');
+            file.write_all(header.as_bytes())?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut file = OpenOptions::new().read(true).append(true).open(path)?;
+            repair_torn_tail(&mut file)?;
+            Ok(file)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash).
+fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Scan backwards in chunks for the last newline.
+    let mut end = len;
+    let mut buf = vec![0u8; 8192];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = usize::try_from(end - start).unwrap_or(buf.len());
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(pos) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            let keep = start + pos as u64 + 1;
+            tracing::warn!(target: "kaos::audit", cut = len - keep, "cut a torn last line off an audit file");
+            return file.set_len(keep);
+        }
+        end = start;
+    }
+    file.set_len(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a system time (seconds precision, UTC).
+pub(crate) fn rfc3339_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_764_106_222);
+        assert_eq!(rfc3339_utc(t), "2025-11-25T21:30:22Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(session_file_name("s1"), "s1.jsonl");
+        assert_eq!(session_file_name(""), "unscoped.jsonl");
+        let sub = session_file_name("parent/subagent-x");
+        assert!(sub.starts_with("parent_subagent-x-") && !sub.contains('/'));
+        assert_ne!(session_file_name("a/b"), session_file_name("a_b"));
+        let up = session_file_name("../../etc/passwd");
+        assert!(!up.starts_with('.') && !up.contains('/'), "{up}");
+        assert!(session_file_name("..").starts_with('_'));
+    }
+}

@@ -1,0 +1,558 @@
+//! Span trees of event streams: [`build_runs`] rebuilds each run's spans (with their value
+//! events and nested sub-agent runs), [`render_tree`] draws them as text.
+//!
+//! The same renderer serves `kaos audit show` (a finished file) and `kaos run`'s live view
+//! (a stream in progress: spans without a terminal phase show as running).
+//!
+//! ```text
+//! run run_1 · session s1 · agent assistant
+//! ✓ turn.1 12.0ms outcome=completed
+//! ├─ ✓ llm_call.intent_classification 3.1ms model=m tokens=40/5
+//! │  · intent tool_use (0.90)
+//! ├─ ✗ tool.search 1.0ms error tool_timeout: timed out after 1s
+//! └─ ✓ llm_call.respond 2.2ms model=m tokens=60/12
+//! = summary outcome=completed tokens=117 (100 in / 17 out) tool_calls=1
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::events::{Event, EventKind, SpanError, SpanPhase, SpanSubject};
+
+/// How a span ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanStatus {
+    /// Started, no terminal phase seen (still running, or the stream was cut).
+    Open,
+    /// Ended successfully.
+    Complete,
+    /// Ended with an error.
+    Error,
+    /// Cut short.
+    Cancelled,
+}
+
+impl SpanStatus {
+    fn from_phase(phase: SpanPhase) -> Self {
+        match phase {
+            SpanPhase::Start => SpanStatus::Open,
+            SpanPhase::Complete => SpanStatus::Complete,
+            SpanPhase::Error => SpanStatus::Error,
+            SpanPhase::Cancelled => SpanStatus::Cancelled,
+        }
+    }
+
+    /// The snake_case name (`open`, `complete`, `error`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanStatus::Open => "open",
+            SpanStatus::Complete => "complete",
+            SpanStatus::Error => "error",
+            SpanStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One span of a run, rebuilt from its START and terminal events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanNode {
+    /// The span's id.
+    pub span_id: Arc<str>,
+    /// Its parent (in this run, or a span of the parent run for a sub-agent's root).
+    pub parent_span_id: Option<Arc<str>>,
+    /// What it is about.
+    pub subject: SpanSubject,
+    /// Its name (`turn.1`, `tool.search`, ...).
+    pub name: String,
+    /// How it ended.
+    pub status: SpanStatus,
+    /// Index of its START event (into the events given to [`build_runs`]), if seen.
+    pub start_event: Option<usize>,
+    /// Timestamp (ns since the epoch) of its START, if seen.
+    pub start_timestamp: Option<u64>,
+    /// Timestamp of its terminal phase, if seen.
+    pub end_timestamp: Option<u64>,
+    /// Measured duration from the terminal phase.
+    pub duration_ms: Option<f64>,
+    /// START attributes, overlaid with the terminal phase's.
+    pub attributes: Map<String, Value>,
+    /// The terminal phase's error.
+    pub error: Option<SpanError>,
+    /// Child spans (indices into [`RunTree::spans`]), in start order.
+    pub children: Vec<usize>,
+    /// Value events emitted while this span was the innermost open one (indices into the
+    /// events given to [`build_runs`]).
+    pub events: Vec<usize>,
+    /// Runs nested under this span (sub-agents, handoffs), as indices into the runs.
+    pub child_runs: Vec<usize>,
+}
+
+/// One run's spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTree {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// Its session.
+    pub session_id: Arc<str>,
+    /// Its agent.
+    pub agent: Arc<str>,
+    /// The span of another run this run is nested under (its root spans' parent).
+    pub parent_span_id: Option<Arc<str>>,
+    /// The run that span belongs to, if it is among the events.
+    pub parent_run: Option<usize>,
+    /// Every span, in start order.
+    pub spans: Vec<SpanNode>,
+    /// Spans without a parent in this run.
+    pub roots: Vec<usize>,
+    /// Value events emitted while no span was open (the `TurnSummary`, usually).
+    pub loose_events: Vec<usize>,
+    /// Every event of the run, in order.
+    pub events: Vec<usize>,
+    /// The first event's timestamp.
+    pub first_timestamp: u64,
+    /// The last event's timestamp.
+    pub last_timestamp: u64,
+}
+
+impl RunTree {
+    /// The span with id `span_id`.
+    pub fn span(&self, span_id: &str) -> Option<&SpanNode> {
+        self.spans.iter().find(|s| &*s.span_id == span_id)
+    }
+}
+
+/// Rebuilds every run's span tree from `events` (any order of runs; within a run, events in
+/// emission order). Runs are in order of first appearance.
+pub fn build_runs(events: &[Event]) -> Vec<RunTree> {
+    struct Building {
+        tree: RunTree,
+        index: HashMap<Arc<str>, usize>,
+        stack: Vec<usize>,
+    }
+    let mut runs: Vec<Building> = Vec::new();
+    let mut by_run: HashMap<Arc<str>, usize> = HashMap::new();
+
+    for (i, event) in events.iter().enumerate() {
+        let r = *by_run.entry(event.run_id.clone()).or_insert_with(|| {
+            runs.push(Building {
+                tree: RunTree {
+                    run_id: event.run_id.clone(),
+                    session_id: event.session_id.clone(),
+                    agent: event.agent.clone(),
+                    parent_span_id: None,
+                    parent_run: None,
+                    spans: Vec::new(),
+                    roots: Vec::new(),
+                    loose_events: Vec::new(),
+                    events: Vec::new(),
+                    first_timestamp: event.timestamp,
+                    last_timestamp: event.timestamp,
+                },
+                index: HashMap::new(),
+                stack: Vec::new(),
+            });
+            runs.len() - 1
+        });
+        let b = &mut runs[r];
+        b.tree.events.push(i);
+        b.tree.first_timestamp = b.tree.first_timestamp.min(event.timestamp);
+        b.tree.last_timestamp = b.tree.last_timestamp.max(event.timestamp);
+
+        let EventKind::Span(span) = &event.kind else {
+            match b.stack.last() {
+                Some(&top) => b.tree.spans[top].events.push(i),
+                None => b.tree.loose_events.push(i),
+            }
+            continue;
+        };
+        let node_index = match b.index.get(&span.span_id) {
+            Some(&n) => n,
+            None => {
+                let n = b.tree.spans.len();
+                b.tree.spans.push(SpanNode {
+                    span_id: span.span_id.clone(),
+                    parent_span_id: span.parent_span_id.clone(),
+                    subject: span.subject,
+                    name: span.name.clone(),
+                    status: SpanStatus::Open,
+                    start_event: None,
+                    start_timestamp: None,
+                    end_timestamp: None,
+                    duration_ms: None,
+                    attributes: Map::new(),
+                    error: None,
+                    children: Vec::new(),
+                    events: Vec::new(),
+                    child_runs: Vec::new(),
+                });
+                b.index.insert(span.span_id.clone(), n);
+                match span.parent_span_id.as_ref().and_then(|p| b.index.get(p)) {
+                    Some(&parent) => b.tree.spans[parent].children.push(n),
+                    None => b.tree.roots.push(n),
+                }
+                n
+            }
+        };
+        let node = &mut b.tree.spans[node_index];
+        for (k, v) in &span.attributes {
+            node.attributes.insert(k.clone(), v.clone());
+        }
+        if span.phase == SpanPhase::Start {
+            node.start_event = Some(i);
+            node.start_timestamp = Some(event.timestamp);
+            b.stack.push(node_index);
+        } else {
+            node.status = SpanStatus::from_phase(span.phase);
+            node.end_timestamp = Some(event.timestamp);
+            node.duration_ms = span.duration_ms;
+            node.error = span.error.clone();
+            if let Some(pos) = b.stack.iter().rposition(|&s| s == node_index) {
+                b.stack.truncate(pos);
+            }
+        }
+    }
+
+    // Link nested runs under the span of another run their roots name as parent.
+    let mut owner: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
+    for (r, b) in runs.iter().enumerate() {
+        for (n, span) in b.tree.spans.iter().enumerate() {
+            owner.insert(span.span_id.clone(), (r, n));
+        }
+    }
+    let mut links = Vec::new();
+    for (r, b) in runs.iter().enumerate() {
+        let parent = b
+            .tree
+            .roots
+            .iter()
+            .find_map(|&n| b.tree.spans[n].parent_span_id.clone());
+        if let Some(parent) = parent {
+            let target = owner.get(&parent).copied().filter(|(pr, _)| *pr != r);
+            links.push((r, parent, target));
+        }
+    }
+    let mut parents: Vec<Option<usize>> = vec![None; runs.len()];
+    for (r, parent, target) in links {
+        runs[r].tree.parent_span_id = Some(parent);
+        if let Some((pr, pn)) = target
+            && !creates_cycle(&parents, r, pr)
+        {
+            parents[r] = Some(pr);
+            runs[r].tree.parent_run = Some(pr);
+            runs[pr].tree.spans[pn].child_runs.push(r);
+        }
+    }
+    runs.into_iter().map(|b| b.tree).collect()
+}
+
+fn creates_cycle(parents: &[Option<usize>], child: usize, mut parent: usize) -> bool {
+    for _ in 0..=parents.len() {
+        if parent == child {
+            return true;
+        }
+        match parents.get(parent).copied().flatten() {
+            Some(p) => parent = p,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Options of [`render_tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeOptions {
+    /// ASCII only: `ok`/`ERR`/`CANCELLED`/`...` and `|-`, `` `- `` branches instead of
+    /// `✓`/`✗`/`⊘`/`…` and box-drawing characters.
+    pub ascii: bool,
+    /// Print durations (turn off for stable output in tests).
+    pub durations: bool,
+    /// Also list `usage_observed` and `text_delta` events.
+    pub verbose: bool,
+    /// Longest quoted text (result summaries, answers), in characters.
+    pub max_text: usize,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        Self {
+            ascii: false,
+            durations: true,
+            verbose: false,
+            max_text: 60,
+        }
+    }
+}
+
+/// Draws the span tree of every top-level run in `events` (sub-agent runs appear under
+/// their parent span).
+pub fn render_tree(events: &[Event], opts: &TreeOptions) -> String {
+    let runs = build_runs(events);
+    let mut out = String::new();
+    for (r, run) in runs.iter().enumerate() {
+        if run.parent_run.is_none() {
+            Renderer {
+                events,
+                runs: &runs,
+                opts,
+                out: &mut out,
+            }
+            .run(r);
+        }
+    }
+    out
+}
+
+struct Renderer<'a> {
+    events: &'a [Event],
+    runs: &'a [RunTree],
+    opts: &'a TreeOptions,
+    out: &'a mut String,
+}
+
+/// An item under a span: a child span, a value event or a nested run.
+#[derive(Clone, Copy)]
+enum Item {
+    Span(usize, usize),
+    Event(usize),
+    Run(usize),
+}
+
+impl Renderer<'_> {
+    fn run(&mut self, r: usize) {
+        let run = &self.runs[r];
+        let _ = writeln!(
+            self.out,
+            "run {} · session {} · agent {}",
+            run.run_id, run.session_id, run.agent
+        );
+        let roots: Vec<Item> = run.roots.iter().map(|&n| Item::Span(r, n)).collect();
+        for item in roots {
+            self.item(item, "", None);
+        }
+        for &e in &run.loose_events {
+            let _ = writeln!(self.out, "{}", self.event_line(e, true));
+        }
+    }
+
+    fn items_of(&self, r: usize, n: usize) -> Vec<Item> {
+        let span = &self.runs[r].spans[n];
+        // Ordered by (timestamp, position in the stream): position decides within a stream,
+        // timestamps interleave runs read from different files.
+        let key = |e: usize| (self.events[e].timestamp, e);
+        let mut items: Vec<((u64, usize), Item)> = Vec::new();
+        for &c in &span.children {
+            let child = &self.runs[r].spans[c];
+            let k = child.start_event.map_or((0, 0), key);
+            items.push((k, Item::Span(r, c)));
+        }
+        for &e in &span.events {
+            let quiet = matches!(
+                self.events[e].kind,
+                EventKind::UsageObserved { .. } | EventKind::TextDelta { .. }
+            );
+            if self.opts.verbose || !quiet {
+                items.push((key(e), Item::Event(e)));
+            }
+        }
+        for &cr in &span.child_runs {
+            let first = self.runs[cr].events.first().copied().unwrap_or(0);
+            items.push((key(first), Item::Run(cr)));
+        }
+        items.sort_by_key(|(k, _)| *k);
+        items.into_iter().map(|(_, item)| item).collect()
+    }
+
+    /// Writes `item` at `prefix`; `last` is `Some(is_last)` under a parent, `None` at the top.
+    fn item(&mut self, item: Item, prefix: &str, last: Option<bool>) {
+        let (branch, child_prefix) = match (last, self.opts.ascii) {
+            (None, _) => (String::new(), prefix.to_string()),
+            (Some(false), false) => (format!("{prefix}├─ "), format!("{prefix}│  ")),
+            (Some(true), false) => (format!("{prefix}└─ "), format!("{prefix}   ")),
+            (Some(false), true) => (format!("{prefix}|- "), format!("{prefix}|  ")),
+            (Some(true), true) => (format!("{prefix}`- "), format!("{prefix}   ")),
+        };
+        let children = match item {
+            Item::Span(r, n) => {
+                let line = self.span_line(&self.runs[r].spans[n]);
+                let _ = writeln!(self.out, "{branch}{line}");
+                self.items_of(r, n)
+            }
+            Item::Event(e) => {
+                let line = self.event_line(e, false);
+                let _ = writeln!(self.out, "{branch}{line}");
+                Vec::new()
+            }
+            Item::Run(cr) => {
+                let run = &self.runs[cr];
+                let arrow = if self.opts.ascii { "->" } else { "↳" };
+                let _ = writeln!(
+                    self.out,
+                    "{branch}{arrow} run {} · session {} · agent {}",
+                    run.run_id, run.session_id, run.agent
+                );
+                let mut items: Vec<Item> = run.roots.iter().map(|&n| Item::Span(cr, n)).collect();
+                items.extend(run.loose_events.iter().map(|&e| Item::Event(e)));
+                items
+            }
+        };
+        let count = children.len();
+        for (i, child) in children.into_iter().enumerate() {
+            self.item(child, &child_prefix, Some(i + 1 == count));
+        }
+    }
+
+    fn status(&self, status: SpanStatus) -> &'static str {
+        match (status, self.opts.ascii) {
+            (SpanStatus::Open, false) => "…",
+            (SpanStatus::Complete, false) => "✓",
+            (SpanStatus::Error, false) => "✗",
+            (SpanStatus::Cancelled, false) => "⊘",
+            (SpanStatus::Open, true) => "...",
+            (SpanStatus::Complete, true) => "ok",
+            (SpanStatus::Error, true) => "ERR",
+            (SpanStatus::Cancelled, true) => "CANCELLED",
+        }
+    }
+
+    fn span_line(&self, span: &SpanNode) -> String {
+        let mut line = format!("{} {}", self.status(span.status), span.name);
+        if span.status == SpanStatus::Open {
+            line.push_str(" (running)");
+        } else if self.opts.durations
+            && let Some(d) = span.duration_ms
+        {
+            let _ = write!(line, " {d:.1}ms");
+        }
+        let a = &span.attributes;
+        let get = |k: &str| a.get(k).filter(|v| !v.is_null());
+        match span.subject {
+            SpanSubject::Turn => {
+                if let Some(v) = get("outcome") {
+                    let _ = write!(line, " outcome={}", plain(v));
+                }
+            }
+            SpanSubject::LlmCall => {
+                if let Some(v) = get("model") {
+                    let _ = write!(line, " model={}", plain(v));
+                }
+                if let (Some(i), Some(o)) = (get("input_tokens"), get("output_tokens")) {
+                    let _ = write!(line, " tokens={}/{}", plain(i), plain(o));
+                }
+                if let Some(n) = get("attempts").and_then(Value::as_u64).filter(|n| *n > 1) {
+                    let _ = write!(line, " attempts={n}");
+                }
+            }
+            SpanSubject::ToolCall => {
+                if get("is_error").and_then(Value::as_bool) == Some(true) {
+                    line.push_str(" is_error");
+                }
+                if let Some(v) = get("permission").filter(|v| v.as_str() != Some("allow")) {
+                    let _ = write!(line, " permission={}", plain(v));
+                }
+                if span.error.is_none()
+                    && let Some(v) = get("result_summary")
+                {
+                    let _ = write!(line, " → {}", self.quote(&plain(v)));
+                }
+            }
+            SpanSubject::Subagent | SpanSubject::Handoff | SpanSubject::Step => {}
+        }
+        if let Some(error) = &span.error
+            && span.status != SpanStatus::Complete
+        {
+            let _ = write!(line, " error {}: {}", error.error_type, error.message);
+        }
+        line
+    }
+
+    fn event_line(&self, e: usize, top: bool) -> String {
+        let dot = if top {
+            "="
+        } else if self.opts.ascii {
+            "*"
+        } else {
+            "·"
+        };
+        let body = match &self.events[e].kind {
+            EventKind::Span(s) => format!("span {}", s.name),
+            EventKind::IntentClassified {
+                intent, confidence, ..
+            } => format!("intent {intent} ({confidence:.2})"),
+            EventKind::PlanProposed { steps, strategy } => {
+                format!("plan {} step(s), {strategy}", steps.len())
+            }
+            EventKind::UsageObserved {
+                input_tokens,
+                output_tokens,
+                model,
+                source,
+                ..
+            } => format!("usage {source} {model} tokens={input_tokens}/{output_tokens}"),
+            EventKind::TextDelta { content } => format!("text {}", self.quote(content)),
+            EventKind::PatternMismatch {
+                classified_intent,
+                agent_pattern,
+                fallback,
+                ..
+            } => format!("pattern_mismatch {classified_intent} vs {agent_pattern}, {fallback}"),
+            EventKind::ToolCallApprovalRequired {
+                tool_name, reason, ..
+            } => format!("approval required for {tool_name}: {reason}"),
+            EventKind::BudgetExceeded {
+                kind,
+                limit,
+                actual,
+                ..
+            } => format!("budget_exceeded {kind} {actual} > {limit}"),
+            EventKind::RunError {
+                error_type,
+                message,
+                ..
+            } => format!("run_error {error_type}: {message}"),
+            EventKind::TurnSummary(s) => {
+                let mut line = format!(
+                    "summary outcome={} tokens={} ({} in / {} out)",
+                    serde_json::to_value(s.outcome)
+                        .map(|v| plain(&v))
+                        .unwrap_or_default(),
+                    s.tokens_used,
+                    s.input_tokens,
+                    s.output_tokens
+                );
+                if let Some(c) = s.cost_usd {
+                    let _ = write!(line, " cost=${c:.4}");
+                }
+                if !s.tool_calls.is_empty() {
+                    let _ = write!(line, " tool_calls={}", s.tool_calls.len());
+                }
+                line
+            }
+        };
+        format!("{dot} {body}")
+    }
+
+    fn quote(&self, text: &str) -> String {
+        let one_line: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let n = one_line.chars().count();
+        if n > self.opts.max_text {
+            let cut: String = one_line.chars().take(self.opts.max_text).collect();
+            format!("{cut:?}…")
+        } else {
+            format!("{one_line:?}")
+        }
+    }
+}
+
+/// A JSON value without quotes for strings.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,154 @@
+//! Text span tree.
+
+use kaos_agents::scope::TurnScope;
+use kaos_agents::tree::{TreeOptions, render_tree};
+use kaos_agents::{Event, EventKind, HookSet, SpanEvent, SpanPhase, SpanSubject, attrs};
+use serde_json::Map;
+
+use crate::audit::{TurnText, drain, scope, tool_turn};
+
+fn no_durations() -> TreeOptions {
+    TreeOptions {
+        durations: false,
+        ..TreeOptions::default()
+    }
+}
+
+#[test]
+fn tool_turn_tree() {
+    let s = scope("s1", "run_tree", HookSet::default());
+    tool_turn(&s, 1, &TurnText::default());
+    let tree = render_tree(&drain(&s), &no_durations());
+    println!("{tree}");
+    assert_eq!(
+        tree,
+        "\
+run run_tree · session s1 · agent assistant
+✓ turn.1 outcome=completed
+├─ ✓ llm_call.intent_classification model=fn-model tokens=40/5
+│  └─ · intent tool_use (0.90)
+├─ ✓ tool.lookup → \"found 3 results\"
+├─ ✗ tool.flaky is_error error tool_timeout: timed out after 1s
+└─ ✓ llm_call.respond model=fn-model tokens=60/12
+= summary outcome=completed tokens=117 (100 in / 17 out) tool_calls=2
+"
+    );
+}
+
+#[test]
+fn live_tree_with_subagent_and_cancellation_in_ascii() {
+    let parent = scope("main", "run_parent", HookSet::default());
+    let (_turn, _) = parent.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    let (sub, _) = parent.start_span(
+        SpanSubject::Subagent,
+        "subagent.researcher",
+        attrs! {"agent" => "researcher"},
+    );
+    let child = TurnScope::nested(
+        &parent,
+        sub.clone(),
+        "main/subagent-researcher".into(),
+        "researcher".into(),
+    );
+    let (ct, _) = child.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    child.emit(EventKind::RunError {
+        error_type: "rate_limit".into(),
+        message: "429 from provider".into(),
+        recovery_hint: "retry later".into(),
+    });
+    child.end_span(&ct, SpanPhase::Error, attrs! {"outcome" => "failed"}, None);
+    parent.end_span(&sub, SpanPhase::Complete, attrs! {}, None);
+    parent.start_span(
+        SpanSubject::ToolCall,
+        "tool.slow",
+        attrs! {"tool_name" => "slow", "permission" => "ask"},
+    );
+    let opts = TreeOptions {
+        ascii: true,
+        ..no_durations()
+    };
+    let mut events = drain(&parent);
+    let child_run = child.run_id().to_string();
+    let live = render_tree(&events, &opts);
+    assert_eq!(
+        live,
+        format!(
+            "\
+run run_parent · session main · agent assistant
+... turn.1 (running)
+|- ok subagent.researcher
+|  `- -> run {child_run} · session main/subagent-researcher · agent researcher
+|     `- ERR turn.1 outcome=failed
+|        `- * run_error rate_limit: 429 from provider
+`- ... tool.slow (running) permission=ask
+"
+        )
+    );
+    assert_eq!(parent.cancel_open("user pressed ctrl-c"), 2);
+    events.extend(drain(&parent));
+    let done = render_tree(&events, &opts);
+    assert!(
+        done.contains("`- CANCELLED tool.slow permission=ask error cancelled: user pressed ctrl-c"),
+        "{done}"
+    );
+    assert!(done.starts_with("run run_parent · session main · agent assistant\nCANCELLED turn.1"));
+}
+
+fn span(
+    seq: u64,
+    phase: SpanPhase,
+    id: &str,
+    parent: Option<&str>,
+    name: &str,
+    ms: Option<f64>,
+) -> Event {
+    Event {
+        timestamp: 1_000 + seq,
+        sequence: seq,
+        session_id: "s".into(),
+        run_id: "run_fixed".into(),
+        agent: "a".into(),
+        kind: EventKind::Span(SpanEvent {
+            subject: if parent.is_none() {
+                SpanSubject::Turn
+            } else {
+                SpanSubject::LlmCall
+            },
+            phase,
+            span_id: id.into(),
+            parent_span_id: parent.map(Into::into),
+            name: name.into(),
+            duration_ms: ms,
+            attributes: Map::new(),
+            error: None,
+        }),
+    }
+}
+
+#[test]
+fn durations_in_milliseconds() {
+    let events = [
+        span(0, SpanPhase::Start, "t", None, "turn.1", None),
+        span(
+            1,
+            SpanPhase::Start,
+            "l",
+            Some("t"),
+            "llm_call.respond",
+            None,
+        ),
+        span(
+            2,
+            SpanPhase::Complete,
+            "l",
+            Some("t"),
+            "llm_call.respond",
+            Some(3.25),
+        ),
+        span(3, SpanPhase::Complete, "t", None, "turn.1", Some(12.5)),
+    ];
+    assert_eq!(
+        render_tree(&events, &TreeOptions::default()),
+        "run run_fixed · session s · agent a\n✓ turn.1 12.5ms\n└─ ✓ llm_call.respond 3.2ms\n"
+    );
+}

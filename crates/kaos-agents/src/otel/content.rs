@@ -2,9 +2,9 @@
 //! JSON strings in the GenAI message shape, redacted on request and capped in size (still
 //! valid JSON after truncation).
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
+
+use crate::redact::Redactor;
 
 /// Whether (and how) message content goes on spans. Off by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,9 +41,6 @@ impl CaptureContent {
     }
 }
 
-/// Rewrites captured content before it goes on a span (the `Redacted` mode's redactor).
-pub type RedactFn = Arc<dyn Fn(&mut Value) + Send + Sync>;
-
 /// The default per-attribute cap: 16 KiB.
 pub const DEFAULT_CONTENT_CAP: usize = 16 * 1024;
 
@@ -52,7 +49,7 @@ pub const DEFAULT_CONTENT_CAP: usize = 16 * 1024;
 pub(crate) struct ContentPolicy {
     pub(crate) mode: CaptureContent,
     pub(crate) cap: usize,
-    pub(crate) redact: Option<RedactFn>,
+    pub(crate) redactor: Redactor,
 }
 
 impl ContentPolicy {
@@ -60,8 +57,17 @@ impl ContentPolicy {
         Self {
             mode,
             cap: DEFAULT_CONTENT_CAP,
-            redact: None,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Short free text that always goes on spans (reasons, descriptions, error messages):
+    /// redacted whatever the capture mode, then cut to 200 characters.
+    pub(crate) fn short(&self, text: &str) -> String {
+        super::attributes::truncate_chars(
+            &self.redactor.redact_str(text),
+            super::attributes::SHORT_TEXT_CHARS,
+        )
     }
 
     /// The JSON text to put on a span for `value`, or `None` when capture is off.
@@ -69,11 +75,7 @@ impl ContentPolicy {
         match self.mode {
             CaptureContent::None => return None,
             CaptureContent::Full => {}
-            CaptureContent::Redacted => match &self.redact {
-                Some(redact) => redact(&mut value),
-                // Without a redactor, fail closed: keep the shape, drop the text.
-                None => blank_strings(&mut value),
-            },
+            CaptureContent::Redacted => self.redactor.redact_value(&mut value),
         }
         Some(capped_json(&value, self.cap))
     }
@@ -86,15 +88,6 @@ pub(crate) fn output_messages(text: &str, finish_reason: &str) -> Value {
         "parts": [{"type": "text", "content": text}],
         "finish_reason": finish_reason,
     }])
-}
-
-fn blank_strings(value: &mut Value) {
-    match value {
-        Value::String(s) => *s = "[REDACTED]".to_string(),
-        Value::Array(items) => items.iter_mut().for_each(blank_strings),
-        Value::Object(map) => map.values_mut().for_each(blank_strings),
-        _ => {}
-    }
 }
 
 const MARKER: &str = "…[truncated]";

@@ -9,10 +9,11 @@ use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
 use super::attributes::*;
-use super::content::{CaptureContent, ContentPolicy, RedactFn, output_messages};
+use super::content::{CaptureContent, ContentPolicy, output_messages};
 use super::{SpanNaming, parse_traceparent};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome};
 use crate::hooks::{Hook, HookAction, HookError};
+use crate::redact::Redactor;
 
 /// `(run_id, span_id)`: our span ids scoped by run, so concurrent runs never collide.
 type Key = (Arc<str>, Arc<str>);
@@ -175,10 +176,11 @@ impl OTelHook {
         self
     }
 
-    /// The redactor of [`CaptureContent::Redacted`] mode. Without one, redacted mode
-    /// replaces every string with `[REDACTED]` (fail closed).
-    pub fn with_redactor(mut self, redact: RedactFn) -> Self {
-        self.content.redact = Some(redact);
+    /// The redactor (the audit trail's, by default [`Redactor::default`]). Content in
+    /// [`CaptureContent::Redacted`] mode goes through it, and so do short texts that are
+    /// always on spans (reasons, descriptions, error messages) in every mode.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.content.redactor = redactor;
         self
     }
 
@@ -269,7 +271,7 @@ impl OTelHook {
                 let attrs = vec![
                     KeyValue::new(KAOS_INTENT, intent.as_str()),
                     KeyValue::new(KAOS_CONFIDENCE, *confidence),
-                    KeyValue::new(KAOS_REASONING, truncate_chars(reasoning, SHORT_TEXT_CHARS)),
+                    KeyValue::new(KAOS_REASONING, self.content.short(reasoning)),
                 ];
                 let pending = state
                     .runs
@@ -341,7 +343,7 @@ impl OTelHook {
                         "kaos.budget_exceeded",
                         vec![
                             KeyValue::new("kaos.budget", kind.clone()),
-                            KeyValue::new(KAOS_REASON, truncate_chars(reason, SHORT_TEXT_CHARS)),
+                            KeyValue::new(KAOS_REASON, self.content.short(reason)),
                         ],
                     );
                 }
@@ -358,12 +360,9 @@ impl OTelHook {
                     span.set_attributes([
                         KeyValue::new(KAOS_ERROR_TYPE, error_type.clone()),
                         KeyValue::new(ERROR_TYPE, error_type.clone()),
-                        KeyValue::new(
-                            KAOS_RECOVERY_HINT,
-                            truncate_chars(recovery_hint, SHORT_TEXT_CHARS),
-                        ),
+                        KeyValue::new(KAOS_RECOVERY_HINT, self.content.short(recovery_hint)),
                     ]);
-                    open.status = Status::error(truncate_chars(message, SHORT_TEXT_CHARS));
+                    open.status = Status::error(self.content.short(message));
                 }
             }
             EventKind::TurnSummary(summary) => {
@@ -615,10 +614,7 @@ impl OTelHook {
                     .unwrap_or_else(|| suffix("step."));
                 attrs.extend([
                     KeyValue::new(KAOS_STEP_ID, id.clone()),
-                    KeyValue::new(
-                        KAOS_DESCRIPTION,
-                        truncate_chars(&s("description"), SHORT_TEXT_CHARS),
-                    ),
+                    KeyValue::new(KAOS_DESCRIPTION, self.content.short(&s("description"))),
                     KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
                 ]);
                 (format!("agent.step.{id}"), SpanKind::Internal)
@@ -633,7 +629,7 @@ impl OTelHook {
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
                     KeyValue::new(GEN_AI_AGENT_NAME, name.clone()),
                     KeyValue::new(KAOS_SUBAGENT_NAME, name.clone()),
-                    KeyValue::new(KAOS_TASK, truncate_chars(&s("task"), SHORT_TEXT_CHARS)),
+                    KeyValue::new(KAOS_TASK, self.content.short(&s("task"))),
                 ]);
                 let span_name = if genai {
                     format!("{OP_INVOKE_AGENT} {name}")
@@ -651,7 +647,7 @@ impl OTelHook {
                 attrs.extend([
                     KeyValue::new(KAOS_FROM_AGENT, s("from_agent")),
                     KeyValue::new(KAOS_TO_AGENT, to.clone()),
-                    KeyValue::new(KAOS_REASON, truncate_chars(&s("reason"), SHORT_TEXT_CHARS)),
+                    KeyValue::new(KAOS_REASON, self.content.short(&s("reason"))),
                 ]);
                 (format!("agent.handoff.{to}"), SpanKind::Internal)
             }
@@ -683,12 +679,13 @@ impl OTelHook {
                 let is_error = a.get("is_error").and_then(Value::as_bool).unwrap_or(false);
                 let outcome = a.get("outcome").and_then(Value::as_str);
                 if is_error {
-                    Status::error(truncate_chars(
-                        a.get("result_summary")
-                            .and_then(Value::as_str)
-                            .unwrap_or("tool error"),
-                        SHORT_TEXT_CHARS,
-                    ))
+                    Status::error(
+                        self.content.short(
+                            a.get("result_summary")
+                                .and_then(Value::as_str)
+                                .unwrap_or("tool error"),
+                        ),
+                    )
                 } else if outcome == Some("failed") {
                     Status::error("turn failed")
                 } else if outcome == Some("paused") {
@@ -709,10 +706,10 @@ impl OTelHook {
                 }
                 match (&open.status, error) {
                     (Status::Error { .. }, None) => open.status.clone(),
-                    (_, e) => Status::error(truncate_chars(
-                        e.map(|e| e.message.as_str()).unwrap_or("error"),
-                        SHORT_TEXT_CHARS,
-                    )),
+                    (_, e) => Status::error(
+                        self.content
+                            .short(e.map(|e| e.message.as_str()).unwrap_or("error")),
+                    ),
                 }
             }
             SpanPhase::Cancelled => {

@@ -24,7 +24,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-pub use content::{CaptureContent, DEFAULT_CONTENT_CAP, RedactFn};
+pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
 pub use hook::OTelHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
 pub use telemetry::{

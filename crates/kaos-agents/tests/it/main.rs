@@ -8,6 +8,8 @@ mod audit_html;
 mod otel_export;
 #[cfg(feature = "otel")]
 mod otel_hook;
+#[cfg(feature = "otel")]
+mod otel_runner;
 mod redact;
 mod runner;
 mod tree;

@@ -28,7 +28,8 @@ pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
 pub use hook::OTelHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
 pub use telemetry::{
-    Exporter, Protocol, Telemetry, TelemetryBuilder, TelemetryError, TelemetryStats,
+    ConsoleExporter, CountingExporter, Exporter, MemoryExporter, Protocol, Telemetry,
+    TelemetryBuilder, TelemetryError, TelemetryStats,
 };
 
 /// How spans are named.

@@ -94,12 +94,10 @@ const MARKER: &str = "…[truncated]";
 
 fn shorten_strings(value: &mut Value, max_chars: usize) {
     match value {
-        Value::String(s) => {
-            if s.chars().count() > max_chars {
-                let mut cut = super::attributes::truncate_chars(s, max_chars);
-                cut.push_str(MARKER);
-                *s = cut;
-            }
+        Value::String(s) if s.chars().count() > max_chars => {
+            let mut cut = super::attributes::truncate_chars(s, max_chars);
+            cut.push_str(MARKER);
+            *s = cut;
         }
         Value::Array(items) => items.iter_mut().for_each(|v| shorten_strings(v, max_chars)),
         Value::Object(map) => map.values_mut().for_each(|v| shorten_strings(v, max_chars)),

@@ -430,8 +430,7 @@ impl OTelHook {
             }
             return Context::current();
         }
-        let cx = run_turn_cx(state, &event.run_id);
-        cx
+        run_turn_cx(state, &event.run_id)
     }
 
     fn on_start(&self, state: &mut State, event: &Event, span: &SpanEvent) {

@@ -530,17 +530,16 @@ impl TelemetryBuilder {
             #[cfg(feature = "otel-grpc")]
             Protocol::Grpc => {
                 use opentelemetry_otlp::WithTonicConfig;
-                let mut meta = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
+                let mut headers = http::HeaderMap::new();
                 for (k, v) in &self.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        opentelemetry_otlp::tonic_types::metadata::MetadataKey::from_bytes(
-                            k.as_bytes(),
-                        ),
-                        v.parse(),
-                    ) {
-                        meta.insert(k, v);
-                    }
+                    let name = http::header::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
+                    let value = http::header::HeaderValue::from_str(v)
+                        .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
+                    headers.insert(name, value);
                 }
+                let meta =
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(endpoint)

@@ -14,6 +14,7 @@
 pub mod attributes;
 pub mod content;
 mod hook;
+mod mapping;
 pub mod replay;
 pub mod telemetry;
 

@@ -9,6 +9,8 @@ pub mod agent;
 pub mod audit;
 pub mod events;
 pub mod hooks;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod permissions;
 pub mod redact;
 pub mod runner;

@@ -7,6 +7,12 @@ mod audit_html;
 mod circuit;
 mod delegation;
 mod plan;
+#[cfg(feature = "otel")]
+mod otel_export;
+#[cfg(feature = "otel")]
+mod otel_hook;
+#[cfg(feature = "otel")]
+mod otel_runner;
 mod redact;
 mod resume;
 mod runner;

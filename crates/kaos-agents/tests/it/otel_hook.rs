@@ -1,0 +1,909 @@
+//! OTelHook span trees from realistic event streams (TurnScope) into the in-memory exporter.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use kaos_agents::attrs;
+use kaos_agents::events::{
+    EventKind, Intent, SpanError, SpanPhase, SpanSubject, ToolCallSummary, TurnOutcome, TurnSummary,
+};
+use kaos_agents::hooks::HookSet;
+use kaos_agents::otel::{CaptureContent, OTelHook, SpanNaming, parse_traceparent};
+use kaos_agents::scope::{TurnScope, new_run_id};
+use opentelemetry::Value;
+use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use serde_json::json;
+
+pub struct Harness {
+    pub exporter: InMemorySpanExporter,
+    pub provider: SdkTracerProvider,
+    pub hook: Arc<OTelHook>,
+    pub hooks: HookSet,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with(|h| h)
+    }
+
+    pub fn with(f: impl FnOnce(OTelHook) -> OTelHook) -> Self {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let hook =
+            Arc::new(f(OTelHook::new(provider.tracer("kaos-test"))
+                .with_capture_content(CaptureContent::None)));
+        let mut hooks = HookSet::default();
+        hooks.push(hook.clone());
+        Self {
+            exporter,
+            provider,
+            hook,
+            hooks,
+        }
+    }
+
+    pub fn scope(&self, session: &str, agent: &str) -> TurnScope {
+        TurnScope::new(
+            session.into(),
+            new_run_id(),
+            agent.into(),
+            self.hooks.clone(),
+        )
+    }
+
+    pub fn spans(&self) -> Vec<SpanData> {
+        self.provider.force_flush().unwrap();
+        self.exporter.get_finished_spans().unwrap()
+    }
+
+    pub fn assert_state_empty(&self) {
+        assert_eq!(self.hook.open_span_count(), 0, "open spans left");
+        assert_eq!(self.hook.tracked_runs(), 0, "run state left");
+    }
+}
+
+pub fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {name:?} in {:?}",
+        names(spans)
+    );
+    found[0]
+}
+
+pub fn names(spans: &[SpanData]) -> Vec<String> {
+    let mut n: Vec<String> = spans.iter().map(|s| s.name.to_string()).collect();
+    n.sort();
+    n
+}
+
+pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+pub fn attr_s(span: &SpanData, key: &str) -> String {
+    attr(span, key)
+        .unwrap_or_else(|| panic!("{} has no {key}", span.name))
+        .as_str()
+        .to_string()
+}
+
+pub fn parent<'a>(spans: &'a [SpanData], span: &SpanData) -> Option<&'a SpanData> {
+    if span.parent_span_id == SpanId::INVALID {
+        return None;
+    }
+    spans
+        .iter()
+        .find(|s| s.span_context.span_id() == span.parent_span_id)
+}
+
+pub fn parent_name(spans: &[SpanData], span: &SpanData) -> Option<String> {
+    parent(spans, span).map(|p| p.name.to_string())
+}
+
+/// Every span exported once, every parent exported in the same trace, children within
+/// their parents' time range.
+pub fn assert_well_formed(spans: &[SpanData]) {
+    let ids: HashSet<_> = spans.iter().map(|s| s.span_context.span_id()).collect();
+    assert_eq!(ids.len(), spans.len(), "a span was exported twice");
+    for s in spans {
+        assert!(
+            s.start_time <= s.end_time,
+            "{} ends before it starts",
+            s.name
+        );
+        if let Some(p) = parent(spans, s) {
+            assert_eq!(p.span_context.trace_id(), s.span_context.trace_id());
+            assert!(
+                p.start_time <= s.start_time,
+                "{} starts before {}",
+                s.name,
+                p.name
+            );
+            assert!(s.end_time <= p.end_time, "{} ends after {}", s.name, p.name);
+        }
+    }
+}
+
+fn llm(scope: &TurnScope, purpose: &str, input: u64, output: u64) {
+    let (id, _) = scope.start_span(
+        SpanSubject::LlmCall,
+        format!("llm_call.{purpose}"),
+        attrs! {"purpose" => purpose, "provider" => "function", "model" => "function-test"},
+    );
+    scope.end_span(
+        &id,
+        SpanPhase::Complete,
+        attrs! {"input_tokens" => input, "output_tokens" => output, "total_tokens" => input + output,
+        "cache_read_tokens" => 0, "cost_usd" => 0.0, "attempts" => 1, "response_model" => "function-test",
+        "stop_reason" => "end_turn"},
+        None,
+    );
+    scope.emit(EventKind::UsageObserved {
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: input + output,
+        cost_usd: Some(0.0),
+        model: "function-test".into(),
+        source: purpose.into(),
+    });
+}
+
+fn classify(scope: &TurnScope, intent: Intent) {
+    llm(scope, "intent_classification", 100, 10);
+    scope.emit(EventKind::IntentClassified {
+        intent,
+        confidence: 0.95,
+        reasoning: "x".into(),
+    });
+}
+
+fn summary(
+    text: &str,
+    intent: Option<Intent>,
+    tools: Vec<ToolCallSummary>,
+    outcome: TurnOutcome,
+) -> EventKind {
+    EventKind::TurnSummary(TurnSummary {
+        text: text.into(),
+        intent,
+        tool_calls: tools,
+        tokens_used: 330,
+        input_tokens: 300,
+        output_tokens: 30,
+        cost_usd: Some(0.0),
+        outcome,
+    })
+}
+
+fn start_turn(scope: &TurnScope, n: u64) -> Arc<str> {
+    scope
+        .start_span(
+            SpanSubject::Turn,
+            format!("turn.{n}"),
+            attrs! {"turn_number" => n, "model" => "function-test"},
+        )
+        .0
+}
+
+fn end_turn(scope: &TurnScope, turn: &str, outcome: &str) {
+    scope.end_span(
+        turn,
+        SpanPhase::Complete,
+        attrs! {"turn_number" => 1, "outcome" => outcome},
+        None,
+    );
+}
+
+/// The seed's respond turn: classifier call, respond call, summary.
+pub fn respond_turn(scope: &TurnScope) {
+    let turn = start_turn(scope, 1);
+    classify(scope, Intent::Respond);
+    llm(scope, "respond", 200, 20);
+    scope.emit(EventKind::TextDelta {
+        content: "Hello from the agent.".into(),
+    });
+    end_turn(scope, &turn, "completed");
+    scope.emit(summary(
+        "Hello from the agent.",
+        Some(Intent::Respond),
+        vec![],
+        TurnOutcome::Completed,
+    ));
+}
+
+fn tool(scope: &TurnScope, name: &str, call_id: &str, result: &str) {
+    let (id, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        format!("tool.{name}"),
+        attrs! {"tool_name" => name, "call_id" => call_id, "arguments" => json!({"text": "a b c"}), "permission" => "allow"},
+    );
+    scope.end_span(
+        &id,
+        SpanPhase::Complete,
+        attrs! {"tool_name" => name, "call_id" => call_id, "is_error" => false, "result_summary" => result},
+        None,
+    );
+}
+
+#[test]
+fn respond_turn_tree() {
+    let h = Harness::new();
+    let scope = h.scope("otel-demo", "assistant");
+    respond_turn(&scope);
+    let spans = h.spans();
+    assert_eq!(
+        names(&spans),
+        [
+            "agent.intent_classification",
+            "agent.turn",
+            "chat function-test",
+            "chat function-test"
+        ]
+    );
+    assert_well_formed(&spans);
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(turn.span_kind, SpanKind::Internal);
+    assert_eq!(turn.status, Status::Ok);
+    assert!(parent(&spans, turn).is_none());
+    assert_eq!(attr_s(turn, "kaos.session_id"), "otel-demo");
+    assert_eq!(attr_s(turn, "gen_ai.conversation.id"), "otel-demo");
+    assert_eq!(attr_s(turn, "kaos.run_id"), scope.run_id().to_string());
+    assert_eq!(attr_s(turn, "gen_ai.operation.name"), "invoke_agent");
+    assert_eq!(attr_s(turn, "gen_ai.agent.name"), "assistant");
+    assert_eq!(attr(turn, "kaos.turn_number"), Some(Value::I64(1)));
+    assert_eq!(attr_s(turn, "kaos.intent"), "respond");
+    assert_eq!(attr(turn, "kaos.tokens_used"), Some(Value::I64(330)));
+    assert_eq!(attr(turn, "kaos.cost_usd"), Some(Value::F64(0.0)));
+    assert_eq!(attr(turn, "kaos.tool_call_count"), Some(Value::I64(0)));
+    assert!(
+        attr(turn, "gen_ai.output.messages").is_none(),
+        "content is off by default"
+    );
+
+    let intent = named(&spans, "agent.intent_classification");
+    assert_eq!(parent_name(&spans, intent).as_deref(), Some("agent.turn"));
+    assert_eq!(intent.span_kind, SpanKind::Internal);
+    assert_eq!(attr_s(intent, "kaos.intent"), "respond");
+    assert_eq!(attr(intent, "kaos.confidence"), Some(Value::F64(0.95)));
+    assert_eq!(attr_s(intent, "kaos.reasoning"), "x");
+
+    let chats: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "chat function-test")
+        .collect();
+    let classifier = chats
+        .iter()
+        .find(|s| attr_s(s, "kaos.purpose") == "intent_classification")
+        .unwrap();
+    let respond = chats
+        .iter()
+        .find(|s| attr_s(s, "kaos.purpose") == "respond")
+        .unwrap();
+    assert_eq!(
+        parent_name(&spans, classifier).as_deref(),
+        Some("agent.intent_classification")
+    );
+    assert_eq!(parent_name(&spans, respond).as_deref(), Some("agent.turn"));
+    for chat in [classifier, respond] {
+        assert_eq!(chat.span_kind, SpanKind::Client);
+        assert_eq!(chat.status, Status::Ok);
+        assert_eq!(attr_s(chat, "gen_ai.operation.name"), "chat");
+        assert_eq!(attr_s(chat, "gen_ai.provider.name"), "function");
+        assert_eq!(attr_s(chat, "gen_ai.request.model"), "function-test");
+        assert_eq!(attr_s(chat, "gen_ai.response.model"), "function-test");
+        assert!(attr(chat, "kaos.cost_usd").is_some());
+    }
+    assert_eq!(
+        attr(classifier, "gen_ai.usage.input_tokens"),
+        Some(Value::I64(100))
+    );
+    assert_eq!(
+        attr(respond, "gen_ai.usage.output_tokens"),
+        Some(Value::I64(20))
+    );
+
+    // The intent span contains its classifier call and ends when that call ends.
+    assert!(intent.start_time <= classifier.start_time);
+    assert_eq!(intent.end_time, classifier.end_time);
+    assert!(intent.end_time <= respond.start_time);
+    h.assert_state_empty();
+}
+
+#[test]
+fn tool_turn_tree() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Full));
+    let scope = h.scope("s-tool", "assistant");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::ToolUse);
+    tool(&scope, "kaos-learn-wordcount", "tc_1", "3");
+    llm(&scope, "react", 200, 20);
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary(
+        "There are 3 words.",
+        Some(Intent::ToolUse),
+        vec![ToolCallSummary {
+            tool_name: "kaos-learn-wordcount".into(),
+            call_id: "tc_1".into(),
+            is_error: false,
+            duration_ms: 0.4,
+            step_id: None,
+        }],
+        TurnOutcome::Completed,
+    ));
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let t = named(&spans, "agent.tool_call.kaos-learn-wordcount");
+    assert_eq!(parent_name(&spans, t).as_deref(), Some("agent.turn"));
+    assert_eq!(t.span_kind, SpanKind::Internal);
+    assert_eq!(t.status, Status::Ok);
+    assert_eq!(attr_s(t, "gen_ai.operation.name"), "execute_tool");
+    assert_eq!(attr_s(t, "gen_ai.tool.name"), "kaos-learn-wordcount");
+    assert_eq!(attr_s(t, "gen_ai.tool.call.id"), "tc_1");
+    assert_eq!(attr_s(t, "kaos.call_id"), "tc_1");
+    assert_eq!(attr(t, "kaos.is_error"), Some(Value::Bool(false)));
+    assert!(matches!(attr(t, "kaos.duration_ms"), Some(Value::F64(_))));
+    // Content capture (Full): arguments, result and the answer as GenAI JSON.
+    let args: serde_json::Value =
+        serde_json::from_str(&attr_s(t, "gen_ai.tool.call.arguments")).unwrap();
+    assert_eq!(args, json!({"text": "a b c"}));
+    assert_eq!(attr_s(t, "gen_ai.tool.call.result"), "\"3\"");
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(attr(turn, "kaos.tool_call_count"), Some(Value::I64(1)));
+    let out: serde_json::Value =
+        serde_json::from_str(&attr_s(turn, "gen_ai.output.messages")).unwrap();
+    assert_eq!(out[0]["role"], "assistant");
+    assert_eq!(out[0]["parts"][0]["content"], "There are 3 words.");
+    h.assert_state_empty();
+}
+
+#[test]
+fn classifier_auth_failure_is_an_error_turn() {
+    let h = Harness::new();
+    let scope = h.scope("s-err", "assistant");
+    let turn = start_turn(&scope, 1);
+    let (call, _) = scope.start_span(
+        SpanSubject::LlmCall,
+        "llm_call.intent_classification",
+        attrs! {"purpose" => "intent_classification", "provider" => "function", "model" => "function-test"},
+    );
+    let auth = SpanError {
+        error_type: "auth_failure".into(),
+        message: "no key".into(),
+    };
+    scope.end_span(
+        &call,
+        SpanPhase::Error,
+        attrs! {"attempts" => 1},
+        Some(auth.clone()),
+    );
+    scope.emit(EventKind::RunError {
+        error_type: "auth_failure".into(),
+        message: "Call failed: no key.".into(),
+        recovery_hint: "Check the API key.".into(),
+    });
+    scope.end_span(
+        &turn,
+        SpanPhase::Error,
+        attrs! {"turn_number" => 1, "outcome" => "failed"},
+        Some(auth),
+    );
+    scope.emit(summary("", None, vec![], TurnOutcome::Failed));
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let turn = named(&spans, "agent.turn");
+    assert!(matches!(&turn.status, Status::Error { description } if !description.is_empty()));
+    assert_eq!(attr_s(turn, "kaos.error_type"), "auth_failure");
+    assert_eq!(attr_s(turn, "kaos.recovery_hint"), "Check the API key.");
+    let chat = named(&spans, "chat function-test");
+    assert!(matches!(&chat.status, Status::Error { description } if description == "no key"));
+    assert_eq!(attr_s(chat, "error.type"), "auth_failure");
+    let intent = named(&spans, "agent.intent_classification");
+    assert!(matches!(intent.status, Status::Error { .. }));
+    assert!(attr(intent, "kaos.intent").is_none());
+    h.assert_state_empty();
+}
+
+#[test]
+fn cancelled_turn_ends_every_span_once() {
+    let h = Harness::new();
+    let scope = h.scope("s-cancel", "assistant");
+    start_turn(&scope, 1);
+    classify(&scope, Intent::ToolUse);
+    let (_tool, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.slow",
+        attrs! {"tool_name" => "slow", "call_id" => "tc_9", "arguments" => json!({}), "permission" => "allow"},
+    );
+    assert_eq!(h.hook.open_span_count(), 2);
+    // The consumer drops the stream: the runtime cancels what is open.
+    assert_eq!(scope.cancel_open("stream dropped"), 2);
+    let spans = h.spans();
+    assert_eq!(
+        names(&spans),
+        [
+            "agent.intent_classification",
+            "agent.tool_call.slow",
+            "agent.turn",
+            "chat function-test"
+        ]
+    );
+    assert_well_formed(&spans);
+    for name in ["agent.tool_call.slow", "agent.turn"] {
+        let s = named(&spans, name);
+        assert_eq!(s.status, Status::Unset, "{name}");
+        assert_eq!(attr(s, "kaos.cancelled"), Some(Value::Bool(true)), "{name}");
+        assert_eq!(attr_s(s, "kaos.cancel_reason"), "stream dropped");
+    }
+    h.assert_state_empty();
+}
+
+#[test]
+fn turn_end_without_summary_closes_open_children() {
+    let h = Harness::new();
+    let scope = h.scope("s-abrupt", "assistant");
+    let turn = start_turn(&scope, 1);
+    // A hand-built tool START the scope does not know about never gets its end.
+    scope.emit(EventKind::Span(kaos_agents::SpanEvent {
+        subject: SpanSubject::ToolCall,
+        phase: SpanPhase::Start,
+        span_id: "00000000000000aa".into(),
+        parent_span_id: Some(turn.clone()),
+        name: "tool.orphan".into(),
+        duration_ms: None,
+        attributes: attrs! {"tool_name" => "orphan", "call_id" => "c1"},
+        error: None,
+    }));
+    end_turn(&scope, &turn, "completed");
+    // No TurnSummary: the next event of the run (here a hand-built one) ends the turn.
+    scope.emit(EventKind::TextDelta {
+        content: String::new(),
+    });
+    let spans = h.spans();
+    assert_eq!(names(&spans), ["agent.tool_call.orphan", "agent.turn"]);
+    assert_well_formed(&spans);
+    let orphan = named(&spans, "agent.tool_call.orphan");
+    assert_eq!(attr_s(orphan, "kaos.cancel_reason"), "parent_ended");
+    assert_eq!(named(&spans, "agent.turn").status, Status::Ok);
+    h.assert_state_empty();
+}
+
+#[test]
+fn shutdown_closes_a_turn_waiting_for_its_summary() {
+    let h = Harness::new();
+    let scope = h.scope("s-wait", "assistant");
+    let turn = start_turn(&scope, 1);
+    end_turn(&scope, &turn, "completed");
+    assert_eq!(h.hook.open_span_count(), 1);
+    kaos_agents::Hook::shutdown(&*h.hook).unwrap();
+    let spans = h.spans();
+    assert_eq!(names(&spans), ["agent.turn"]);
+    h.assert_state_empty();
+}
+
+#[test]
+fn paused_turn() {
+    let h = Harness::new();
+    let scope = h.scope("s-pause", "assistant");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::ToolUse);
+    let (tool, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.kaos-learn-delete",
+        attrs! {"tool_name" => "kaos-learn-delete", "call_id" => "tc_1", "arguments" => json!({"path": "/x.docx"}), "permission" => "ask"},
+    );
+    scope.emit(EventKind::ToolCallApprovalRequired {
+        call_id: "tc_1".into(),
+        tool_name: "kaos-learn-delete".into(),
+        arguments: json!({"path": "/x.docx"}),
+        reason: "policy".into(),
+        run_state_ref: None,
+    });
+    scope.end_span(
+        &tool,
+        SpanPhase::Cancelled,
+        attrs! {"tool_name" => "kaos-learn-delete", "call_id" => "tc_1"},
+        Some(SpanError {
+            error_type: "awaiting_approval".into(),
+            message: "waits for approval".into(),
+        }),
+    );
+    end_turn(&scope, &turn, "paused");
+    scope.emit(summary(
+        "",
+        Some(Intent::ToolUse),
+        vec![],
+        TurnOutcome::Paused,
+    ));
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let t = named(&spans, "agent.tool_call.kaos-learn-delete");
+    assert_eq!(t.status, Status::Unset);
+    assert_eq!(attr(t, "kaos.approval_required"), Some(Value::Bool(true)));
+    assert_eq!(attr(t, "kaos.cancelled"), Some(Value::Bool(true)));
+    assert_eq!(attr_s(t, "kaos.cancel_reason"), "awaiting_approval");
+    assert_eq!(attr_s(t, "kaos.permission"), "ask");
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(turn.status, Status::Unset);
+    assert_eq!(attr_s(turn, "kaos.outcome"), "paused");
+    h.assert_state_empty();
+}
+
+#[test]
+fn plan_steps_contain_their_tool_calls() {
+    let h = Harness::new();
+    let scope = h.scope("s-plan", "planner");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::Plan);
+    for (i, step) in ["step-1-aa", "step-2-bb"].iter().enumerate() {
+        let (sid, _) = scope.start_span(
+            SpanSubject::Step,
+            format!("step.{step}"),
+            attrs! {"step_id" => *step, "description" => "count words"},
+        );
+        let (tid, _) = scope.start_span(
+            SpanSubject::ToolCall,
+            "tool.wordcount",
+            attrs! {"tool_name" => "wordcount", "call_id" => format!("c{i}"), "arguments" => json!({}), "permission" => "allow", "step_id" => *step},
+        );
+        if i == 0 {
+            scope.end_span(
+                &tid,
+                SpanPhase::Complete,
+                attrs! {"is_error" => false, "result_summary" => "3"},
+                None,
+            );
+            scope.end_span(&sid, SpanPhase::Complete, attrs! {}, None);
+        } else {
+            scope.end_span(
+                &tid,
+                SpanPhase::Error,
+                attrs! {"is_error" => true, "result_summary" => "boom"},
+                Some(SpanError {
+                    error_type: "tool_error".into(),
+                    message: "boom".into(),
+                }),
+            );
+            scope.end_span(
+                &sid,
+                SpanPhase::Error,
+                attrs! {},
+                Some(SpanError {
+                    error_type: "step_failed".into(),
+                    message: "tool failed".into(),
+                }),
+            );
+        }
+    }
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary(
+        "done",
+        Some(Intent::Plan),
+        vec![],
+        TurnOutcome::Completed,
+    ));
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let s1 = named(&spans, "agent.step.step-1-aa");
+    let s2 = named(&spans, "agent.step.step-2-bb");
+    assert_eq!(parent_name(&spans, s1).as_deref(), Some("agent.turn"));
+    assert_eq!(attr_s(s1, "kaos.description"), "count words");
+    assert_eq!(s1.status, Status::Ok);
+    assert!(matches!(s2.status, Status::Error { .. }));
+    let tools: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "agent.tool_call.wordcount")
+        .collect();
+    assert_eq!(tools.len(), 2);
+    for t in tools {
+        let p = parent(&spans, t).unwrap();
+        assert!(
+            p.name.starts_with("agent.step."),
+            "tool parent is {}",
+            p.name
+        );
+        assert_eq!(attr_s(t, "kaos.step_id"), attr_s(p, "kaos.step_id"));
+        if p.name == s2.name {
+            assert!(matches!(&t.status, Status::Error { description } if description == "boom"));
+            assert_eq!(attr_s(t, "kaos.error_type"), "tool_error");
+        }
+    }
+    h.assert_state_empty();
+}
+
+#[test]
+fn subagent_turn_nests_under_the_delegating_tool_call() {
+    let h = Harness::new();
+    let scope = h.scope("s-sub", "lead");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::ToolUse);
+    let (tool, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.researcher",
+        attrs! {"tool_name" => "researcher", "call_id" => "tc_1", "arguments" => json!({"task": "dig"}), "permission" => "allow"},
+    );
+    let (sub, _) = scope.start_span(
+        SpanSubject::Subagent,
+        "subagent.researcher",
+        attrs! {"subagent_name" => "researcher", "task" => "dig"},
+    );
+    let nested = TurnScope::nested(&scope, sub.clone(), "s-sub".into(), "researcher".into());
+    assert_ne!(nested.run_id(), scope.run_id());
+    respond_turn(&nested);
+    scope.end_span(&sub, SpanPhase::Complete, attrs! {}, None);
+    scope.end_span(
+        &tool,
+        SpanPhase::Complete,
+        attrs! {"is_error" => false, "result_summary" => "found"},
+        None,
+    );
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary(
+        "ok",
+        Some(Intent::ToolUse),
+        vec![],
+        TurnOutcome::Completed,
+    ));
+
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let turns: Vec<_> = spans.iter().filter(|s| s.name == "agent.turn").collect();
+    assert_eq!(turns.len(), 2);
+    let outer = turns
+        .iter()
+        .find(|t| attr_s(t, "gen_ai.agent.name") == "lead")
+        .unwrap();
+    let inner = turns
+        .iter()
+        .find(|t| attr_s(t, "gen_ai.agent.name") == "researcher")
+        .unwrap();
+    let sub = named(&spans, "agent.subagent.researcher");
+    assert_eq!(attr_s(sub, "gen_ai.operation.name"), "invoke_agent");
+    assert_eq!(
+        parent_name(&spans, sub).as_deref(),
+        Some("agent.tool_call.researcher")
+    );
+    assert_eq!(
+        parent(&spans, inner).unwrap().span_context.span_id(),
+        sub.span_context.span_id()
+    );
+    assert_eq!(inner.span_context.trace_id(), outer.span_context.trace_id());
+    assert_ne!(attr_s(inner, "kaos.run_id"), attr_s(outer, "kaos.run_id"));
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.name == "agent.intent_classification")
+            .count(),
+        2
+    );
+    h.assert_state_empty();
+}
+
+#[test]
+fn handoff_contains_the_target_turn() {
+    let h = Harness::new();
+    let scope = h.scope("s-hand", "triage");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::Respond);
+    let (hand, _) = scope.start_span(
+        SpanSubject::Handoff,
+        "handoff.billing",
+        attrs! {"from_agent" => "triage", "to_agent" => "billing", "reason" => "invoice question"},
+    );
+    let target = TurnScope::nested(&scope, hand.clone(), "s-hand".into(), "billing".into());
+    respond_turn(&target);
+    scope.end_span(&hand, SpanPhase::Complete, attrs! {}, None);
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary(
+        "ok",
+        Some(Intent::Respond),
+        vec![],
+        TurnOutcome::Completed,
+    ));
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let hand = named(&spans, "agent.handoff.billing");
+    assert_eq!(attr_s(hand, "kaos.from_agent"), "triage");
+    assert_eq!(attr_s(hand, "kaos.to_agent"), "billing");
+    assert_eq!(attr_s(hand, "kaos.reason"), "invoice question");
+    assert_eq!(parent_name(&spans, hand).as_deref(), Some("agent.turn"));
+    let billing = spans
+        .iter()
+        .find(|s| s.name == "agent.turn" && attr_s(s, "gen_ai.agent.name") == "billing")
+        .unwrap();
+    assert_eq!(
+        parent_name(&spans, billing).as_deref(),
+        Some("agent.handoff.billing")
+    );
+    h.assert_state_empty();
+}
+
+#[test]
+fn genai_naming() {
+    let h = Harness::with(|hook| hook.with_naming(SpanNaming::GenAi));
+    let scope = h.scope("s-names", "assistant");
+    let turn = start_turn(&scope, 1);
+    classify(&scope, Intent::ToolUse);
+    tool(&scope, "wordcount", "tc_1", "3");
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary(
+        "3",
+        Some(Intent::ToolUse),
+        vec![],
+        TurnOutcome::Completed,
+    ));
+    assert_eq!(
+        names(&h.spans()),
+        [
+            "agent.intent_classification",
+            "chat function-test",
+            "execute_tool wordcount",
+            "invoke_agent assistant"
+        ]
+    );
+}
+
+#[test]
+fn traceparent_on_turn_start_continues_the_callers_trace() {
+    let h = Harness::new();
+    let scope = h.scope("s-tp", "assistant");
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (turn, _) = scope.start_span(
+        SpanSubject::Turn,
+        "turn.1",
+        attrs! {"turn_number" => 1, "model" => "function-test", "traceparent" => tp},
+    );
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary("x", None, vec![], TurnOutcome::Completed));
+    // Session-level parent (API) for a turn without the attribute.
+    let other = h.scope("s-tp2", "assistant");
+    h.hook.set_session_parent(
+        "s-tp2",
+        parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap(),
+    );
+    let turn2 = start_turn(&other, 1);
+    end_turn(&other, &turn2, "completed");
+    other.emit(summary("x", None, vec![], TurnOutcome::Completed));
+
+    let spans = h.spans();
+    let by_session: HashMap<String, &SpanData> = spans
+        .iter()
+        .map(|s| (attr_s(s, "kaos.session_id"), s))
+        .collect();
+    let t1 = by_session["s-tp"];
+    assert_eq!(
+        format!("{}", t1.span_context.trace_id()),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(format!("{}", t1.parent_span_id), "00f067aa0ba902b7");
+    assert!(t1.parent_span_is_remote);
+    let t2 = by_session["s-tp2"];
+    assert_eq!(
+        format!("{}", t2.span_context.trace_id()),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(format!("{}", t2.parent_span_id), "b7ad6b7169203331");
+}
+
+#[test]
+fn hundred_concurrent_runs_through_one_hook() {
+    let h = Harness::new();
+    std::thread::scope(|threads| {
+        for i in 0..100 {
+            let h = &h;
+            threads.spawn(move || {
+                let scope = h.scope(&format!("session-{i}"), "assistant");
+                let turn = start_turn(&scope, 1);
+                classify(&scope, Intent::ToolUse);
+                // Same call id in every run: keys are scoped by run.
+                tool(&scope, "wordcount", "tc_1", "3");
+                end_turn(&scope, &turn, "completed");
+                scope.emit(summary(
+                    "3",
+                    Some(Intent::ToolUse),
+                    vec![],
+                    TurnOutcome::Completed,
+                ));
+            });
+        }
+    });
+    let spans = h.spans();
+    assert_eq!(spans.len(), 400);
+    assert_well_formed(&spans);
+    let mut traces: HashMap<_, Vec<&SpanData>> = HashMap::new();
+    for s in &spans {
+        traces.entry(s.span_context.trace_id()).or_default().push(s);
+    }
+    assert_eq!(traces.len(), 100);
+    for tree in traces.values() {
+        let turn = tree.iter().find(|s| s.name == "agent.turn").unwrap();
+        let session = attr_s(turn, "kaos.session_id");
+        for s in tree {
+            if s.name == "chat function-test" {
+                assert_eq!(attr_s(s, "gen_ai.conversation.id"), session);
+            }
+            if s.name == "agent.tool_call.wordcount" || s.name == "agent.intent_classification" {
+                assert_eq!(s.parent_span_id, turn.span_context.span_id());
+            }
+        }
+        assert_eq!(tree.len(), 4);
+    }
+    h.assert_state_empty();
+}
+
+fn tool_with_args(scope: &TurnScope, args: serde_json::Value, result: &str) {
+    let (id, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.echo",
+        attrs! {"tool_name" => "echo", "call_id" => "c1", "arguments" => args, "permission" => "allow"},
+    );
+    scope.end_span(
+        &id,
+        SpanPhase::Complete,
+        attrs! {"tool_name" => "echo", "call_id" => "c1", "is_error" => false, "result_summary" => result},
+        None,
+    );
+}
+
+#[test]
+fn redacted_capture_goes_through_the_shared_redactor() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
+    let scope = h.scope("s-red", "assistant");
+    let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz";
+    tool_with_args(
+        &scope,
+        json!({"password": "hunter2", "text": format!("my key is {secret}")}),
+        &format!("echoed {secret}"),
+    );
+    let spans = h.spans();
+    let t = named(&spans, "agent.tool_call.echo");
+    let args = attr_s(t, "gen_ai.tool.call.arguments");
+    let result = attr_s(t, "gen_ai.tool.call.result");
+    for text in [&args, &result] {
+        assert!(
+            !text.contains("hunter2") && !text.contains(secret),
+            "{text}"
+        );
+        assert!(text.contains("REDACTED"), "{text}");
+    }
+    let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+    assert!(args["text"].as_str().unwrap().starts_with("my key is "));
+}
+
+#[test]
+fn captured_content_is_capped_and_still_json() {
+    let h = Harness::with(|hook| {
+        hook.with_capture_content(CaptureContent::Full)
+            .with_content_cap(1024)
+    });
+    let scope = h.scope("s-cap", "assistant");
+    tool_with_args(&scope, json!({"blob": "x".repeat(100_000), "n": 7}), "ok");
+    let spans = h.spans();
+    let args = attr_s(
+        named(&spans, "agent.tool_call.echo"),
+        "gen_ai.tool.call.arguments",
+    );
+    assert!(args.len() <= 1024, "{}", args.len());
+    let v: serde_json::Value = serde_json::from_str(&args).unwrap();
+    assert_eq!(v["n"], 7);
+    assert!(v["blob"].as_str().unwrap().ends_with("[truncated]"));
+}
+
+#[test]
+fn capture_mode_parses_env_values() {
+    assert_eq!(CaptureContent::parse("full"), Some(CaptureContent::Full));
+    assert_eq!(
+        CaptureContent::parse("Redacted"),
+        Some(CaptureContent::Redacted)
+    );
+    assert_eq!(CaptureContent::parse("none"), Some(CaptureContent::None));
+    assert_eq!(CaptureContent::parse("maybe"), None);
+}

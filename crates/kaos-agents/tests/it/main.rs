@@ -6,13 +6,13 @@ mod audit_e2e;
 mod audit_html;
 mod circuit;
 mod delegation;
-mod plan;
 #[cfg(feature = "otel")]
 mod otel_export;
 #[cfg(feature = "otel")]
 mod otel_hook;
 #[cfg(feature = "otel")]
 mod otel_runner;
+mod plan;
 mod redact;
 mod resume;
 mod runner;

@@ -13,7 +13,7 @@ use crate::wiring;
 pub async fn chat(plan: RunPlan) -> Result<u8, CliError> {
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(false);
-    let runner = wiring::attach_hooks(
+    let (runner, observers) = wiring::attach_hooks(
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
@@ -55,20 +55,20 @@ pub async fn chat(plan: RunPlan) -> Result<u8, CliError> {
             }
         }
     });
-    loop {
+    let result = loop {
         eprint!("you> ");
         let _ = std::io::stderr().flush();
         let line = tokio::select! {
             line = rx.recv() => line,
-            () = interrupt.wait() => { eprintln!(); return Ok(exit::INTERRUPTED); }
+            () = interrupt.wait() => { eprintln!(); break Ok(exit::INTERRUPTED); }
         };
         let Some(line) = line else {
             eprintln!();
-            return Ok(exit::OK);
+            break Ok(exit::OK);
         };
         match line.trim() {
             "" => continue,
-            "/exit" | "/quit" => return Ok(exit::OK),
+            "/exit" | "/quit" => break Ok(exit::OK),
             "/session" => {
                 println!("{}", plan.session);
                 continue;
@@ -89,5 +89,7 @@ pub async fn chat(plan: RunPlan) -> Result<u8, CliError> {
                 }
             }
         }
-    }
+    };
+    observers.finish(plan.display.notes);
+    result
 }

@@ -48,7 +48,7 @@ Commands inside the chat: /session (print the session id), /exit (or Ctrl-D).";
 const AUDIT_EXAMPLES: &str = "\
 Examples:
   kaos audit show trail.jsonl
-  kaos audit export trail.jsonl
+  kaos audit export trail.jsonl --otlp http://127.0.0.1:4318
   kaos audit html trail.jsonl -o trail.html";
 
 /// kaos: run agents whose turns are typed event streams, shown as traces.
@@ -95,16 +95,17 @@ pub struct CommonArgs {
     /// Print nothing on stderr but errors (no tree, no spinner, no session id).
     #[arg(long, short)]
     pub quiet: bool,
-    /// Export spans over OTLP to this collector URL (not available in this build yet).
+    /// Export spans over OTLP to this collector (base URL such as http://127.0.0.1:4318;
+    /// default: the OTEL_EXPORTER_OTLP_* variables, if set).
     #[arg(long, value_name = "URL")]
     pub otlp: Option<String>,
-    /// OTLP protocol.
-    #[arg(long, value_enum, default_value_t = OtlpProtocol::Http)]
-    pub otlp_protocol: OtlpProtocol,
-    /// A W3C traceparent to continue (not available in this build yet).
+    /// OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http).
+    #[arg(long, value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// A W3C traceparent to continue (default: the TRACEPARENT variable).
     #[arg(long, value_name = "TRACEPARENT")]
     pub traceparent: Option<String>,
-    /// How much message content goes into spans.
+    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else none).
     #[arg(long, value_enum)]
     pub capture_content: Option<CaptureContent>,
     /// Write a redacted audit trail (one JSONL file per session) into DIR.
@@ -155,10 +156,14 @@ pub enum AuditAction {
         /// The trail file.
         file: PathBuf,
     },
-    /// Re-export a trail as OTLP spans.
+    /// Re-export a trail as OTLP spans, with their recorded times and ids.
     Export {
         /// The trail file.
         file: PathBuf,
+        /// The collector (base URL; default: the OTEL_EXPORTER_OTLP_* variables, else
+        /// http://localhost:4318).
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
     },
     /// Render a trail as a standalone HTML page.
     Html {

@@ -22,16 +22,12 @@ pub enum StateStore {
     Dir(PathBuf),
 }
 
-/// The observability flags, parsed but (for now) only partly wired; see [`crate::wiring`].
+/// The observability flags; [`crate::wiring`] turns them into hooks.
 #[derive(Debug, Clone, Default)]
 pub struct Observability {
     /// `--otlp URL` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub otlp: Option<String>,
     /// `--otlp-protocol`.
-    #[allow(
-        dead_code,
-        reason = "WIRING(otel): read when the OTLP exporter is built"
-    )]
     pub otlp_protocol: Option<OtlpProtocol>,
     /// `--traceparent` / `TRACEPARENT`.
     pub traceparent: Option<String>,
@@ -111,7 +107,7 @@ impl RunPlan {
         };
         let observability = Observability {
             otlp: common.otlp.filter(|s| !s.trim().is_empty()),
-            otlp_protocol: Some(common.otlp_protocol),
+            otlp_protocol: common.otlp_protocol,
             traceparent: common
                 .traceparent
                 .or_else(|| std::env::var("TRACEPARENT").ok())
@@ -120,17 +116,6 @@ impl RunPlan {
             audit: common.audit,
         };
         wiring::check_observability(&observability)?;
-        if observability.otlp.is_none()
-            && !common.quiet
-            && let Some(url) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-        {
-            // WIRING(otel): use the variable as the default for `--otlp`.
-            eprintln!(
-                "kaos: note: OTEL_EXPORTER_OTLP_ENDPOINT={url} is set but OTLP export is not available in this build yet; spans stay local"
-            );
-        }
 
         let models = Arc::new(ModelRegistry::default());
         let file = match &common.agent {

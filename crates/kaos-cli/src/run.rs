@@ -161,7 +161,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
     }
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(plan.json);
-    let runner = wiring::attach_hooks(
+    let (runner, observers) = wiring::attach_hooks(
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
@@ -171,6 +171,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
         eprintln!("session: {}", plan.session);
     }
     let turn = drive_turn(&plan, &runner, &recorder, &mut interrupt, &message).await;
+    observers.finish(plan.display.notes);
     report(&plan, &turn, true)
 }
 

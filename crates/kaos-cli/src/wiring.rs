@@ -1,36 +1,114 @@
-//! Observability wiring: the audit trail, OTLP export, trace continuation and the
-//! `kaos audit` commands. Flags a build cannot honour fail with exit 2 instead of being ignored.
+//! Observability wiring: OTLP export, content capture, trace continuation, the audit trail,
+//! and the `kaos audit` commands.
+
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use kaos_agents::audit::{self, AuditHook, AuditLog};
+use kaos_agents::otel::{CaptureContent, Exporter, Protocol, Telemetry, TelemetryBuilder};
 use kaos_agents::tree::{self, TreeOptions};
 use kaos_agents::{RunOptions, Runner};
 
-use crate::cli::{AuditAction, AuditArgs};
+use crate::cli::{self, AuditAction, AuditArgs, OtlpProtocol};
 use crate::plan::Observability;
 
-/// Rejects observability flags this build cannot honour.
-///
-/// WIRING(otel): accept `--otlp`/`--otlp-protocol`/`--capture-content` and build the
-/// exporter in [`attach_hooks`]. WIRING(audit): accept `--audit DIR`.
+/// How long the exporter may take to flush after a turn.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Checks observability settings that can be checked before anything runs.
 pub fn check_observability(o: &Observability) -> anyhow::Result<()> {
-    if let Some(url) = &o.otlp {
-        bail!(
-            "--otlp {url} (or OTEL_EXPORTER_OTLP_ENDPOINT): OTLP export is not available in this build yet \
-             (it lands with the OTel branch); unset it or drop the flag"
-        );
-    }
-    if o.capture_content.is_some() {
-        bail!("--capture-content: not available in this build yet (it lands with the OTel branch)");
-    }
+    tracing_settings(o)?;
     Ok(())
 }
 
+/// Whether the user asked for OTLP (or console) export, by flag or by `OTEL_*` variables.
+fn export_requested(o: &Observability) -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    o.otlp.is_some()
+        || set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v == "otlp" || v == "console"
+        })
+}
+
+/// The telemetry settings from the `OTEL_*` variables and the flags (flags win).
+fn tracing_settings(o: &Observability) -> anyhow::Result<Option<TelemetryBuilder>> {
+    if !export_requested(o) {
+        return Ok(None);
+    }
+    let mut builder = TelemetryBuilder::from_env().context("reading the OTEL_* variables")?;
+    if let Some(url) = &o.otlp {
+        builder = builder.exporter(Exporter::Otlp);
+        builder = if url.trim_end_matches('/').ends_with("/v1/traces") {
+            builder.traces_endpoint(url.clone())
+        } else {
+            builder.endpoint(url.clone())
+        };
+    }
+    if let Some(p) = o.otlp_protocol {
+        builder = builder.protocol(match p {
+            OtlpProtocol::Http => Protocol::HttpProtobuf,
+            OtlpProtocol::Grpc => Protocol::Grpc,
+        });
+    }
+    Ok(Some(builder))
+}
+
+fn capture_mode(o: &Observability) -> CaptureContent {
+    match o.capture_content {
+        Some(cli::CaptureContent::None) => CaptureContent::None,
+        Some(cli::CaptureContent::Redacted) => CaptureContent::Redacted,
+        Some(cli::CaptureContent::Full) => CaptureContent::Full,
+        None => CaptureContent::from_env(),
+    }
+}
+
+/// The hooks' resources that need closing after the run.
+#[derive(Default)]
+pub struct Observers {
+    telemetry: Option<Telemetry>,
+}
+
+impl Observers {
+    /// Flushes the span exporter within a deadline and says on stderr what did not make it.
+    /// Never fails the run.
+    pub fn finish(&self, notes: bool) {
+        let Some(telemetry) = &self.telemetry else {
+            return;
+        };
+        let stats = telemetry.shutdown_with_deadline(EXPORT_DEADLINE);
+        let target = telemetry.endpoint().unwrap_or("the console");
+        let lost = stats.failed + stats.pending_or_dropped;
+        if lost > 0 {
+            eprintln!(
+                "kaos: warning: {lost} of {} span(s) were not exported to {target} ({} failed, {} dropped or still queued after {}s); the run itself is unaffected",
+                stats.ended,
+                stats.failed,
+                stats.pending_or_dropped,
+                EXPORT_DEADLINE.as_secs()
+            );
+        } else if notes && telemetry.exporter() == Exporter::Otlp {
+            eprintln!("kaos: exported {} span(s) to {target}", stats.exported);
+        }
+    }
+}
+
 /// Adds the OTel and audit hooks to `runner`.
-///
-/// WIRING(otel): build `OTelHook` from `o.otlp`/`o.otlp_protocol`/`o.capture_content` here.
-pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<Runner> {
+pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<(Runner, Observers)> {
     let mut runner = runner;
+    let mut observers = Observers::default();
+    if let Some(builder) = tracing_settings(o)? {
+        let telemetry = builder
+            .service_name(service_name())
+            .build()
+            .context("setting up OTLP export")?;
+        let hook = telemetry.hook().with_capture_content(capture_mode(o));
+        runner = runner.with_hook(hook);
+        observers.telemetry = Some(telemetry);
+    }
     if let Some(dir) = &o.audit {
         let hook = AuditHook::new(dir).with_context(|| {
             format!(
@@ -40,7 +118,15 @@ pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<Runner>
         })?;
         runner = runner.with_hook(hook);
     }
-    Ok(runner)
+    Ok((runner, observers))
+}
+
+/// `OTEL_SERVICE_NAME`, else `kaos`.
+fn service_name() -> String {
+    std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "kaos".into())
 }
 
 /// The run options for a turn: `--traceparent` / `TRACEPARENT` continues the caller's trace.
@@ -51,7 +137,7 @@ pub fn run_options(o: &Observability) -> RunOptions {
 }
 
 /// Reads an audit file with its sub-agent files, reporting a torn tail on stderr.
-fn read_trail(file: &std::path::Path) -> anyhow::Result<AuditLog> {
+fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
     let mut log = audit::read_file(file).with_context(|| format!("reading {}", file.display()))?;
     if let Some(line) = log.torn_tail {
         eprintln!(
@@ -88,9 +174,42 @@ pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        AuditAction::Export { file } => bail!(
-            "kaos audit export {}: OTLP replay is not available in this build yet",
-            file.display()
-        ),
+        AuditAction::Export { file, otlp } => {
+            let log = read_trail(file)?;
+            let mut builder =
+                TelemetryBuilder::from_env().context("reading the OTEL_* variables")?;
+            if let Some(url) = otlp {
+                builder = if url.trim_end_matches('/').ends_with("/v1/traces") {
+                    builder.traces_endpoint(url.clone())
+                } else {
+                    builder.endpoint(url.clone())
+                };
+            }
+            let builder = builder.service_name(service_name());
+            let target = builder.resolved_endpoint();
+            // The OTLP/HTTP exporter uses a blocking client that must not be created or
+            // dropped on an async runtime's thread: export from a plain thread.
+            let export = || -> anyhow::Result<usize> {
+                let exporter = builder.otlp_exporter().context("setting up OTLP export")?;
+                let resource = builder.resource();
+                kaos_agents::otel::export_recorded(
+                    &log.events,
+                    exporter,
+                    &resource,
+                    CaptureContent::None,
+                )
+                .with_context(|| format!("exporting {} to {target}", file.display()))
+            };
+            let n = std::thread::scope(|scope| scope.spawn(export).join())
+                .map_err(|_| anyhow::anyhow!("the export thread crashed"))??;
+            if n == 0 {
+                bail!("{}: the trail holds no spans to export", file.display());
+            }
+            eprintln!(
+                "kaos: exported {n} span(s) from {} to {target} with their recorded times",
+                file.display()
+            );
+            Ok(0)
+        }
     }
 }

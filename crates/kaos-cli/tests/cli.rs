@@ -322,22 +322,127 @@ fn exhausted_script_fails_the_turn_with_the_call_number() {
 }
 
 #[test]
-fn unavailable_flags_fail_loudly() {
+fn unknown_flags_are_usage_errors() {
     let dir = TempDir::new("wiring");
+    let out = kaos(dir.path(), &["run", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
     let out = kaos(
         dir.path(),
         &[
             "run",
-            "--otlp",
-            "http://127.0.0.1:4318",
             "--ephemeral",
+            "--otlp-protocol",
+            "carrier-pigeon",
             "hi",
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not available in this build yet"));
-    let out = kaos(dir.path(), &["run", "--bogus"]);
-    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body
+/// length)` for each.
+fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usize)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((path, length));
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn spans_go_to_an_otlp_collector_and_audit_trails_replay_there() {
+    let dir = TempDir::new("otlp");
+    let (url, received) = otlp_receiver();
+    let trail = dir.path().join("trail");
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "traced",
+            "--otlp",
+            &url,
+            "--audit",
+            trail.to_str().unwrap(),
+            "Summarize the lease.",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exported 4 span(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (path, length) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+    assert!(length > 100, "an ExportTraceServiceRequest body");
+
+    let file = trail.join("traced.jsonl");
+    let out = kaos(
+        dir.path(),
+        &["audit", "export", file.to_str().unwrap(), "--otlp", &url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("with their recorded times"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (path, _) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+}
+
+#[test]
+fn a_collector_that_is_down_costs_a_warning_not_the_run() {
+    let dir = TempDir::new("otlp-down");
+    // Bind and drop a listener so the port is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = kaos(dir.path(), &["run", "--ephemeral", "--otlp", &url, "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("were not exported"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -449,9 +449,7 @@ impl TelemetryBuilder {
     /// shows up in [`TelemetryStats::failed`].
     pub fn build(self) -> Result<Telemetry, TelemetryError> {
         let counters = Arc::new(Counters::default());
-        let resource = Resource::builder()
-            .with_service_name(self.service_name.clone())
-            .build();
+        let resource = self.resource();
         let mut provider = SdkTracerProvider::builder().with_resource(resource);
         if let Some(sampler) = self.build_sampler()? {
             provider = provider.with_sampler(sampler);
@@ -507,7 +505,16 @@ impl TelemetryBuilder {
         }
     }
 
-    fn otlp_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    /// The resource (service name) spans are exported with.
+    pub fn resource(&self) -> Resource {
+        Resource::builder()
+            .with_service_name(self.service_name.clone())
+            .build()
+    }
+
+    /// A bare OTLP exporter with these settings (e.g. to replay recorded spans with
+    /// [`export_recorded`](super::export_recorded)).
+    pub fn otlp_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
         use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
         let endpoint = self.resolved_endpoint();
         let retry = self

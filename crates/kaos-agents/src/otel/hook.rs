@@ -376,13 +376,11 @@ impl OTelHook {
                         KeyValue::new(KAOS_INPUT_TOKENS, int(summary.input_tokens)),
                         KeyValue::new(KAOS_OUTPUT_TOKENS, int(summary.output_tokens)),
                         KeyValue::new(KAOS_TOOL_CALL_COUNT, int(summary.tool_calls.len() as u64)),
-                        KeyValue::new(KAOS_OUTCOME, outcome_str(summary.outcome)),
                     ]);
+                    // `kaos.outcome` comes from the turn's terminal span and `kaos.intent` from
+                    // `IntentClassified`; setting them again would export them twice.
                     if let Some(cost) = summary.cost_usd {
                         span.set_attribute(KeyValue::new(KAOS_COST_USD, cost));
-                    }
-                    if let Some(intent) = summary.intent {
-                        span.set_attribute(KeyValue::new(KAOS_INTENT, intent.as_str()));
                     }
                     if let Some(text) = self
                         .content
@@ -567,8 +565,7 @@ impl OTelHook {
                 } else if outcome == Some("failed") {
                     Status::error("turn failed")
                 } else if outcome == Some("paused") {
-                    otel.set_attribute(KeyValue::new(KAOS_OUTCOME, "paused"));
-                    Status::Unset
+                    Status::Unset // `kaos.outcome=paused` comes with the end attributes.
                 } else if matches!(open.status, Status::Error { .. }) {
                     open.status.clone() // A RunError already said so.
                 } else {
@@ -576,7 +573,11 @@ impl OTelHook {
                 }
             }
             SpanPhase::Error => {
-                if let Some(e) = error {
+                // A `RunError` before the turn's error phase already set the error type.
+                let already_set = matches!(open.status, Status::Error { .. });
+                if let Some(e) = error
+                    && !already_set
+                {
                     otel.set_attributes([
                         KeyValue::new(ERROR_TYPE, e.error_type.clone()),
                         KeyValue::new(KAOS_ERROR_TYPE, e.error_type.clone()),
@@ -643,14 +644,6 @@ impl OTelHook {
             }
             _ => end_span(state, &key, event.timestamp),
         }
-    }
-}
-
-fn outcome_str(o: TurnOutcome) -> &'static str {
-    match o {
-        TurnOutcome::Completed => "completed",
-        TurnOutcome::Paused => "paused",
-        TurnOutcome::Failed => "failed",
     }
 }
 

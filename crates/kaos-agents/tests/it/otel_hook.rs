@@ -115,6 +115,15 @@ pub fn assert_well_formed(spans: &[SpanData]) {
     let ids: HashSet<_> = spans.iter().map(|s| s.span_context.span_id()).collect();
     assert_eq!(ids.len(), spans.len(), "a span was exported twice");
     for s in spans {
+        let mut keys = HashSet::new();
+        for kv in &s.attributes {
+            assert!(
+                keys.insert(kv.key.as_str()),
+                "{}: attribute {} set twice",
+                s.name,
+                kv.key
+            );
+        }
         assert!(
             s.start_time <= s.end_time,
             "{} ends before it starts",

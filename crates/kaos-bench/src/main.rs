@@ -130,13 +130,27 @@ fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let as_json = args.iter().any(|a| a == "--json");
     let quick = args.iter().any(|a| a == "--quick");
-    if let Some(bad) = args.iter().find(|a| *a != "--json" && *a != "--quick") {
-        return Err(
-            format!("unknown argument {bad:?}; usage: kaos-bench [--json] [--quick]").into(),
-        );
+    // `--only NAME` (for profiling): run one workload, print nothing.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if let Some(bad) = args
+        .iter()
+        .filter(|a| Some(*a) != only.as_ref())
+        .find(|a| !matches!(a.as_str(), "--json" | "--quick" | "--only"))
+    {
+        return Err(format!(
+            "unknown argument {bad:?}; usage: kaos-bench [--json] [--quick] [--only chat|tool|same|idle|concurrent]"
+        )
+        .into());
     }
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
     let started = Instant::now();
+    if let Some(name) = only {
+        return run_only(&name, sizes);
+    }
 
     let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -209,6 +223,22 @@ fn main() -> Result<(), BoxError> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_table(&report);
+    }
+    Ok(())
+}
+
+/// Runs one workload alone (for a profiler).
+fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match name {
+        "chat" => drop(single.block_on(workloads::chat_turns(sizes))?),
+        "tool" => drop(single.block_on(workloads::tool_turns(sizes))?),
+        "same" => drop(single.block_on(workloads::same_session(sizes))?),
+        "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
+        "concurrent" => drop(workloads::concurrent(sizes)?),
+        other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())
 }

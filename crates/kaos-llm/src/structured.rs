@@ -229,6 +229,16 @@ impl<O: StructuredOutput> Signature<O> {
     /// holds a JSON object (some models double-encode). Extra keys are ignored; missing
     /// required fields are an error.
     pub fn parse(&self, text: &str) -> Result<O, String> {
+        // Fast path, the common case: the answer is exactly a JSON object of `O`. Parsing it
+        // straight into `O` skips building (and dropping) an intermediate `Value` tree; any
+        // failure falls through to the general path below, so the accepted inputs and the
+        // error messages are unchanged.
+        let trimmed = text.trim();
+        if trimmed.starts_with('{')
+            && let Ok(value) = serde_json::from_str::<O>(trimmed)
+        {
+            return Ok(value);
+        }
         let value = extract_json(text).map_err(|e| e.to_string())?;
         let value = match value {
             Value::String(inner) => match serde_json::from_str::<Value>(inner.trim()) {

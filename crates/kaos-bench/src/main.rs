@@ -161,6 +161,7 @@ fn main() -> Result<(), BoxError> {
     let chat = single.block_on(workloads::chat_turns(sizes))?;
     let tool = single.block_on(workloads::tool_turns(sizes))?;
     let noop_hooks_ratio = single.block_on(workloads::noop_hooks_ratio(sizes))?;
+    let otel_ratio = single.block_on(workloads::otel_ratio(sizes))?;
     let same = single.block_on(workloads::same_session(sizes))?;
     let idle = single.block_on(workloads::idle_session_bytes(sizes))?;
     let dispatch_ns = workloads::hook_dispatch_ns(sizes);
@@ -172,10 +173,12 @@ fn main() -> Result<(), BoxError> {
         "plan_turns_per_s".into(),
         "AgentPattern::Plan plan execution is not on main yet (a plan intent falls back to the tool loop)".into(),
     );
-    notes.insert(
+    if otel_ratio.is_none() {
+        notes.insert(
         "otel_ratio".into(),
         "OTelHook is not on main yet; build with --features otel once kaos-agents has the `otel` feature".into(),
     );
+    }
     notes.insert("audit_ratio".into(), "AuditHook is not on main yet".into());
     notes.insert(
         "audit_fsync_turn_ratio".into(),
@@ -199,7 +202,7 @@ fn main() -> Result<(), BoxError> {
         "baseline_tool_calls_us": round(baseline_tool, 3),
         "tool_turn_over_baseline": round(tool.mean_us / baseline_tool.max(1e-9), 1),
         "plan_turns_per_s": Value::Null,
-        "otel_ratio": Value::Null,
+        "otel_ratio": otel_ratio.map(|r| round(r, 3)),
         "audit_ratio": Value::Null,
         "audit_fsync_turn_ratio": Value::Null,
         "noop_hooks4_ratio": round(noop_hooks_ratio, 3),

@@ -424,3 +424,23 @@ pub(crate) fn concurrent(sizes: Sizes) -> Result<Concurrent, BoxError> {
         p99_ms: stats.p99_us / 1000.0,
     })
 }
+
+/// Respond-turn throughput with `OTelHook` (an SDK tracer provider with no exporter, so the
+/// figure is the hook's and the SDK's span work) ÷ without, interleaved.
+#[cfg(feature = "otel")]
+pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<f64>, BoxError> {
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
+    let on = chat_runner(FunctionClient::new(chat_model).without_recording())?.with_hook(
+        kaos_agents::otel::OTelHook::new(provider.tracer("kaos-bench")),
+    );
+    let ratio = interleaved_ratio(&off, &on, sizes).await?;
+    Ok(Some(ratio))
+}
+
+/// Without the `otel` feature there is no OTel hook to measure.
+#[cfg(not(feature = "otel"))]
+pub(crate) async fn otel_ratio(_sizes: Sizes) -> Result<Option<f64>, BoxError> {
+    Ok(None)
+}

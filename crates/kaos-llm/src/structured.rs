@@ -449,8 +449,11 @@ fn render_inputs(fields: &[InputField], inputs: &[(&str, &str)]) -> String {
             out.push(')');
         }
         out.push(':');
-        let long = (value.len() > INLINE_VALUE_LIMIT && value.chars().count() > INLINE_VALUE_LIMIT)
-            || value.contains('\n');
+        // More than INLINE_VALUE_LIMIT chars: `nth` stops after the limit instead of
+        // counting every char of a long value (a conversation history can be 24 KB).
+        let long = value.contains('\n')
+            || (value.len() > INLINE_VALUE_LIMIT
+                && value.chars().nth(INLINE_VALUE_LIMIT).is_some());
         out.push(if long { '\n' } else { ' ' });
         out.push_str(value);
     };

@@ -62,12 +62,32 @@ pub fn new_span_id() -> Arc<str> {
     if n == 0 {
         n = 1;
     }
-    Arc::from(format!("{n:016x}"))
+    let mut buf = [0u8; 16];
+    write_hex(&mut buf, u128::from(n));
+    arc_from_ascii(&buf)
 }
 
 /// A fresh run id: `run_` and 32 hex characters (128 random bits, usable as a trace id).
 pub fn new_run_id() -> Arc<str> {
-    Arc::from(format!("run_{}", uuid::Uuid::new_v4().simple()))
+    let mut buf = *b"run_00000000000000000000000000000000";
+    write_hex(&mut buf[4..], uuid::Uuid::new_v4().as_u128());
+    arc_from_ascii(&buf)
+}
+
+/// Writes the low `4 * out.len()` bits of `n` as lowercase hex, most significant first
+/// (the same text as `format!("{n:0width$x}")`, without the formatting machinery and the
+/// intermediate `String`: ids are minted several times per turn).
+fn write_hex(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
+}
+
+fn arc_from_ascii(bytes: &[u8]) -> Arc<str> {
+    // Only ASCII hex digits and `run_` are ever written, so this never falls back.
+    Arc::from(std::str::from_utf8(bytes).unwrap_or_default())
 }
 
 fn now_unix_nanos() -> u64 {
@@ -340,4 +360,54 @@ macro_rules! attrs {
         $( map.insert(($key).to_string(), ::serde_json::Value::from($value)); )+
         map
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let span = new_span_id();
+        assert_eq!(span.len(), 16);
+        assert!(
+            span.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(&*span, "0000000000000000");
+        let run = new_run_id();
+        assert_eq!(run.len(), 36);
+        assert!(run.starts_with("run_"));
+        assert!(
+            run[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        for n in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0123_4567_89ab_cdef,
+        ] {
+            let mut short = [0u8; 16];
+            write_hex(&mut short, n & u128::from(u64::MAX));
+            assert_eq!(
+                std::str::from_utf8(&short).unwrap(),
+                format!("{:016x}", n & u128::from(u64::MAX))
+            );
+            let mut long = [0u8; 32];
+            write_hex(&mut long, n);
+            assert_eq!(std::str::from_utf8(&long).unwrap(), format!("{n:032x}"));
+        }
+        let id = uuid::Uuid::new_v4();
+        let mut buf = [0u8; 32];
+        write_hex(&mut buf, id.as_u128());
+        assert_eq!(std::str::from_utf8(&buf).unwrap(), id.simple().to_string());
+    }
 }

@@ -11,9 +11,126 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMessage {
     /// `user` or `assistant`.
-    pub role: String,
+    pub role: SessionRole,
     /// The text.
     pub content: Arc<str>,
+}
+
+/// A session message's role (`user`, `assistant`, ...), compared and shown as a string.
+///
+/// Sessions are cloned on every load and save, so cloning a role must not allocate: the
+/// standard roles are `&'static str`, any other is a shared `Arc<str>`. It serializes as a
+/// plain JSON string, like the `String` it replaces.
+#[derive(Clone)]
+pub struct SessionRole(RoleRepr);
+
+#[derive(Clone)]
+enum RoleRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl SessionRole {
+    /// The role named `role`.
+    pub fn new(role: &str) -> Self {
+        match role {
+            "user" => Self(RoleRepr::Static("user")),
+            "assistant" => Self(RoleRepr::Static("assistant")),
+            "system" => Self(RoleRepr::Static("system")),
+            "tool" => Self(RoleRepr::Static("tool")),
+            other => Self(RoleRepr::Shared(Arc::from(other))),
+        }
+    }
+
+    /// The role as a string.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            RoleRepr::Static(s) => s,
+            RoleRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for SessionRole {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SessionRole {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for SessionRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for SessionRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for SessionRole {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SessionRole {}
+
+impl std::hash::Hash for SessionRole {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for SessionRole {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SessionRole {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for SessionRole {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl From<&str> for SessionRole {
+    fn from(role: &str) -> Self {
+        Self::new(role)
+    }
+}
+
+impl From<String> for SessionRole {
+    fn from(role: String) -> Self {
+        Self::new(&role)
+    }
+}
+
+impl Serialize for SessionRole {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionRole {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let role = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::new(&role))
+    }
 }
 
 /// One remembered tool call.
@@ -59,7 +176,7 @@ impl Session {
     /// Appends a message.
     pub fn push_message(&mut self, role: &str, content: &str) {
         self.messages.push(SessionMessage {
-            role: role.to_string(),
+            role: SessionRole::new(role),
             content: Arc::from(content),
         });
     }
@@ -245,6 +362,29 @@ mod tests {
         assert!(h.ends_with("user: message 99"), "{h}");
         assert!(!h.contains("message 1\n"));
         assert!(h.len() <= 60);
+    }
+
+    #[test]
+    fn roles_compare_as_strings_and_serialize_as_plain_strings() {
+        let mut s = Session::new("s");
+        s.push_message("user", "hi");
+        s.push_message("narrator", "once upon a time");
+        assert!(s.messages[0].role == "user");
+        assert_eq!(
+            s.messages[1].role,
+            SessionRole::from("narrator".to_string())
+        );
+        assert_eq!(&*s.messages[1].role, "narrator");
+        let json = serde_json::to_string(&s.messages).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"role":"user","content":"hi"},{"role":"narrator","content":"once upon a time"}]"#
+        );
+        let back: Vec<SessionMessage> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s.messages);
+        let escaped: SessionMessage =
+            serde_json::from_str(r#"{"role":"us\u0065r","content":"x"}"#).unwrap();
+        assert_eq!(escaped.role, "user");
     }
 
     #[tokio::test]

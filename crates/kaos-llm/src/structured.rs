@@ -33,6 +33,7 @@
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -77,8 +78,15 @@ struct Example {
 /// A typed call: instructions, input fields, few-shot examples and the output type `O`.
 ///
 /// Built once (schema generated once, system prompt cached) and reused for every call; it is
-/// `Send + Sync` whatever `O` is.
+/// `Send + Sync` whatever `O` is. Cloning is cheap: the built parts are shared.
 pub struct Signature<O> {
+    inner: Arc<SignatureInner>,
+    _output: PhantomData<fn() -> O>,
+}
+
+/// The parts of a [`Signature`], shared between clones (the builder methods copy on write).
+#[derive(Clone)]
+struct SignatureInner {
     instructions: String,
     inputs: Vec<InputField>,
     examples: Vec<Example>,
@@ -87,19 +95,12 @@ pub struct Signature<O> {
     max_retries: u32,
     schema: Value,
     system_prompt: String,
-    _output: PhantomData<fn() -> O>,
 }
 
 impl<O> Clone for Signature<O> {
     fn clone(&self) -> Self {
         Self {
-            instructions: self.instructions.clone(),
-            inputs: self.inputs.clone(),
-            examples: self.examples.clone(),
-            example_messages: self.example_messages.clone(),
-            max_retries: self.max_retries,
-            schema: self.schema.clone(),
-            system_prompt: self.system_prompt.clone(),
+            inner: Arc::clone(&self.inner),
             _output: PhantomData,
         }
     }
@@ -109,9 +110,9 @@ impl<O> std::fmt::Debug for Signature<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signature")
             .field("output", &std::any::type_name::<O>())
-            .field("inputs", &self.inputs)
-            .field("examples", &self.examples.len())
-            .field("max_retries", &self.max_retries)
+            .field("inputs", &self.inner.inputs)
+            .field("examples", &self.inner.examples.len())
+            .field("max_retries", &self.inner.max_retries)
             .finish_non_exhaustive()
     }
 }
@@ -153,20 +154,22 @@ impl<O: StructuredOutput> Signature<O> {
         }
         let system_prompt = build_system_prompt(&instructions, &schema);
         Self {
-            instructions,
-            inputs: Vec::new(),
-            examples: Vec::new(),
-            example_messages: Vec::new(),
-            max_retries: 1,
-            schema,
-            system_prompt,
+            inner: Arc::new(SignatureInner {
+                instructions,
+                inputs: Vec::new(),
+                examples: Vec::new(),
+                example_messages: Vec::new(),
+                max_retries: 1,
+                schema,
+                system_prompt,
+            }),
             _output: PhantomData,
         }
     }
 
     /// Declares an input field (fields are rendered in declaration order).
     pub fn input(mut self, name: &str, description: &str) -> Self {
-        self.inputs.push(InputField {
+        Arc::make_mut(&mut self.inner).inputs.push(InputField {
             name: name.to_owned(),
             description: description.to_owned(),
         });
@@ -176,7 +179,7 @@ impl<O: StructuredOutput> Signature<O> {
 
     /// Adds a few-shot example: these inputs should produce this output.
     pub fn example(mut self, inputs: &[(&str, &str)], output: Value) -> Self {
-        self.examples.push(Example {
+        Arc::make_mut(&mut self.inner).examples.push(Example {
             inputs: inputs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -189,32 +192,33 @@ impl<O: StructuredOutput> Signature<O> {
 
     /// Sets how many corrective retries follow an unparseable answer (default 1).
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        Arc::make_mut(&mut self.inner).max_retries = n;
         self
     }
 
     /// The system prompt: instructions, output fields and the JSON schema.
     pub fn system_prompt(&self) -> &str {
-        &self.system_prompt
+        &self.inner.system_prompt
     }
 
     /// The instructions this signature was built with.
     pub fn instructions(&self) -> &str {
-        &self.instructions
+        &self.inner.instructions
     }
 
     /// The JSON schema of `O` (without `$schema`).
     pub fn schema(&self) -> &Value {
-        &self.schema
+        &self.inner.schema
     }
 
     /// The messages of a first attempt: the system prompt, the few-shot pairs, then the user
     /// message rendering `inputs`.
     pub fn messages(&self, inputs: &[(&str, &str)]) -> Vec<Message> {
-        let mut messages = Vec::with_capacity(self.example_messages.len() + 4);
-        messages.push(Message::system(self.system_prompt.clone()));
-        messages.extend(self.example_messages.iter().cloned());
-        messages.push(Message::user(render_inputs(&self.inputs, inputs)));
+        let inner = &*self.inner;
+        let mut messages = Vec::with_capacity(inner.example_messages.len() + 4);
+        messages.push(Message::system(inner.system_prompt.clone()));
+        messages.extend(inner.example_messages.iter().cloned());
+        messages.push(Message::user(render_inputs(&inner.inputs, inputs)));
         messages
     }
 
@@ -225,6 +229,16 @@ impl<O: StructuredOutput> Signature<O> {
     /// holds a JSON object (some models double-encode). Extra keys are ignored; missing
     /// required fields are an error.
     pub fn parse(&self, text: &str) -> Result<O, String> {
+        // Fast path, the common case: the answer is exactly a JSON object of `O`. Parsing it
+        // straight into `O` skips building (and dropping) an intermediate `Value` tree; any
+        // failure falls through to the general path below, so the accepted inputs and the
+        // error messages are unchanged.
+        let trimmed = text.trim();
+        if trimmed.starts_with('{')
+            && let Ok(value) = serde_json::from_str::<O>(trimmed)
+        {
+            return Ok(value);
+        }
         let value = extract_json(text).map_err(|e| e.to_string())?;
         let value = match value {
             Value::String(inner) => match serde_json::from_str::<Value>(inner.trim()) {
@@ -250,7 +264,7 @@ impl<O: StructuredOutput> Signature<O> {
         options: &RequestOptions,
     ) -> Result<TypedOutcome<O>, LlmError> {
         let started = Instant::now();
-        let max_attempts = self.max_retries.saturating_add(1);
+        let max_attempts = self.inner.max_retries.saturating_add(1);
         let mut request = LlmRequest {
             messages: self.messages(inputs),
             tools: Vec::new(),
@@ -306,16 +320,19 @@ impl<O: StructuredOutput> Signature<O> {
     }
 
     fn render_examples(&mut self) {
-        self.example_messages.clear();
-        for example in &self.examples {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.example_messages.clear();
+        for example in &inner.examples {
             let pairs: Vec<(&str, &str)> = example
                 .inputs
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            self.example_messages
-                .push(Message::user(render_inputs(&self.inputs, &pairs)));
-            self.example_messages
+            inner
+                .example_messages
+                .push(Message::user(render_inputs(&inner.inputs, &pairs)));
+            inner
+                .example_messages
                 .push(Message::assistant(example.output.to_string()));
         }
     }
@@ -432,8 +449,11 @@ fn render_inputs(fields: &[InputField], inputs: &[(&str, &str)]) -> String {
             out.push(')');
         }
         out.push(':');
-        let long = (value.len() > INLINE_VALUE_LIMIT && value.chars().count() > INLINE_VALUE_LIMIT)
-            || value.contains('\n');
+        // More than INLINE_VALUE_LIMIT chars: `nth` stops after the limit instead of
+        // counting every char of a long value (a conversation history can be 24 KB).
+        let long = value.contains('\n')
+            || (value.len() > INLINE_VALUE_LIMIT
+                && value.chars().nth(INLINE_VALUE_LIMIT).is_some());
         out.push(if long { '\n' } else { ' ' });
         out.push_str(value);
     };

@@ -1,0 +1,277 @@
+//! `kaos-bench`: offline benchmark of the kaos runtime (DESIGN §9).
+//!
+//! Every workload runs through the public API against a zero-latency `FunctionClient`
+//! (no network), so the figures are pure runtime overhead. Usage:
+//!
+//! ```text
+//! cargo run --release -p kaos-bench -- [--json] [--quick]
+//! ```
+//!
+//! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed).
+//! `--json` prints one JSON object instead of the table.
+
+mod alloc;
+mod workloads;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Iteration counts of one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    warmup: usize,
+    chat_turns: usize,
+    tool_turns: usize,
+    ratio_batches: usize,
+    ratio_batch_turns: usize,
+    same_session_turns: usize,
+    same_session_repeats: usize,
+    concurrent_sessions: usize,
+    concurrent_rounds: usize,
+    idle_sessions: usize,
+    dispatch_events: usize,
+    baseline_iters: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            warmup: 2_000,
+            chat_turns: 20_000,
+            tool_turns: 10_000,
+            ratio_batches: 20,
+            ratio_batch_turns: 2_000,
+            same_session_turns: 500,
+            same_session_repeats: 5,
+            concurrent_sessions: 1_000,
+            concurrent_rounds: 3,
+            idle_sessions: 5_000,
+            dispatch_events: 1_000_000,
+            baseline_iters: 50_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            warmup: 20,
+            chat_turns: 100,
+            tool_turns: 50,
+            ratio_batches: 2,
+            ratio_batch_turns: 20,
+            same_session_turns: 100,
+            same_session_repeats: 1,
+            concurrent_sessions: 100,
+            concurrent_rounds: 1,
+            idle_sessions: 100,
+            dispatch_events: 10_000,
+            baseline_iters: 200,
+        }
+    }
+}
+
+/// Latency figures of a set of samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    per_s: f64,
+    mean_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+impl Stats {
+    /// From per-item durations and the wall time the whole set took.
+    pub(crate) fn from_samples(mut samples: Vec<Duration>, wall: Duration) -> Self {
+        samples.sort_unstable();
+        let n = samples.len().max(1);
+        let pick = |q: f64| {
+            let i = ((n as f64 - 1.0) * q).round() as usize;
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        };
+        let total: f64 = samples.iter().map(Duration::as_secs_f64).sum();
+        Self {
+            per_s: samples.len() as f64 / wall.as_secs_f64().max(1e-12),
+            mean_us: total / n as f64 * 1e6,
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+        }
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    json!({"cpu": cpu, "nproc": cores, "os": std::env::consts::OS})
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let as_json = args.iter().any(|a| a == "--json");
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only NAME` (for profiling): run one workload, print nothing.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if let Some(bad) = args
+        .iter()
+        .filter(|a| Some(*a) != only.as_ref())
+        .find(|a| !matches!(a.as_str(), "--json" | "--quick" | "--only"))
+    {
+        return Err(format!(
+            "unknown argument {bad:?}; usage: kaos-bench [--json] [--quick] [--only chat|tool|same|idle|concurrent]"
+        )
+        .into());
+    }
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let started = Instant::now();
+    if let Some(name) = only {
+        return run_only(&name, sizes);
+    }
+
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    let baseline_chat = single.block_on(workloads::baseline_chat(sizes))?;
+    let baseline_tool = single.block_on(workloads::baseline_tool(sizes))?;
+    // First, on a fresh heap: after the big workloads drop their stores, the allocator's
+    // clean-up lands on the next turns and would inflate this workload's first-turn window.
+    let same = single.block_on(workloads::same_session(sizes))?;
+    let chat = single.block_on(workloads::chat_turns(sizes))?;
+    let tool = single.block_on(workloads::tool_turns(sizes))?;
+    let noop_hooks_ratio = single.block_on(workloads::noop_hooks_ratio(sizes))?;
+    let otel_ratio = single.block_on(workloads::otel_ratio(sizes))?;
+    let idle = single.block_on(workloads::idle_session_bytes(sizes))?;
+    let dispatch_ns = workloads::hook_dispatch_ns(sizes);
+    drop(single);
+    let concurrent = workloads::concurrent(sizes)?;
+
+    let mut notes = Map::new();
+    notes.insert(
+        "plan_turns_per_s".into(),
+        "AgentPattern::Plan plan execution is not on main yet (a plan intent falls back to the tool loop)".into(),
+    );
+    if otel_ratio.is_none() {
+        notes.insert(
+        "otel_ratio".into(),
+        "OTelHook is not on main yet; build with --features otel once kaos-agents has the `otel` feature".into(),
+    );
+    }
+    notes.insert("audit_ratio".into(), "AuditHook is not on main yet".into());
+    notes.insert(
+        "audit_fsync_turn_ratio".into(),
+        "AuditHook is not on main yet".into(),
+    );
+    notes.insert(
+        "idle_session_bytes".into(),
+        "live heap bytes after N one-turn sessions in InMemoryStore minus before, / N (includes the store's map slot; the runner's session-lock map is bounded at ~1024 entries)".into(),
+    );
+
+    let report = json!({
+        "chat_turns_per_s": round(chat.per_s, 0),
+        "chat_turn_us_p50": round(chat.p50_us, 2),
+        "chat_turn_us_p99": round(chat.p99_us, 2),
+        "chat_turn_us_mean": round(chat.mean_us, 2),
+        "baseline_chat_calls_us": round(baseline_chat, 3),
+        "chat_turn_over_baseline": round(chat.mean_us / baseline_chat.max(1e-9), 1),
+        "tool_turns_per_s": round(tool.per_s, 0),
+        "tool_turn_us_p50": round(tool.p50_us, 2),
+        "tool_turn_us_p99": round(tool.p99_us, 2),
+        "baseline_tool_calls_us": round(baseline_tool, 3),
+        "tool_turn_over_baseline": round(tool.mean_us / baseline_tool.max(1e-9), 1),
+        "plan_turns_per_s": Value::Null,
+        "otel_ratio": otel_ratio.map(|r| round(r, 3)),
+        "audit_ratio": Value::Null,
+        "audit_fsync_turn_ratio": Value::Null,
+        "noop_hooks4_ratio": round(noop_hooks_ratio, 3),
+        "same_session_turn500_over_turn1": round(same.ratio, 2),
+        "same_session_turn1_us": round(same.first_us, 2),
+        "same_session_turn500_us": round(same.last_us, 2),
+        "concurrent_1000_20ms_turns_per_s": round(concurrent.per_s, 0),
+        "concurrent_1000_20ms_p50_ms": round(concurrent.p50_ms, 2),
+        "concurrent_1000_20ms_p99_ms": round(concurrent.p99_ms, 2),
+        "concurrent_sessions": sizes.concurrent_sessions,
+        "idle_session_bytes": idle.round(),
+        "hook_dispatch_ns_per_event": round(dispatch_ns, 1),
+        "peak_rss_mb": peak_rss_mb().map(|m| round(m, 1)),
+        "quick": quick,
+        "elapsed_s": round(started.elapsed().as_secs_f64(), 1),
+        "machine": machine(),
+        "notes": notes,
+    });
+
+    if as_json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Runs one workload alone (for a profiler).
+fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match name {
+        "chat" => drop(single.block_on(workloads::chat_turns(sizes))?),
+        "tool" => drop(single.block_on(workloads::tool_turns(sizes))?),
+        "same" => drop(single.block_on(workloads::same_session(sizes))?),
+        "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
+        "concurrent" => drop(workloads::concurrent(sizes)?),
+        other => return Err(format!("unknown workload {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn print_table(report: &Value) {
+    let Some(map) = report.as_object() else {
+        return;
+    };
+    println!("kaos-bench (offline, FunctionClient, release build)");
+    println!("{:<38} {:>16}", "figure", "value");
+    println!("{}", "-".repeat(55));
+    for (key, value) in map {
+        if matches!(key.as_str(), "notes" | "machine") {
+            continue;
+        }
+        let shown = match value {
+            Value::Null => "n/a".to_string(),
+            other => other.to_string(),
+        };
+        println!("{key:<38} {shown:>16}");
+    }
+    if let Some(m) = map.get("machine") {
+        println!("\nmachine: {m}");
+    }
+    if let Some(Value::Object(notes)) = map.get("notes") {
+        println!("notes:");
+        for (k, v) in notes {
+            println!("  {k}: {}", v.as_str().unwrap_or_default());
+        }
+    }
+}

@@ -156,10 +156,11 @@ pub struct Session {
     pub id: String,
     /// Completed turns.
     pub turn_count: u64,
-    /// The conversation.
-    pub messages: Vec<SessionMessage>,
-    /// Tool calls made.
-    pub actions: Vec<ToolAction>,
+    /// The conversation. A persistent vector: cloning a session (store load/save) is O(1)
+    /// however long the conversation grows.
+    pub messages: imbl::Vector<SessionMessage>,
+    /// Tool calls made (persistent, like `messages`).
+    pub actions: imbl::Vector<ToolAction>,
     /// Paused runs waiting for approval, by run id (JSON run states).
     pub pending_runs: HashMap<String, Value>,
 }
@@ -175,7 +176,7 @@ impl Session {
 
     /// Appends a message.
     pub fn push_message(&mut self, role: &str, content: &str) {
-        self.messages.push(SessionMessage {
+        self.messages.push_back(SessionMessage {
             role: SessionRole::new(role),
             content: Arc::from(content),
         });
@@ -184,27 +185,49 @@ impl Session {
     /// The most recent messages that fit in `budget_chars`, rendered as `role: content`
     /// lines (oldest first).
     pub fn render_history(&self, budget_chars: usize) -> String {
-        let mut used = 0;
-        let mut start = self.messages.len();
-        for (i, m) in self.messages.iter().enumerate().rev() {
-            let cost = m.role.len() + 2 + m.content.len() + 1;
-            if used + cost > budget_chars && start < self.messages.len() {
-                break;
+        let mut out = String::new();
+        self.write_history(&mut out, budget_chars);
+        out
+    }
+
+    /// Appends [`render_history`](Session::render_history)'s text to `out` (no copy).
+    pub fn write_history(&self, out: &mut String, budget_chars: usize) {
+        let recent = self.recent_messages(budget_chars, |m| m.role.len() + 2 + m.content.len() + 1);
+        out.reserve(
+            recent
+                .iter()
+                .map(|m| m.role.len() + 3 + m.content.len())
+                .sum(),
+        );
+        for (i, m) in recent.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
             }
-            used += cost;
-            start = i;
-        }
-        let mut out = String::with_capacity(used + 16);
-        for m in &self.messages[start..] {
             out.push_str(&m.role);
             out.push_str(": ");
             out.push_str(&m.content);
-            out.push('\n');
         }
-        if out.ends_with('\n') {
-            out.pop();
+    }
+
+    /// The most recent messages whose summed `cost` fits in `budget` (at least the last
+    /// one), oldest first. Visits only those messages, however long the session is.
+    pub fn recent_messages(
+        &self,
+        budget: usize,
+        cost: impl Fn(&SessionMessage) -> usize,
+    ) -> Vec<&SessionMessage> {
+        let mut used = 0;
+        let mut picked = Vec::new();
+        for m in self.messages.iter().rev() {
+            let c = cost(m);
+            if used + c > budget && !picked.is_empty() {
+                break;
+            }
+            used += c;
+            picked.push(m);
         }
-        out
+        picked.reverse();
+        picked
     }
 }
 
@@ -380,7 +403,7 @@ mod tests {
             json,
             r#"[{"role":"user","content":"hi"},{"role":"narrator","content":"once upon a time"}]"#
         );
-        let back: Vec<SessionMessage> = serde_json::from_str(&json).unwrap();
+        let back: imbl::Vector<SessionMessage> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s.messages);
         let escaped: SessionMessage =
             serde_json::from_str(r#"{"role":"us\u0065r","content":"x"}"#).unwrap();

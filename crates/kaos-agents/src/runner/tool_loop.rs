@@ -58,16 +58,10 @@ impl Turn {
             agent.instructions, REACT_NOTE
         )));
         let history_budget = agent.history_budget_chars;
-        let mut used = 0;
-        let mut start = self.session.messages.len();
-        for (i, m) in self.session.messages.iter().enumerate().rev() {
-            used += m.content.len();
-            if used > history_budget && start < self.session.messages.len() {
-                break;
-            }
-            start = i;
-        }
-        for m in &self.session.messages[start..] {
+        let recent = self
+            .session
+            .recent_messages(history_budget, |m| m.content.len());
+        for m in recent {
             messages.push(if m.role == "assistant" {
                 Message::assistant(&*m.content)
             } else {
@@ -385,7 +379,7 @@ impl Turn {
             duration_ms,
             step_id: step_id.map(str::to_string),
         });
-        self.session.actions.push(ToolAction {
+        self.session.actions.push_back(ToolAction {
             tool_name: call.name.clone(),
             call_id: call.id.clone(),
             arguments: call.arguments.clone(),

@@ -16,6 +16,9 @@ use crate::events::{
 use crate::scope::TurnScope;
 use crate::session::Session;
 
+/// Most characters of recent conversation the intent classifier sees.
+const CLASSIFIER_CONTEXT_CHARS: usize = 2_000;
+
 /// How a dispatch ended.
 pub(crate) enum Dispatch {
     /// The answer text.
@@ -144,9 +147,10 @@ impl Turn {
     }
 
     async fn run(mut self, message: String) -> Option<TurnSummary> {
+        // Intent depends on the recent exchange: the classifier sees a short window.
         let context = self
             .session
-            .render_history(self.shared.agent.history_budget_chars);
+            .render_history(CLASSIFIER_CONTEXT_CHARS.min(self.shared.agent.history_budget_chars));
         self.session.push_message("user", &message);
         let intent = match self.classify(&message, &context).await {
             Ok(intent) => intent,
@@ -239,11 +243,10 @@ impl Turn {
     }
 
     async fn respond(&mut self, message: &str, note: Option<&str>) -> Dispatch {
-        let history = format!(
-            "=== MESSAGES ===\n{}",
-            self.session
-                .render_history(self.shared.agent.history_budget_chars)
-        );
+        let budget = self.shared.agent.history_budget_chars;
+        let mut history = String::with_capacity(budget.min(1 << 16) + 32);
+        history.push_str("=== MESSAGES ===\n");
+        self.session.write_history(&mut history, budget);
         let message = match note {
             Some(note) => format!("{message}\n\n({note})"),
             None => message.to_string(),

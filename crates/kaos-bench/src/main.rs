@@ -4,7 +4,7 @@
 //! (no network), so the figures are pure runtime overhead. Usage:
 //!
 //! ```text
-//! cargo run --release -p kaos-bench -- [--json] [--quick]
+//! cargo run --release -p kaos-bench -- [--json] [--quick] [--only NAME]
 //! ```
 //!
 //! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed).
@@ -19,14 +19,20 @@ use serde_json::{Map, Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The workloads `--only` accepts.
+const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent";
+
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sizes {
     warmup: usize,
     chat_turns: usize,
     tool_turns: usize,
+    plan_turns: usize,
     ratio_batches: usize,
     ratio_batch_turns: usize,
+    fsync_batches: usize,
+    fsync_batch_turns: usize,
     same_session_turns: usize,
     same_session_repeats: usize,
     concurrent_sessions: usize,
@@ -42,8 +48,11 @@ impl Sizes {
             warmup: 2_000,
             chat_turns: 20_000,
             tool_turns: 10_000,
+            plan_turns: 5_000,
             ratio_batches: 20,
             ratio_batch_turns: 2_000,
+            fsync_batches: 10,
+            fsync_batch_turns: 100,
             same_session_turns: 500,
             same_session_repeats: 5,
             concurrent_sessions: 1_000,
@@ -59,8 +68,11 @@ impl Sizes {
             warmup: 20,
             chat_turns: 100,
             tool_turns: 50,
+            plan_turns: 50,
             ratio_batches: 2,
             ratio_batch_turns: 20,
+            fsync_batches: 2,
+            fsync_batch_turns: 5,
             same_session_turns: 100,
             same_session_repeats: 1,
             concurrent_sessions: 100,
@@ -142,7 +154,7 @@ fn main() -> Result<(), BoxError> {
         .find(|a| !matches!(a.as_str(), "--json" | "--quick" | "--only"))
     {
         return Err(format!(
-            "unknown argument {bad:?}; usage: kaos-bench [--json] [--quick] [--only chat|tool|same|idle|concurrent]"
+            "unknown argument {bad:?}; usage: kaos-bench [--json] [--quick] [--only {ONLY_NAMES}]"
         )
         .into());
     }
@@ -163,8 +175,12 @@ fn main() -> Result<(), BoxError> {
     let same = single.block_on(workloads::same_session(sizes))?;
     let chat = single.block_on(workloads::chat_turns(sizes))?;
     let tool = single.block_on(workloads::tool_turns(sizes))?;
+    let baseline_plan = single.block_on(workloads::baseline_plan(sizes))?;
+    let plan = single.block_on(workloads::plan_turns(sizes))?;
     let noop_hooks_ratio = single.block_on(workloads::noop_hooks_ratio(sizes))?;
-    let otel_ratio = single.block_on(workloads::otel_ratio(sizes))?;
+    let otel = single.block_on(workloads::otel_ratio(sizes))?;
+    let audit = single.block_on(workloads::audit_ratio(sizes))?;
+    let audit_fsync = single.block_on(workloads::audit_fsync_turn_ratio(sizes))?;
     let idle = single.block_on(workloads::idle_session_bytes(sizes))?;
     let dispatch_ns = workloads::hook_dispatch_ns(sizes);
     drop(single);
@@ -173,18 +189,31 @@ fn main() -> Result<(), BoxError> {
     let mut notes = Map::new();
     notes.insert(
         "plan_turns_per_s".into(),
-        "AgentPattern::Plan plan execution is not on main yet (a plan intent falls back to the tool loop)".into(),
+        "AgentPattern::Plan, 6 model calls: classifier (plan), plan expansion (2 steps), step 1 argument synthesis + read-only FnTool `lookup` (tool span nested in the step span, checked once before timing), step 2 reasoning call, synthesis; a fresh session each turn".into(),
     );
-    if otel_ratio.is_none() {
-        notes.insert(
-        "otel_ratio".into(),
-        "OTelHook is not on main yet; build with --features otel once kaos-agents has the `otel` feature".into(),
+    notes.insert("otel_ratio".into(), match otel {
+        Some(o) => {
+            let dropped = o.spans_expected.saturating_sub(o.spans_exported);
+            let drops = if dropped == 0 {
+                "none dropped".to_string()
+            } else {
+                format!("{dropped} dropped because the queue was full (the SDK drops rather than blocks)")
+            };
+            format!(
+                "respond turns with OTelHook (content capture off) over an SdkTracerProvider with a BatchSpanProcessor (default config: queue 2048, batches of 512, its own thread) feeding a no-op exporter, ÷ without, interleaved: the hot path (span building + batch enqueue), no serialization or I/O; {} spans per turn; {} of {} spans reached the exporter, {drops}",
+                o.spans_per_turn, o.spans_exported, o.spans_expected
+            )
+        }
+        None => "built without the `otel` feature".to_string(),
+    }.into());
+    let audit_fs = workloads::fs_type(&std::env::temp_dir()).unwrap_or_else(|| "unknown".into());
+    notes.insert(
+        "audit_ratio".into(),
+        format!("respond turns with AuditHook (default redactor, FsyncPolicy::Never) ÷ without, interleaved; a fresh session (so a new JSONL file) each turn, in a temp dir under {} ({audit_fs}), removed afterwards", std::env::temp_dir().display()).into(),
     );
-    }
-    notes.insert("audit_ratio".into(), "AuditHook is not on main yet".into());
     notes.insert(
         "audit_fsync_turn_ratio".into(),
-        "AuditHook is not on main yet".into(),
+        format!("as audit_ratio with FsyncPolicy::EveryTurn (sync_data at the turn span's end and at the TurnSummary: 2 per turn) on {audit_fs}, over {} batches of {} turns: bounded by the disk's sync latency", sizes.fsync_batches, sizes.fsync_batch_turns).into(),
     );
     notes.insert(
         "idle_session_bytes".into(),
@@ -203,11 +232,19 @@ fn main() -> Result<(), BoxError> {
         "tool_turn_us_p99": round(tool.p99_us, 2),
         "baseline_tool_calls_us": round(baseline_tool, 3),
         "tool_turn_over_baseline": round(tool.mean_us / baseline_tool.max(1e-9), 1),
-        "plan_turns_per_s": Value::Null,
-        "otel_ratio": otel_ratio.map(|r| round(r, 3)),
-        "audit_ratio": Value::Null,
-        "audit_fsync_turn_ratio": Value::Null,
-        "noop_hooks4_ratio": round(noop_hooks_ratio, 3),
+        "plan_turns_per_s": round(plan.per_s, 0),
+        "plan_turn_us_p50": round(plan.p50_us, 2),
+        "plan_turn_us_p99": round(plan.p99_us, 2),
+        "baseline_plan_calls_us": round(baseline_plan, 3),
+        "plan_turn_over_baseline": round(plan.mean_us / baseline_plan.max(1e-9), 1),
+        "otel_ratio": otel.map(|o| round(o.ratio.ratio, 3)),
+        "otel_turn_us_off_on": otel.map(|o| [round(o.ratio.off_us, 2), round(o.ratio.on_us, 2)]),
+        "otel_spans_dropped": otel.map(|o| o.spans_expected.saturating_sub(o.spans_exported)),
+        "audit_ratio": round(audit.ratio, 3),
+        "audit_turn_us_off_on": [round(audit.off_us, 2), round(audit.on_us, 2)],
+        "audit_fsync_turn_ratio": round(audit_fsync.ratio, 4),
+        "audit_fsync_turn_us_off_on": [round(audit_fsync.off_us, 2), round(audit_fsync.on_us, 2)],
+        "noop_hooks4_ratio": round(noop_hooks_ratio.ratio, 3),
         "same_session_turn500_over_turn1": round(same.ratio, 2),
         "same_session_turn1_us": round(same.first_us, 2),
         "same_session_turn500_us": round(same.last_us, 2),
@@ -241,6 +278,10 @@ fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
         "chat" => drop(single.block_on(workloads::chat_turns(sizes))?),
         "tool" => drop(single.block_on(workloads::tool_turns(sizes))?),
         "same" => drop(single.block_on(workloads::same_session(sizes))?),
+        "plan" => drop(single.block_on(workloads::plan_turns(sizes))?),
+        "otel" => drop(single.block_on(workloads::otel_ratio(sizes))?),
+        "audit" => drop(single.block_on(workloads::audit_ratio(sizes))?),
+        "audit_fsync" => drop(single.block_on(workloads::audit_fsync_turn_ratio(sizes))?),
         "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
         "concurrent" => drop(workloads::concurrent(sizes)?),
         other => return Err(format!("unknown workload {other:?}").into()),

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use kaos_agents::hooks::Hook;
 use kaos_agents::kaos_llm::Role;
 use kaos_agents::{
-    Agent, Event, EventKind, FnTool, FunctionClient, HookSet, KaosRuntime, LlmClient, LlmRequest,
-    Message, ProviderResponse, Runner, SpanEvent, SpanPhase, SpanSubject,
+    Agent, AgentPattern, Event, EventKind, FnTool, FunctionClient, HookSet, KaosRuntime, LlmClient,
+    LlmRequest, Message, ProviderResponse, Runner, SpanEvent, SpanPhase, SpanSubject,
 };
 use serde_json::{Value, json};
 
@@ -70,24 +70,31 @@ fn lookup_tool() -> FnTool {
     .read_only()
 }
 
-fn agent(name: &str) -> Result<Agent, BoxError> {
+fn agent(name: &str, pattern: AgentPattern) -> Result<Agent, BoxError> {
     Ok(Agent::builder()
         .name(name)
         .instructions("You are a helpful assistant.")
         .model(MODEL)
+        .pattern(pattern)
         .build()?)
 }
 
 fn chat_runner(client: FunctionClient) -> Result<Runner, BoxError> {
     let runtime = KaosRuntime::test_mode().with_client(MODEL, client);
-    Ok(Runner::new(agent("bench-chat")?, runtime))
+    Ok(Runner::new(
+        agent("bench-chat", AgentPattern::Chat)?,
+        runtime,
+    ))
 }
 
 fn tool_runner(client: FunctionClient) -> Result<Runner, BoxError> {
     let runtime = KaosRuntime::test_mode()
         .with_client(MODEL, client)
         .with_tool(lookup_tool());
-    Ok(Runner::new(agent("bench-tool")?, runtime))
+    Ok(Runner::new(
+        agent("bench-tool", AgentPattern::Chat)?,
+        runtime,
+    ))
 }
 
 /// Drives one turn to its end; returns the events.
@@ -130,6 +137,7 @@ async fn check_turn(runner: &Runner, want_text: &str, want_tools: usize) -> Resu
 async fn recorded_requests(
     model: fn(&[Message], &LlmRequest) -> ProviderResponse,
     with_tool: bool,
+    pattern: AgentPattern,
 ) -> Result<Vec<LlmRequest>, BoxError> {
     let client = Arc::new(FunctionClient::new(model));
     let mut runtime =
@@ -137,7 +145,7 @@ async fn recorded_requests(
     if with_tool {
         runtime = runtime.with_tool(lookup_tool());
     }
-    let runner = Runner::new(agent("bench-baseline")?, runtime);
+    let runner = Runner::new(agent("bench-baseline", pattern)?, runtime);
     drain(&runner, "Hello there, what is the answer?", "rec".into()).await;
     Ok(client.requests())
 }
@@ -147,9 +155,10 @@ async fn recorded_requests(
 async fn baseline(
     model: fn(&[Message], &LlmRequest) -> ProviderResponse,
     with_tool: bool,
+    pattern: AgentPattern,
     iters: usize,
 ) -> Result<f64, BoxError> {
-    let requests = recorded_requests(model, with_tool).await?;
+    let requests = recorded_requests(model, with_tool, pattern).await?;
     let client = FunctionClient::new(model).without_recording();
     let run = || async {
         for request in &requests {
@@ -174,12 +183,12 @@ async fn baseline(
 
 /// Baseline of the respond turn's two calls.
 pub(crate) async fn baseline_chat(sizes: Sizes) -> Result<f64, BoxError> {
-    baseline(chat_model, false, sizes.baseline_iters).await
+    baseline(chat_model, false, AgentPattern::Chat, sizes.baseline_iters).await
 }
 
 /// Baseline of the one-tool turn's three calls.
 pub(crate) async fn baseline_tool(sizes: Sizes) -> Result<f64, BoxError> {
-    baseline(tool_model, true, sizes.baseline_iters).await
+    baseline(tool_model, true, AgentPattern::Chat, sizes.baseline_iters).await
 }
 
 async fn timed_turns(
@@ -209,6 +218,11 @@ pub(crate) async fn chat_turns(sizes: Sizes) -> Result<Stats, BoxError> {
     timed_turns(&runner, "chat", sizes.warmup, sizes.chat_turns).await
 }
 
+/// Baseline of the two-step plan turn's six calls.
+pub(crate) async fn baseline_plan(sizes: Sizes) -> Result<f64, BoxError> {
+    baseline(plan_model, true, AgentPattern::Plan, sizes.baseline_iters).await
+}
+
 /// The one-tool turn: classifier, a tool call, a final text answer.
 pub(crate) async fn tool_turns(sizes: Sizes) -> Result<Stats, BoxError> {
     let runner = tool_runner(FunctionClient::new(tool_model).without_recording())?;
@@ -225,14 +239,50 @@ impl Hook for NoopHook {
     }
 }
 
-/// Throughput with `on` ÷ throughput with `off`, from alternating batches of respond turns.
-async fn interleaved_ratio(off: &Runner, on: &Runner, sizes: Sizes) -> Result<f64, BoxError> {
+/// How many alternating batches of how many turns a ratio is measured over.
+#[derive(Debug, Clone, Copy)]
+struct Batches {
+    warmup: usize,
+    batches: usize,
+    turns: usize,
+}
+
+impl Batches {
+    fn of(sizes: Sizes) -> Self {
+        Self {
+            warmup: sizes.warmup / 2,
+            batches: sizes.ratio_batches,
+            turns: sizes.ratio_batch_turns,
+        }
+    }
+
+    /// Turns each side runs, warm-up included (the OTel workload's span count).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    fn turns_per_side(self) -> usize {
+        self.warmup + self.batches * self.turns
+    }
+}
+
+/// A hook-on ÷ hook-off throughput ratio and the mean turn time of each side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ratio {
+    /// Throughput with the hook ÷ without.
+    pub ratio: f64,
+    /// Mean turn time without the hook (µs).
+    pub off_us: f64,
+    /// Mean turn time with the hook (µs).
+    pub on_us: f64,
+}
+
+/// Throughput with `on` ÷ throughput with `off`, from alternating batches of respond turns
+/// (a fresh session each turn).
+async fn interleaved_ratio(off: &Runner, on: &Runner, b: Batches) -> Result<Ratio, BoxError> {
     let (mut t_off, mut t_on) = (Duration::ZERO, Duration::ZERO);
-    for warm in 0..sizes.warmup / 2 {
+    for warm in 0..b.warmup {
         drain(off, "Hello there!", format!("w-off-{warm}")).await;
         drain(on, "Hello there!", format!("w-on-{warm}")).await;
     }
-    for batch in 0..sizes.ratio_batches {
+    for batch in 0..b.batches {
         // Alternate which side goes first so drift hits both equally.
         let order = if batch % 2 == 0 {
             [false, true]
@@ -241,7 +291,7 @@ async fn interleaved_ratio(off: &Runner, on: &Runner, sizes: Sizes) -> Result<f6
         };
         for hooked in order {
             let runner = if hooked { on } else { off };
-            let ids: Vec<String> = (0..sizes.ratio_batch_turns)
+            let ids: Vec<String> = (0..b.turns)
                 .map(|i| format!("r{}-{batch}-{i}", u8::from(hooked)))
                 .collect();
             let t = Instant::now();
@@ -255,17 +305,22 @@ async fn interleaved_ratio(off: &Runner, on: &Runner, sizes: Sizes) -> Result<f6
             }
         }
     }
-    Ok(t_off.as_secs_f64() / t_on.as_secs_f64().max(1e-12))
+    let turns = (b.batches * b.turns).max(1) as f64;
+    Ok(Ratio {
+        ratio: t_off.as_secs_f64() / t_on.as_secs_f64().max(1e-12),
+        off_us: t_off.as_secs_f64() * 1e6 / turns,
+        on_us: t_on.as_secs_f64() * 1e6 / turns,
+    })
 }
 
 /// Respond-turn throughput with 4 no-op hooks ÷ without (interleaved).
-pub(crate) async fn noop_hooks_ratio(sizes: Sizes) -> Result<f64, BoxError> {
+pub(crate) async fn noop_hooks_ratio(sizes: Sizes) -> Result<Ratio, BoxError> {
     let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
     let mut on = chat_runner(FunctionClient::new(chat_model).without_recording())?;
     for _ in 0..4 {
         on = on.with_hook(NoopHook);
     }
-    interleaved_ratio(&off, &on, sizes).await
+    interleaved_ratio(&off, &on, Batches::of(sizes)).await
 }
 
 /// Turn time growth over one long session.
@@ -425,22 +480,252 @@ pub(crate) fn concurrent(sizes: Sizes) -> Result<Concurrent, BoxError> {
     })
 }
 
-/// Respond-turn throughput with `OTelHook` (an SDK tracer provider with no exporter, so the
-/// figure is the hook's and the SDK's span work) ÷ without, interleaved.
+/// What the OTel ratio measured, and what the batch processor did with the spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OtelFigures {
+    /// Throughput with `OTelHook` ÷ without.
+    pub ratio: Ratio,
+    /// OTel spans one respond turn produces.
+    pub spans_per_turn: u64,
+    /// Spans the hooked side produced while measuring (warm-up included).
+    pub spans_expected: u64,
+    /// Spans that reached the exporter.
+    pub spans_exported: u64,
+}
+
+/// A `SpanExporter` that counts the spans it is given and drops them (export returns `Ok`
+/// at once), so the figure is the hot path alone: span building in the hook and the SDK,
+/// and the batch processor's enqueue.
 #[cfg(feature = "otel")]
-pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<f64>, BoxError> {
+#[derive(Debug, Clone, Default)]
+struct NoopExporter {
+    spans: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "otel")]
+impl opentelemetry_sdk::trace::SpanExporter for NoopExporter {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        self.spans
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Respond-turn throughput with `OTelHook` ÷ without, interleaved. The tracer provider is
+/// the SDK's with a `BatchSpanProcessor` (default config: queue 2,048, batches of 512, its
+/// own worker thread) feeding [`NoopExporter`].
+#[cfg(feature = "otel")]
+pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
     use opentelemetry::trace::TracerProvider as _;
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+    use std::sync::atomic::Ordering;
+
+    let exporter = NoopExporter::default();
+    let exported = exporter.spans.clone();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .build();
+    let flush = |provider: &SdkTracerProvider| {
+        provider
+            .force_flush()
+            .map_err(|e| format!("OTel force_flush: {e}"))
+    };
     let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
     let on = chat_runner(FunctionClient::new(chat_model).without_recording())?.with_hook(
         kaos_agents::otel::OTelHook::new(provider.tracer("kaos-bench")),
     );
-    let ratio = interleaved_ratio(&off, &on, sizes).await?;
-    Ok(Some(ratio))
+    check_turn(&on, "Hello from the agent.", 0).await?;
+    flush(&provider)?;
+    let spans_per_turn = exported.load(Ordering::Relaxed);
+    if spans_per_turn == 0 {
+        return Err("OTelHook exported no span for a respond turn".into());
+    }
+    let b = Batches::of(sizes);
+    let ratio = interleaved_ratio(&off, &on, b).await?;
+    flush(&provider)?;
+    provider
+        .shutdown()
+        .map_err(|e| format!("OTel shutdown: {e}"))?;
+    Ok(Some(OtelFigures {
+        ratio,
+        spans_per_turn,
+        spans_expected: spans_per_turn * b.turns_per_side() as u64,
+        spans_exported: exported.load(Ordering::Relaxed) - spans_per_turn,
+    }))
 }
 
 /// Without the `otel` feature there is no OTel hook to measure.
 #[cfg(not(feature = "otel"))]
-pub(crate) async fn otel_ratio(_sizes: Sizes) -> Result<Option<f64>, BoxError> {
+pub(crate) async fn otel_ratio(_sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
     Ok(None)
+}
+
+/// A fresh directory under `std::env::temp_dir()`, removed (with its files) when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self(
+            std::env::temp_dir().join(format!("kaos-bench-{label}-{}-{nanos}", std::process::id())),
+        )
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temp dir is not worth failing the bench for.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The filesystem type `path` is on (from `/proc/mounts`, longest matching mount point).
+pub(crate) fn fs_type(path: &std::path::Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, point, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(point)
+                .then(|| (point.len(), kind.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// Respond-turn throughput with an `AuditHook` (default redactor, `policy`) ÷ without,
+/// interleaved, writing into a temp dir that is removed afterwards. Each turn is a fresh
+/// session, so each hooked turn creates its own JSONL file.
+async fn audit_ratio_with(
+    policy: kaos_agents::audit::FsyncPolicy,
+    b: Batches,
+) -> Result<Ratio, BoxError> {
+    let dir = TempDir::new("audit");
+    let hook = Arc::new(kaos_agents::audit::AuditHook::new(&dir.0)?.with_fsync(policy));
+    let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
+    let on = chat_runner(FunctionClient::new(chat_model).without_recording())?
+        .with_shared_hook(hook.clone());
+    check_turn(&on, "Hello from the agent.", 0).await?;
+    let ratio = interleaved_ratio(&off, &on, b).await?;
+    let stats = hook.stats();
+    if stats.failures > 0 || stats.events_written == 0 {
+        return Err(format!(
+            "audit workload: {} events written, {} write failures",
+            stats.events_written, stats.failures
+        )
+        .into());
+    }
+    drop(dir);
+    Ok(ratio)
+}
+
+/// `AuditHook` with `FsyncPolicy::Never` ÷ without.
+pub(crate) async fn audit_ratio(sizes: Sizes) -> Result<Ratio, BoxError> {
+    audit_ratio_with(kaos_agents::audit::FsyncPolicy::Never, Batches::of(sizes)).await
+}
+
+/// `AuditHook` with `FsyncPolicy::EveryTurn` ÷ without (fewer, smaller batches: every
+/// hooked turn waits for the disk).
+pub(crate) async fn audit_fsync_turn_ratio(sizes: Sizes) -> Result<Ratio, BoxError> {
+    let b = Batches {
+        warmup: sizes.fsync_batch_turns,
+        batches: sizes.fsync_batches,
+        turns: sizes.fsync_batch_turns,
+    };
+    audit_ratio_with(kaos_agents::audit::FsyncPolicy::EveryTurn, b).await
+}
+
+const CLASSIFY_PLAN: &str =
+    r#"{"intent":"plan","confidence":0.9,"reasoning":"a lookup, then an explanation"}"#;
+const PLAN_STEPS: &str = r#"{"steps":[{"description":"Look the answer up","tool":"lookup","expected_output":"the stored value"},{"description":"Explain the value","tool":null,"expected_output":"one sentence"}]}"#;
+const PLAN_ARGS: &str = r#"{"arguments":{"key":"answer"}}"#;
+const PLAN_STEP_RESULT: &str = r#"{"result":"The stored value 42 is the answer."}"#;
+const PLAN_ANSWER: &str = r#"{"answer":"The answer is 42."}"#;
+
+/// The two-step plan turn. Every typed call's system prompt starts with its signature's
+/// instructions (see `kaos_agents::runner::plan`), so a prefix picks the answer.
+fn plan_model(messages: &[Message], _request: &LlmRequest) -> ProviderResponse {
+    let system = messages.first().map_or("", |m| m.content.as_str());
+    let text = if system.starts_with("Decide how an assistant") {
+        CLASSIFY_PLAN
+    } else if system.starts_with("Break the user's goal") {
+        PLAN_STEPS
+    } else if system.starts_with("Choose the arguments") {
+        PLAN_ARGS
+    } else if system.starts_with("Carry out one reasoning step") {
+        PLAN_STEP_RESULT
+    } else {
+        PLAN_ANSWER
+    };
+    ProviderResponse::from_text(text).with_usage(150, 15)
+}
+
+fn plan_runner(client: FunctionClient) -> Result<Runner, BoxError> {
+    let runtime = KaosRuntime::test_mode()
+        .with_client(MODEL, client)
+        .with_tool(lookup_tool());
+    Ok(Runner::new(
+        agent("bench-plan", AgentPattern::Plan)?,
+        runtime,
+    ))
+}
+
+/// Checks the plan turn's shape: the answer, exactly two step spans, and the `lookup`
+/// tool-call span nested in the first one.
+async fn check_plan_turn(runner: &Runner) -> Result<(), BoxError> {
+    let events = drive(
+        runner,
+        "Look the answer up, then explain it.",
+        "check".into(),
+    )
+    .await;
+    let starts: Vec<&SpanEvent> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Span(s) if s.phase == SpanPhase::Start => Some(s),
+            _ => None,
+        })
+        .collect();
+    let steps: Vec<&SpanEvent> = starts
+        .iter()
+        .copied()
+        .filter(|s| s.subject == SpanSubject::Step)
+        .collect();
+    let tools: Vec<&SpanEvent> = starts
+        .iter()
+        .copied()
+        .filter(|s| s.subject == SpanSubject::ToolCall)
+        .collect();
+    let nested = match (steps.first(), tools.as_slice()) {
+        (Some(first), [tool]) => tool.parent_span_id.as_deref() == Some(&*first.span_id),
+        _ => false,
+    };
+    let summary = summary_text(&events);
+    let answer_ok = summary
+        .as_ref()
+        .is_some_and(|(text, calls)| text == "The answer is 42." && *calls == 1);
+    if steps.len() == 2 && nested && answer_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "plan workload check failed: {} step spans, {} tool spans (nested in step 1: {nested}), summary {summary:?}; events: {}",
+        steps.len(),
+        tools.len(),
+        events.iter().map(Event::label).collect::<Vec<_>>().join(", ")
+    )
+    .into())
+}
+
+/// The two-step plan turn (classifier → plan expansion → a tool step: argument synthesis +
+/// `lookup` → a reasoning step → synthesis; 6 model calls), a fresh session each turn.
+pub(crate) async fn plan_turns(sizes: Sizes) -> Result<Stats, BoxError> {
+    let runner = plan_runner(FunctionClient::new(plan_model).without_recording())?;
+    check_plan_turn(&runner).await?;
+    timed_turns(&runner, "plan", sizes.warmup / 2, sizes.plan_turns).await
 }

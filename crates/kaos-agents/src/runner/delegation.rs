@@ -367,20 +367,9 @@ impl Runner {
         // The nested scope dispatches to this runner's hooks; keep the target's hook list
         // consistent for anything it builds.
         Arc::make_mut(&mut target.shared).hooks = self.shared.hooks.clone();
-        let scope = TurnScope::new(
-            Arc::from(session_id),
-            new_run_id(),
-            self.shared.agent_name.clone(),
-            self.shared.hooks.clone(),
-        );
-        let s = scope.clone();
-        let fut = async move {
+        self.stream(session_id, move |s| async move {
             let name = target.shared.agent.name.clone();
             run_wrapped(&s, &target, kind, &name, &message, &child_session, &reason).await;
-        };
-        EventStream {
-            scope,
-            fut: Some(Box::pin(fut)),
-        }
+        })
     }
 }

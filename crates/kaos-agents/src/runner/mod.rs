@@ -181,19 +181,29 @@ impl Runner {
         session_id: impl Into<String>,
         options: RunOptions,
     ) -> EventStream {
-        let session_id: Arc<str> = Arc::from(session_id.into());
+        let shared = self.shared.clone();
+        let message = message.into();
+        self.stream(session_id.into(), move |scope| async move {
+            turn::run_turn(shared, scope, message, options).await;
+        })
+    }
+
+    /// A new root run on `session_id` whose body is `body(scope)`, as an event stream.
+    pub(crate) fn stream<F, Fut>(&self, session_id: String, body: F) -> EventStream
+    where
+        F: FnOnce(TurnScope) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let scope = TurnScope::new(
-            session_id,
+            Arc::from(session_id),
             new_run_id(),
             self.shared.agent_name.clone(),
             self.shared.hooks.clone(),
         );
-        let fut = turn::run_turn(self.shared.clone(), scope.clone(), message.into(), options);
+        let fut = body(scope.clone());
         EventStream {
             scope,
-            fut: Some(Box::pin(async move {
-                fut.await;
-            })),
+            fut: Some(Box::pin(fut)),
         }
     }
 

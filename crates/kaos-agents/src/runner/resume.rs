@@ -17,7 +17,7 @@ use super::{EventStream, Runner};
 use crate::agent::Agent;
 use crate::attrs;
 use crate::events::{Intent, TurnSummary};
-use crate::scope::{TurnScope, new_run_id};
+use crate::scope::TurnScope;
 use crate::session::Session;
 
 /// A human's decision about a paused tool call.
@@ -119,20 +119,11 @@ impl Runner {
         session_id: impl Into<String>,
         approval: Approval,
     ) -> EventStream {
-        let session_id: Arc<str> = Arc::from(session_id.into());
-        let scope = TurnScope::new(
-            session_id,
-            new_run_id(),
-            self.shared.agent_name.clone(),
-            self.shared.hooks.clone(),
-        );
-        let fut = run_resume(self.shared.clone(), scope.clone(), run_id.into(), approval);
-        EventStream {
-            scope,
-            fut: Some(Box::pin(async move {
-                fut.await;
-            })),
-        }
+        let shared = self.shared.clone();
+        let run_id = run_id.into();
+        self.stream(session_id.into(), move |scope| async move {
+            run_resume(shared, scope, run_id, approval).await;
+        })
     }
 
     /// The paused runs of a session, oldest first.

@@ -411,13 +411,8 @@ impl Turn {
         });
         self.session.push_message("assistant", &text);
         self.session.turn_count = self.turn_number;
-        let store = self.shared.runtime.store().clone();
-        if let Err(e) = store.save(&self.session).await {
-            return self.fail(
-                "session_store_error",
-                &e.message,
-                "Check the session store (state directory permissions and disk).",
-            );
+        if !self.persist().await {
+            return;
         }
         self.scope.end_span(
             &self.turn_span,
@@ -427,6 +422,22 @@ impl Turn {
         );
         let summary = self.summary(text, TurnOutcome::Completed);
         self.emit_summary(summary);
+    }
+
+    /// Saves the session; on failure the turn fails and this returns false.
+    async fn persist(&mut self) -> bool {
+        let store = self.shared.runtime.store().clone();
+        match store.save(&self.session).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(
+                    "session_store_error",
+                    &e.message,
+                    "Check the session store (state directory permissions and disk).",
+                );
+                false
+            }
+        }
     }
 
     fn emit_summary(&mut self, summary: TurnSummary) {
@@ -450,13 +461,8 @@ impl Turn {
                     );
                 }
             }
-            let store = self.shared.runtime.store().clone();
-            if let Err(e) = store.save(&self.session).await {
-                return self.fail(
-                    "session_store_error",
-                    &e.message,
-                    "Check the session store (state directory permissions and disk).",
-                );
+            if !self.persist().await {
+                return;
             }
         }
         self.scope.end_span(

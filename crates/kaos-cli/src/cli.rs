@@ -34,6 +34,11 @@ Examples:
          {\"tool_calls\": [{\"name\": \"check\", \"arguments\": {}}]},
          \"All good.\"]
   kaos run --model openai-compatible:llama3@http://127.0.0.1:11434/v1 \"Hi\"
+  kaos run --otlp http://127.0.0.1:4318 \"Hi\"
+      Spans go to an OTLP/HTTP collector (Jaeger, Tempo, Phoenix, ...); so they do when the
+      OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER variables are set.
+  kaos run --audit ./trail \"Hi\" && kaos audit show ./trail/<session>.jsonl
+      A redacted JSONL audit trail, then the recorded turn as a tree.
 
 Model specs: offline (default), script:FILE.json, anthropic:<model>, openai:<model>,
 openai-compatible:<model>@<base-url>, or a bare claude-*/gpt-*/o1/o3/o4 name.";

@@ -464,13 +464,9 @@ impl OTelHook {
         }
     }
 
-    fn parent_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
-        if let Some(parent) = &span.parent_span_id
-            && let Some(key) = resolve(state, &event.run_id, parent)
-            && let Some(open) = state.spans.get(&key)
-        {
-            return open.cx.clone();
-        }
+    /// The context of a span with no open parent: a turn continues a `traceparent` or its
+    /// session's parent; anything else starts from the current context.
+    fn root_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
         if span.subject == SpanSubject::Turn {
             if let Some(cx) = span.attr_str("traceparent").and_then(parse_traceparent) {
                 return cx;
@@ -478,9 +474,8 @@ impl OTelHook {
             if let Some(cx) = state.session_parents.get(&event.session_id) {
                 return cx.clone();
             }
-            return Context::current();
         }
-        run_turn_cx(state, &event.run_id)
+        Context::current()
     }
 
     fn on_start(&self, state: &mut State, event: &Event, span: &SpanEvent) {
@@ -489,7 +484,7 @@ impl OTelHook {
         if state.spans.contains_key(&key) {
             return; // A repeated START: keep the first.
         }
-        let mut parent_cx = self.parent_context(state, event, span);
+        // The named parent if it is open, else (below a turn) the run's open turn.
         let mut parent_key = span
             .parent_span_id
             .as_ref()
@@ -498,13 +493,16 @@ impl OTelHook {
                 SpanSubject::Turn => None,
                 _ => state.runs.get(&run).and_then(|r| r.turn.clone()),
             });
+        let mut parent_cx = match parent_key.as_ref().and_then(|k| state.spans.get(k)) {
+            Some(open) => open.cx.clone(),
+            None => self.root_context(state, event, span),
+        };
         let a = &span.attributes;
-        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let t = system_time(event.timestamp);
         let kind = Kind::from(span.subject);
 
         // The classifier's call sits inside an `agent.intent_classification` span.
-        let purpose = s("purpose");
+        let purpose = a.get("purpose").and_then(Value::as_str).unwrap_or("");
         if kind == Kind::Llm && purpose == "intent_classification" {
             let existing = state
                 .runs

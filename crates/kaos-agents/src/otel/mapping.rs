@@ -1,5 +1,7 @@
 //! The event → span mapping tables: span names, kinds and attributes per subject.
 
+use std::borrow::Cow;
+
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
@@ -15,7 +17,7 @@ impl OTelHook {
         &self,
         event: &Event,
         span: &SpanEvent,
-    ) -> (String, SpanKind, Vec<KeyValue>) {
+    ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
         let a = &span.attributes;
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let suffix = |prefix: &str| {
@@ -25,15 +27,17 @@ impl OTelHook {
                 .to_string()
         };
         let genai = self.naming == SpanNaming::GenAi;
-        let mut attrs = Vec::new();
-        let (name, kind) = match span.subject {
+        // Sized for the largest shape (a tool call: 9), so no START grows its vector.
+        let mut attrs = Vec::with_capacity(9);
+        let (name, kind): (Cow<'static, str>, _) = match span.subject {
             SpanSubject::Turn => {
                 attrs.extend([
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
-                    KeyValue::new(GEN_AI_AGENT_NAME, event.agent.to_string()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.to_string()),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
-                    KeyValue::new(KAOS_RUN_ID, event.run_id.to_string()),
+                    // The event's shared ids go on the span as they are (no copy).
+                    KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone()),
+                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
+                    KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
                 ]);
                 if let Some(n) = a.get("turn_number").and_then(as_i64) {
                     attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
@@ -42,22 +46,23 @@ impl OTelHook {
                     attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
                 }
                 let name = if genai {
-                    format!("{OP_INVOKE_AGENT} {}", event.agent)
+                    Cow::Owned(format!("{OP_INVOKE_AGENT} {}", event.agent))
                 } else {
-                    "agent.turn".to_string()
+                    Cow::Borrowed("agent.turn")
                 };
                 (name, SpanKind::Internal)
             }
             SpanSubject::LlmCall => {
-                let model = s("model");
+                let model = a.get("model").and_then(Value::as_str).unwrap_or("");
+                let name = format!("{OP_CHAT} {model}");
                 attrs.extend([
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
                     KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
-                    KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.to_string()),
+                    KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
+                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
                     KeyValue::new(KAOS_PURPOSE, s("purpose")),
                 ]);
-                (format!("{OP_CHAT} {model}"), SpanKind::Client)
+                (Cow::Owned(name), SpanKind::Client)
             }
             SpanSubject::ToolCall => {
                 let tool = match a.get("tool_name").and_then(Value::as_str) {
@@ -71,7 +76,7 @@ impl OTelHook {
                     KeyValue::new(GEN_AI_TOOL_TYPE, "function"),
                     KeyValue::new(KAOS_TOOL_NAME, tool.clone()),
                     KeyValue::new(KAOS_CALL_ID, s("call_id")),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 ]);
                 if let Some(p) = a.get("permission").and_then(Value::as_str) {
                     attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
@@ -84,7 +89,7 @@ impl OTelHook {
                 } else {
                     format!("agent.tool_call.{tool}")
                 };
-                (name, SpanKind::Internal)
+                (Cow::Owned(name), SpanKind::Internal)
             }
             SpanSubject::Step => {
                 let id = a
@@ -95,9 +100,9 @@ impl OTelHook {
                 attrs.extend([
                     KeyValue::new(KAOS_STEP_ID, id.clone()),
                     KeyValue::new(KAOS_DESCRIPTION, self.content.short(&s("description"))),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 ]);
-                (format!("agent.step.{id}"), SpanKind::Internal)
+                (Cow::Owned(format!("agent.step.{id}")), SpanKind::Internal)
             }
             SpanSubject::Subagent => {
                 let name = a
@@ -116,7 +121,7 @@ impl OTelHook {
                 } else {
                     format!("agent.subagent.{name}")
                 };
-                (span_name, SpanKind::Internal)
+                (Cow::Owned(span_name), SpanKind::Internal)
             }
             SpanSubject::Handoff => {
                 let to = a
@@ -129,7 +134,10 @@ impl OTelHook {
                     KeyValue::new(KAOS_TO_AGENT, to.clone()),
                     KeyValue::new(KAOS_REASON, self.content.short(&s("reason"))),
                 ]);
-                (format!("agent.handoff.{to}"), SpanKind::Internal)
+                (
+                    Cow::Owned(format!("agent.handoff.{to}")),
+                    SpanKind::Internal,
+                )
             }
         };
         (name, kind, attrs)
@@ -137,7 +145,7 @@ impl OTelHook {
 
     pub(super) fn end_attributes(&self, kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
         let a = &span.attributes;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(8);
         let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
             if let Some(v) = a.get(src).and_then(as_i64) {
                 out.push(KeyValue::new(dst, v));

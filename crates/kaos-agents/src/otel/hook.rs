@@ -434,10 +434,11 @@ impl OTelHook {
                     if let Some(cost) = summary.cost_usd {
                         span.set_attribute(KeyValue::new(KAOS_COST_USD, cost));
                     }
-                    if let Some(text) = self
-                        .content
-                        .render(output_messages(&summary.text, "stop"))
-                        .filter(|_| !summary.text.is_empty())
+                    // Only built when content is captured (it was most of a summary's cost).
+                    if self.content.captures()
+                        && !summary.text.is_empty()
+                        && let Some(text) =
+                            self.content.render(output_messages(&summary.text, "stop"))
                     {
                         span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
                     }
@@ -567,7 +568,8 @@ impl OTelHook {
                 if let Some(open) = state.spans.get_mut(&key) {
                     open.call_id = a.get("call_id").and_then(Value::as_str).map(str::to_string);
                 }
-                if let Some(args) = a.get("arguments")
+                if self.content.captures()
+                    && let Some(args) = a.get("arguments")
                     && let Some(text) = self.content.render(args.clone())
                     && let Some(open) = state.spans.get(&key)
                 {
@@ -657,6 +659,7 @@ impl OTelHook {
         };
         let kind = open.kind;
         if kind == Kind::Tool
+            && self.content.captures()
             && let Some(result) = a.get("result_summary")
             && let Some(text) = self.content.render(result.clone())
         {

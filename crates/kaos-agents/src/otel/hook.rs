@@ -517,7 +517,10 @@ impl OTelHook {
                     k
                 }
                 _ => {
-                    let ikey: Key = (run.clone(), Arc::from(format!("{}#intent", span.span_id)));
+                    let ikey: Key = (
+                        run.clone(),
+                        Arc::from(super::mapping::concat(&[&span.span_id, "#intent"])),
+                    );
                     let otel = self
                         .tracer
                         .span_builder("agent.intent_classification")

@@ -11,6 +11,18 @@ use super::attributes::*;
 use super::hook::{Kind, OTelHook};
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
 
+/// The attribute capacity of a new span (START, END and late attributes together).
+const SPAN_ATTRIBUTES: usize = 16;
+
+/// `parts` joined, in one allocation (`format!` costs several times more here).
+pub(super) fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
 impl OTelHook {
     /// Name, kind and START attributes of a span.
     pub(super) fn start_shape(
@@ -27,8 +39,10 @@ impl OTelHook {
                 .to_string()
         };
         let genai = self.naming == SpanNaming::GenAi;
-        // Sized for the largest shape (a tool call: 9), so no START grows its vector.
-        let mut attrs = Vec::with_capacity(9);
+        // The SDK keeps this vector as the span's attribute list and pushes the END and
+        // late attributes onto it: sized for a span's whole life (a turn has up to 15, a
+        // tool call 16), so it never reallocates.
+        let mut attrs = Vec::with_capacity(SPAN_ATTRIBUTES);
         let (name, kind): (Cow<'static, str>, _) = match span.subject {
             SpanSubject::Turn => {
                 attrs.extend([
@@ -46,7 +60,7 @@ impl OTelHook {
                     attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
                 }
                 let name = if genai {
-                    Cow::Owned(format!("{OP_INVOKE_AGENT} {}", event.agent))
+                    Cow::Owned(concat(&[OP_INVOKE_AGENT, " ", &event.agent]))
                 } else {
                     Cow::Borrowed("agent.turn")
                 };
@@ -54,7 +68,7 @@ impl OTelHook {
             }
             SpanSubject::LlmCall => {
                 let model = a.get("model").and_then(Value::as_str).unwrap_or("");
-                let name = format!("{OP_CHAT} {model}");
+                let name = concat(&[OP_CHAT, " ", model]);
                 attrs.extend([
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
                     KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
@@ -85,9 +99,9 @@ impl OTelHook {
                     attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
                 }
                 let name = if genai {
-                    format!("{OP_EXECUTE_TOOL} {tool}")
+                    concat(&[OP_EXECUTE_TOOL, " ", &tool])
                 } else {
-                    format!("agent.tool_call.{tool}")
+                    concat(&["agent.tool_call.", &tool])
                 };
                 (Cow::Owned(name), SpanKind::Internal)
             }
@@ -102,7 +116,10 @@ impl OTelHook {
                     KeyValue::new(KAOS_DESCRIPTION, self.content.short(&s("description"))),
                     KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 ]);
-                (Cow::Owned(format!("agent.step.{id}")), SpanKind::Internal)
+                (
+                    Cow::Owned(concat(&["agent.step.", &id])),
+                    SpanKind::Internal,
+                )
             }
             SpanSubject::Subagent => {
                 let name = a
@@ -117,9 +134,9 @@ impl OTelHook {
                     KeyValue::new(KAOS_TASK, self.content.short(&s("task"))),
                 ]);
                 let span_name = if genai {
-                    format!("{OP_INVOKE_AGENT} {name}")
+                    concat(&[OP_INVOKE_AGENT, " ", &name])
                 } else {
-                    format!("agent.subagent.{name}")
+                    concat(&["agent.subagent.", &name])
                 };
                 (Cow::Owned(span_name), SpanKind::Internal)
             }
@@ -135,7 +152,7 @@ impl OTelHook {
                     KeyValue::new(KAOS_REASON, self.content.short(&s("reason"))),
                 ]);
                 (
-                    Cow::Owned(format!("agent.handoff.{to}")),
+                    Cow::Owned(concat(&["agent.handoff.", &to])),
                     SpanKind::Internal,
                 )
             }

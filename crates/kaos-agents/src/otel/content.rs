@@ -70,6 +70,11 @@ impl ContentPolicy {
         )
     }
 
+    /// Whether content goes on spans at all (check before building a value to render).
+    pub(crate) fn captures(&self) -> bool {
+        self.mode != CaptureContent::None
+    }
+
     /// The JSON text to put on a span for `value`, or `None` when capture is off.
     pub(crate) fn render(&self, mut value: Value) -> Option<String> {
         match self.mode {

@@ -1,6 +1,7 @@
 //! [`OTelHook`]: maps a turn's event stream onto OpenTelemetry spans (DESIGN §5).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::global::BoxedTracer;
@@ -17,6 +18,57 @@ use crate::redact::Redactor;
 
 /// `(run_id, span_id)`: our span ids scoped by run, so concurrent runs never collide.
 type Key = (Arc<str>, Arc<str>);
+
+/// The hook's maps: keyed by our own ids, a handful of entries per open turn, looked up
+/// several times per event, so a word-at-a-time multiplicative hash (FxHash's) instead of
+/// SipHash, which was a third of the hook's cost.
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// FxHash (rustc's): rotate, xor a word, multiply.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -64,7 +116,7 @@ struct RunState {
     /// The intent span waiting for `IntentClassified`.
     pending_intent: Option<Key>,
     /// Classifier llm span id → its intent span key.
-    intent_of_llm: HashMap<Arc<str>, Key>,
+    intent_of_llm: Map<Arc<str>, Key>,
     tokens: u64,
     cost: Option<f64>,
     cost_unknown: bool,
@@ -74,12 +126,12 @@ struct RunState {
 
 #[derive(Default)]
 struct State {
-    spans: HashMap<Key, Open>,
+    spans: Map<Key, Open>,
     /// span id → run id, to find a parent that lives in another run (sub-agent, handoff).
-    by_span: HashMap<Arc<str>, Arc<str>>,
-    runs: HashMap<Arc<str>, RunState>,
+    by_span: Map<Arc<str>, Arc<str>>,
+    runs: Map<Arc<str>, RunState>,
     /// session id → parent context for that session's root turns.
-    session_parents: HashMap<Arc<str>, Context>,
+    session_parents: Map<Arc<str>, Context>,
 }
 
 /// Maps kaos turn events onto OpenTelemetry spans.
@@ -382,10 +434,11 @@ impl OTelHook {
                     if let Some(cost) = summary.cost_usd {
                         span.set_attribute(KeyValue::new(KAOS_COST_USD, cost));
                     }
-                    if let Some(text) = self
-                        .content
-                        .render(output_messages(&summary.text, "stop"))
-                        .filter(|_| !summary.text.is_empty())
+                    // Only built when content is captured (it was most of a summary's cost).
+                    if self.content.captures()
+                        && !summary.text.is_empty()
+                        && let Some(text) =
+                            self.content.render(output_messages(&summary.text, "stop"))
                     {
                         span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
                     }
@@ -412,13 +465,9 @@ impl OTelHook {
         }
     }
 
-    fn parent_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
-        if let Some(parent) = &span.parent_span_id
-            && let Some(key) = resolve(state, &event.run_id, parent)
-            && let Some(open) = state.spans.get(&key)
-        {
-            return open.cx.clone();
-        }
+    /// The context of a span with no open parent: a turn continues a `traceparent` or its
+    /// session's parent; anything else starts from the current context.
+    fn root_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
         if span.subject == SpanSubject::Turn {
             if let Some(cx) = span.attr_str("traceparent").and_then(parse_traceparent) {
                 return cx;
@@ -426,9 +475,8 @@ impl OTelHook {
             if let Some(cx) = state.session_parents.get(&event.session_id) {
                 return cx.clone();
             }
-            return Context::current();
         }
-        run_turn_cx(state, &event.run_id)
+        Context::current()
     }
 
     fn on_start(&self, state: &mut State, event: &Event, span: &SpanEvent) {
@@ -437,7 +485,7 @@ impl OTelHook {
         if state.spans.contains_key(&key) {
             return; // A repeated START: keep the first.
         }
-        let mut parent_cx = self.parent_context(state, event, span);
+        // The named parent if it is open, else (below a turn) the run's open turn.
         let mut parent_key = span
             .parent_span_id
             .as_ref()
@@ -446,13 +494,16 @@ impl OTelHook {
                 SpanSubject::Turn => None,
                 _ => state.runs.get(&run).and_then(|r| r.turn.clone()),
             });
+        let mut parent_cx = match parent_key.as_ref().and_then(|k| state.spans.get(k)) {
+            Some(open) => open.cx.clone(),
+            None => self.root_context(state, event, span),
+        };
         let a = &span.attributes;
-        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let t = system_time(event.timestamp);
         let kind = Kind::from(span.subject);
 
         // The classifier's call sits inside an `agent.intent_classification` span.
-        let purpose = s("purpose");
+        let purpose = a.get("purpose").and_then(Value::as_str).unwrap_or("");
         if kind == Kind::Llm && purpose == "intent_classification" {
             let existing = state
                 .runs
@@ -466,7 +517,10 @@ impl OTelHook {
                     k
                 }
                 _ => {
-                    let ikey: Key = (run.clone(), Arc::from(format!("{}#intent", span.span_id)));
+                    let ikey: Key = (
+                        run.clone(),
+                        Arc::from(super::mapping::concat(&[&span.span_id, "#intent"])),
+                    );
                     let otel = self
                         .tracer
                         .span_builder("agent.intent_classification")
@@ -517,7 +571,8 @@ impl OTelHook {
                 if let Some(open) = state.spans.get_mut(&key) {
                     open.call_id = a.get("call_id").and_then(Value::as_str).map(str::to_string);
                 }
-                if let Some(args) = a.get("arguments")
+                if self.content.captures()
+                    && let Some(args) = a.get("arguments")
                     && let Some(text) = self.content.render(args.clone())
                     && let Some(open) = state.spans.get(&key)
                 {
@@ -607,6 +662,7 @@ impl OTelHook {
         };
         let kind = open.kind;
         if kind == Kind::Tool
+            && self.content.captures()
             && let Some(result) = a.get("result_summary")
             && let Some(text) = self.content.render(result.clone())
         {

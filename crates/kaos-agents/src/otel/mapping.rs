@@ -1,5 +1,7 @@
 //! The event → span mapping tables: span names, kinds and attributes per subject.
 
+use std::borrow::Cow;
+
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
@@ -9,13 +11,25 @@ use super::attributes::*;
 use super::hook::{Kind, OTelHook};
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
 
+/// The attribute capacity of a new span (START, END and late attributes together).
+const SPAN_ATTRIBUTES: usize = 16;
+
+/// `parts` joined, in one allocation (`format!` costs several times more here).
+pub(super) fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
 impl OTelHook {
     /// Name, kind and START attributes of a span.
     pub(super) fn start_shape(
         &self,
         event: &Event,
         span: &SpanEvent,
-    ) -> (String, SpanKind, Vec<KeyValue>) {
+    ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
         let a = &span.attributes;
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let suffix = |prefix: &str| {
@@ -25,15 +39,19 @@ impl OTelHook {
                 .to_string()
         };
         let genai = self.naming == SpanNaming::GenAi;
-        let mut attrs = Vec::new();
-        let (name, kind) = match span.subject {
+        // The SDK keeps this vector as the span's attribute list and pushes the END and
+        // late attributes onto it: sized for a span's whole life (a turn has up to 15, a
+        // tool call 16), so it never reallocates.
+        let mut attrs = Vec::with_capacity(SPAN_ATTRIBUTES);
+        let (name, kind): (Cow<'static, str>, _) = match span.subject {
             SpanSubject::Turn => {
                 attrs.extend([
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
-                    KeyValue::new(GEN_AI_AGENT_NAME, event.agent.to_string()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.to_string()),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
-                    KeyValue::new(KAOS_RUN_ID, event.run_id.to_string()),
+                    // The event's shared ids go on the span as they are (no copy).
+                    KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone()),
+                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
+                    KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
                 ]);
                 if let Some(n) = a.get("turn_number").and_then(as_i64) {
                     attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
@@ -42,22 +60,23 @@ impl OTelHook {
                     attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
                 }
                 let name = if genai {
-                    format!("{OP_INVOKE_AGENT} {}", event.agent)
+                    Cow::Owned(concat(&[OP_INVOKE_AGENT, " ", &event.agent]))
                 } else {
-                    "agent.turn".to_string()
+                    Cow::Borrowed("agent.turn")
                 };
                 (name, SpanKind::Internal)
             }
             SpanSubject::LlmCall => {
-                let model = s("model");
+                let model = a.get("model").and_then(Value::as_str).unwrap_or("");
+                let name = concat(&[OP_CHAT, " ", model]);
                 attrs.extend([
                     KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
                     KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
-                    KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.to_string()),
+                    KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
+                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
                     KeyValue::new(KAOS_PURPOSE, s("purpose")),
                 ]);
-                (format!("{OP_CHAT} {model}"), SpanKind::Client)
+                (Cow::Owned(name), SpanKind::Client)
             }
             SpanSubject::ToolCall => {
                 let tool = match a.get("tool_name").and_then(Value::as_str) {
@@ -71,7 +90,7 @@ impl OTelHook {
                     KeyValue::new(GEN_AI_TOOL_TYPE, "function"),
                     KeyValue::new(KAOS_TOOL_NAME, tool.clone()),
                     KeyValue::new(KAOS_CALL_ID, s("call_id")),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 ]);
                 if let Some(p) = a.get("permission").and_then(Value::as_str) {
                     attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
@@ -80,11 +99,11 @@ impl OTelHook {
                     attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
                 }
                 let name = if genai {
-                    format!("{OP_EXECUTE_TOOL} {tool}")
+                    concat(&[OP_EXECUTE_TOOL, " ", &tool])
                 } else {
-                    format!("agent.tool_call.{tool}")
+                    concat(&["agent.tool_call.", &tool])
                 };
-                (name, SpanKind::Internal)
+                (Cow::Owned(name), SpanKind::Internal)
             }
             SpanSubject::Step => {
                 let id = a
@@ -95,9 +114,12 @@ impl OTelHook {
                 attrs.extend([
                     KeyValue::new(KAOS_STEP_ID, id.clone()),
                     KeyValue::new(KAOS_DESCRIPTION, self.content.short(&s("description"))),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.to_string()),
+                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 ]);
-                (format!("agent.step.{id}"), SpanKind::Internal)
+                (
+                    Cow::Owned(concat(&["agent.step.", &id])),
+                    SpanKind::Internal,
+                )
             }
             SpanSubject::Subagent => {
                 let name = a
@@ -112,11 +134,11 @@ impl OTelHook {
                     KeyValue::new(KAOS_TASK, self.content.short(&s("task"))),
                 ]);
                 let span_name = if genai {
-                    format!("{OP_INVOKE_AGENT} {name}")
+                    concat(&[OP_INVOKE_AGENT, " ", &name])
                 } else {
-                    format!("agent.subagent.{name}")
+                    concat(&["agent.subagent.", &name])
                 };
-                (span_name, SpanKind::Internal)
+                (Cow::Owned(span_name), SpanKind::Internal)
             }
             SpanSubject::Handoff => {
                 let to = a
@@ -129,7 +151,10 @@ impl OTelHook {
                     KeyValue::new(KAOS_TO_AGENT, to.clone()),
                     KeyValue::new(KAOS_REASON, self.content.short(&s("reason"))),
                 ]);
-                (format!("agent.handoff.{to}"), SpanKind::Internal)
+                (
+                    Cow::Owned(concat(&["agent.handoff.", &to])),
+                    SpanKind::Internal,
+                )
             }
         };
         (name, kind, attrs)
@@ -137,7 +162,7 @@ impl OTelHook {
 
     pub(super) fn end_attributes(&self, kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
         let a = &span.attributes;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(8);
         let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
             if let Some(v) = a.get(src).and_then(as_i64) {
                 out.push(KeyValue::new(dst, v));

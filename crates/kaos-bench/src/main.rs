@@ -293,7 +293,12 @@ fn print_table(report: &Value) {
     let Some(map) = report.as_object() else {
         return;
     };
-    println!("kaos-bench (offline, FunctionClient, release build)");
+    let build = if cfg!(debug_assertions) {
+        "DEBUG build: figures are not meaningful, use --release"
+    } else {
+        "release build"
+    };
+    println!("kaos-bench (offline, FunctionClient, {build})");
     println!("{:<38} {:>16}", "figure", "value");
     println!("{}", "-".repeat(55));
     for (key, value) in map {

@@ -77,8 +77,11 @@ impl AuditHeader {
 pub enum FsyncPolicy {
     /// After every event (slowest, loses nothing on power loss).
     EveryEvent,
-    /// When a turn ends (its terminal `turn` span or its `TurnSummary`) and when a file is
-    /// closed.
+    /// Once per turn, at its true end, and at [`Hook::flush`]/[`Hook::shutdown`]. A turn's
+    /// true end is its `TurnSummary` (which the runner emits right after the terminal `turn`
+    /// span), or the `turn` span itself when it ends `cancelled` (no summary follows). Should
+    /// a session's next event after a terminal `turn` span not be a summary, that event's
+    /// write carries the sync.
     #[default]
     EveryTurn,
     /// Never explicitly (the OS writes back when it wants).
@@ -112,14 +115,42 @@ pub struct AuditSetupError {
 #[derive(Default)]
 struct SessionFile {
     file: Option<File>,
+    /// A turn span ended and the `TurnSummary` that owes its sync was not written yet.
+    sync_owed: bool,
+}
+
+/// How an event relates to the end of its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnEnd {
+    /// Not a turn end.
+    No,
+    /// A turn span ended `complete`/`error`: the runner emits the turn's `TurnSummary` next.
+    SpanAwaitingSummary,
+    /// The turn's last event: its `TurnSummary`, or a turn span ended `cancelled`.
+    Final,
+}
+
+impl TurnEnd {
+    fn of(event: &Event) -> Self {
+        match &event.kind {
+            EventKind::Span(span) if span.subject == SpanSubject::Turn => match span.phase {
+                SpanPhase::Start => Self::No,
+                SpanPhase::Complete | SpanPhase::Error => Self::SpanAwaitingSummary,
+                SpanPhase::Cancelled => Self::Final,
+            },
+            EventKind::TurnSummary(_) => Self::Final,
+            _ => Self::No,
+        }
+    }
 }
 
 /// A [`Hook`] that appends every event, redacted, to a per-session JSONL file (see the
 /// [module docs](self) for the format).
 ///
 /// Many sessions may write at once: each session file has its own lock; the session table's
-/// lock is held only to look an entry up, never during I/O. A session's file is closed at
-/// the end of each of its turns.
+/// lock is held only to look an entry up, never during I/O. A session's file stays open
+/// for the whole turn and is closed at the turn's true end (its `TurnSummary`, or a
+/// `cancelled` turn span), so idle sessions hold no handles.
 pub struct AuditHook {
     dir: PathBuf,
     redactor: Redactor,
@@ -237,19 +268,10 @@ impl AuditHook {
             .map_err(|e| ("serialize event", std::io::Error::other(e)))?;
         line.push('\n');
 
-        let turn_ends = match &event.kind {
-            EventKind::Span(span) => {
-                span.subject == SpanSubject::Turn && span.phase != SpanPhase::Start
-            }
-            EventKind::TurnSummary(_) => true,
-            _ => false,
-        };
-        // A turn's end closes its session's file (the `TurnSummary` that follows reopens
-        // and closes it again), so idle sessions hold no handles.
-        let closes = turn_ends;
-
+        let end = TurnEnd::of(event);
         let entry = self.entry(&event.session_id);
-        let mut session = lock(&entry);
+        let mut guard = lock(&entry);
+        let session = &mut *guard;
         if session.file.is_none() {
             let path = self.path_for_session(&event.session_id);
             session.file = Some(open_session_file(&path).map_err(|e| ("open audit file", e))?);
@@ -264,20 +286,34 @@ impl AuditHook {
         if result.is_ok() {
             self.written.fetch_add(1, Ordering::Relaxed);
         }
+        // `EveryTurn` syncs once per turn, at its true end: the `TurnSummary` that follows a
+        // completed/failed turn span, or the turn span itself when it ends `cancelled` (no
+        // summary follows). Should any other event come after a turn span before a summary,
+        // it syncs the owed turn end with itself.
         let sync = match self.fsync {
             FsyncPolicy::EveryEvent => true,
-            FsyncPolicy::EveryTurn => turn_ends,
+            FsyncPolicy::EveryTurn => match end {
+                TurnEnd::SpanAwaitingSummary => {
+                    session.sync_owed = true;
+                    false
+                }
+                TurnEnd::Final => true,
+                TurnEnd::No => session.sync_owed,
+            },
             FsyncPolicy::Never => false,
         };
         let synced = if sync {
+            session.sync_owed = false;
             file.sync_data().map_err(|e| ("sync audit file", e))
         } else {
             Ok(())
         };
-        if closes || result.is_err() {
+        // A turn's true end closes its session's file, so idle sessions hold no handles.
+        if end == TurnEnd::Final || result.is_err() {
             // Closing after a failure makes the next event reopen (and repair) the file.
             session.file = None;
-            drop(session);
+            session.sync_owed = false;
+            drop(guard);
             self.forget(&event.session_id, &entry);
         }
         result.and(synced)
@@ -307,6 +343,7 @@ impl AuditHook {
             {
                 self.fail("sync audit file", &session_id, &e);
             }
+            session.sync_owed = false;
             if close {
                 session.file = None;
                 drop(session);

@@ -548,3 +548,43 @@ fn every_event_policy_writes_the_same_bytes() {
     assert_eq!(la.events, lb.events);
     assert_eq!(a.stats().events_written, lb.events.len() as u64);
 }
+
+#[test]
+fn a_file_stays_open_until_the_turns_true_end() {
+    let dir = tmp();
+    let hook = Arc::new(AuditHook::new(dir.path()).unwrap());
+    let s = scope("open", "run_open", hooks(&hook));
+    let (turn, _) = s.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    s.end_span(&turn, SpanPhase::Complete, attrs! {}, None);
+    assert_eq!(
+        hook.stats().open_files,
+        1,
+        "the TurnSummary that follows is the turn's true end"
+    );
+    s.emit(EventKind::TurnSummary(TurnSummary {
+        text: "done".into(),
+        intent: None,
+        tool_calls: vec![],
+        tokens_used: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        outcome: TurnOutcome::Completed,
+    }));
+    assert_eq!(hook.stats().open_files, 0);
+
+    // A cancelled turn has no summary: its span is the end.
+    let s2 = scope("open", "run_open2", hooks(&hook));
+    s2.start_span(SpanSubject::Turn, "turn.2", attrs! {"turn_number" => 2});
+    assert_eq!(s2.cancel_open("dropped"), 1);
+    assert_eq!(hook.stats().open_files, 0);
+    let log = audit::read_file(hook.path_for_session("open")).unwrap();
+    assert_eq!(log.events.len(), 5);
+    assert_eq!(
+        std::fs::read_to_string(&log.path)
+            .unwrap()
+            .matches("format_version")
+            .count(),
+        1
+    );
+}

@@ -26,9 +26,11 @@
 //!
 //! Redaction counts are kept in memory ([`AuditHook::stats`]), not in the file.
 
+mod clean;
 pub mod html;
 mod reader;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -154,6 +156,7 @@ impl TurnEnd {
 pub struct AuditHook {
     dir: PathBuf,
     redactor: Redactor,
+    memo: clean::CleanMemo,
     fsync: FsyncPolicy,
     fail_closed: bool,
     sessions: Mutex<HashMap<Arc<str>, Arc<Mutex<SessionFile>>>>,
@@ -174,6 +177,15 @@ impl std::fmt::Debug for AuditHook {
     }
 }
 
+/// Bytes a line buffer starts with, and the most it keeps between events.
+const LINE_CAPACITY: usize = 1024;
+const LINE_KEEP_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    /// The line being written, reused by every event this thread writes.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -190,6 +202,7 @@ impl AuditHook {
         Ok(Self {
             dir,
             redactor: Redactor::default(),
+            memo: clean::CleanMemo::default(),
             fsync: FsyncPolicy::default(),
             fail_closed: false,
             sessions: Mutex::default(),
@@ -204,6 +217,7 @@ impl AuditHook {
     /// Uses `redactor` instead of the default one.
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
+        self.memo.clear();
         self
     }
 
@@ -259,14 +273,40 @@ impl AuditHook {
 
     /// Writes one event; errors are counted by the caller.
     fn write_event(&self, event: &Event) -> Result<(), (&'static str, std::io::Error)> {
-        let mut counts = RedactionStats::default();
-        let redacted = self.redactor.redact_event_counted(event, &mut counts);
-        if !counts.is_empty() {
-            lock(&self.redactions).merge(&counts);
+        let reused = LINE.try_with(|cell| {
+            let mut line = cell.try_borrow_mut().ok()?;
+            line.clear();
+            let result = self.write_event_with(event, &mut line);
+            if line.capacity() > LINE_KEEP_CAPACITY {
+                *line = Vec::with_capacity(LINE_CAPACITY);
+            }
+            Some(result)
+        });
+        match reused {
+            Ok(Some(result)) => result,
+            // The thread is exiting, or its buffer is in use further up the stack.
+            _ => self.write_event_with(event, &mut Vec::with_capacity(LINE_CAPACITY)),
         }
-        let mut line = serde_json::to_string(&redacted)
-            .map_err(|e| ("serialize event", std::io::Error::other(e)))?;
-        line.push('\n');
+    }
+
+    /// [`AuditHook::write_event`], serializing into `line` (empty).
+    fn write_event_with(
+        &self,
+        event: &Event,
+        line: &mut Vec<u8>,
+    ) -> Result<(), (&'static str, std::io::Error)> {
+        let serialized = if self.memo.event_is_clean(&self.redactor, event) {
+            serde_json::to_writer(&mut *line, event)
+        } else {
+            let mut counts = RedactionStats::default();
+            let redacted = self.redactor.redact_event_counted(event, &mut counts);
+            if !counts.is_empty() {
+                lock(&self.redactions).merge(&counts);
+            }
+            serde_json::to_writer(&mut *line, &redacted)
+        };
+        serialized.map_err(|e| ("serialize event", std::io::Error::other(e)))?;
+        line.push(b'\n');
 
         let end = TurnEnd::of(event);
         let entry = self.entry(&event.session_id);
@@ -280,7 +320,7 @@ impl AuditHook {
             return Err(("open audit file", std::io::Error::other("no file")));
         };
         let result = file
-            .write_all(line.as_bytes())
+            .write_all(line)
             .and_then(|()| file.flush())
             .map_err(|e| ("write audit line", e));
         if result.is_ok() {

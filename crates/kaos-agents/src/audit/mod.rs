@@ -6,7 +6,8 @@
 //! One file per session, `{dir}/{safe session id}.jsonl` (see [`session_file_name`]), UTF-8,
 //! one JSON document per line, each line ending in `\n`:
 //!
-//! 1. a header, written when the file is created:
+//! 1. a header, written with the file's first event (in the same `write_all`), also when an
+//!    existing file is empty (a crash right after creating it):
 //!    `{"format_version":1,"created":"2026-11-25T21:30:22Z","kaos_version":"0.1.0"}`
 //! 2. then every event of every run of the session, in emission order, exactly in the
 //!    stream's serde form ([`Event`], see [`crate::events`]) **after redaction** by a
@@ -312,15 +313,29 @@ impl AuditHook {
         let entry = self.entry(&event.session_id);
         let mut guard = lock(&entry);
         let session = &mut *guard;
+        let mut header = None;
         if session.file.is_none() {
             let path = self.path_for_session(&event.session_id);
-            session.file = Some(open_session_file(&path).map_err(|e| ("open audit file", e))?);
+            let (file, empty) = open_session_file(&path).map_err(|e| ("open audit file", e))?;
+            session.file = Some(file);
+            if empty {
+                header = Some(header_line().map_err(|e| ("serialize header", e))?);
+            }
         }
         let Some(file) = session.file.as_mut() else {
             return Err(("open audit file", std::io::Error::other("no file")));
         };
+        // A new file's header and first line go out in one `write_all`: a crash can still
+        // only tear the last line (and an empty file gets its header on the next open).
+        let bytes: &[u8] = match &mut header {
+            Some(header) => {
+                header.extend_from_slice(line);
+                header
+            }
+            None => line,
+        };
         let result = file
-            .write_all(line)
+            .write_all(bytes)
             .and_then(|()| file.flush())
             .map_err(|e| ("write audit line", e));
         if result.is_ok() {
@@ -478,9 +493,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Opens a session file for append: creates it (`0600`) with a header, or cuts a torn last
-/// line off an existing one.
-fn open_session_file(path: &Path) -> std::io::Result<File> {
+/// Opens a session file for append: creates it (`0600`), or cuts a torn last line off an
+/// existing one. `true` when the file is empty, so the header is still to be written (it
+/// goes out with the first event's line, in the same `write_all`).
+fn open_session_file(path: &Path) -> std::io::Result<(File, bool)> {
     let mut options = OpenOptions::new();
     options.read(true).append(true).create_new(true);
     #[cfg(unix)]
@@ -489,33 +505,35 @@ fn open_session_file(path: &Path) -> std::io::Result<File> {
         options.mode(0o600);
     }
     match options.open(path) {
-        Ok(mut file) => {
-            let mut header =
-                serde_json::to_string(&AuditHeader::now()).map_err(std::io::Error::other)?;
-            header.push('\n');
-            file.write_all(header.as_bytes())?;
-            Ok(file)
-        }
+        Ok(file) => Ok((file, true)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let mut file = OpenOptions::new().read(true).append(true).open(path)?;
-            repair_torn_tail(&mut file)?;
-            Ok(file)
+            let len = repair_torn_tail(&mut file)?;
+            Ok((file, len == 0))
         }
         Err(e) => Err(e),
     }
 }
 
-/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash).
-fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
+/// The header line (with its `\n`) of a file created now.
+fn header_line() -> std::io::Result<Vec<u8>> {
+    let mut header = serde_json::to_vec(&AuditHeader::now()).map_err(std::io::Error::other)?;
+    header.push(b'\n');
+    Ok(header)
+}
+
+/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash);
+/// returns the length kept.
+fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mut last = [0u8; 1];
     file.seek(SeekFrom::Start(len - 1))?;
     file.read_exact(&mut last)?;
     if last[0] == b'\n' {
-        return Ok(());
+        return Ok(len);
     }
     // Scan backwards in chunks for the last newline.
     let mut end = len;
@@ -528,11 +546,13 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
         if let Some(pos) = buf[..n].iter().rposition(|b| *b == b'\n') {
             let keep = start + pos as u64 + 1;
             tracing::warn!(target: "kaos::audit", cut = len - keep, "cut a torn last line off an audit file");
-            return file.set_len(keep);
+            file.set_len(keep)?;
+            return Ok(keep);
         }
         end = start;
     }
-    file.set_len(0)
+    file.set_len(0)?;
+    Ok(0)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a system time (seconds precision, UTC).

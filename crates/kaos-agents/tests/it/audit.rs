@@ -696,3 +696,20 @@ fn what_is_written_is_what_the_redactor_returns() {
         assert_eq!(hook.stats().redactions, counts, "redactor #{r}");
     }
 }
+
+#[test]
+fn an_empty_or_headerless_torn_file_gets_its_header() {
+    let dir = tmp();
+    let hook = Arc::new(AuditHook::new(dir.path()).unwrap());
+    // A crash right after creating the file, and one in the middle of writing the header.
+    std::fs::write(hook.path_for_session("empty"), "").unwrap();
+    std::fs::write(hook.path_for_session("torn"), "{\"format_vers").unwrap();
+    for session in ["empty", "torn"] {
+        let s = scope(session, "run_e", hooks(&hook));
+        tool_turn(&s, 1, &TurnText::default());
+        let log = audit::read_file(hook.path_for_session(session)).unwrap();
+        assert_eq!(log.header.format_version, 1);
+        assert_eq!(log.events, drain(&s), "{session}");
+        assert_eq!(log.torn_tail, None);
+    }
+}

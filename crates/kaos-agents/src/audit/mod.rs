@@ -6,7 +6,8 @@
 //! One file per session, `{dir}/{safe session id}.jsonl` (see [`session_file_name`]), UTF-8,
 //! one JSON document per line, each line ending in `\n`:
 //!
-//! 1. a header, written when the file is created:
+//! 1. a header, written with the file's first event (in the same `write_all`), also when an
+//!    existing file is empty (a crash right after creating it):
 //!    `{"format_version":1,"created":"2026-11-25T21:30:22Z","kaos_version":"0.1.0"}`
 //! 2. then every event of every run of the session, in emission order, exactly in the
 //!    stream's serde form ([`Event`], see [`crate::events`]) **after redaction** by a
@@ -26,9 +27,11 @@
 //!
 //! Redaction counts are kept in memory ([`AuditHook::stats`]), not in the file.
 
+mod clean;
 pub mod html;
 mod reader;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -77,8 +80,11 @@ impl AuditHeader {
 pub enum FsyncPolicy {
     /// After every event (slowest, loses nothing on power loss).
     EveryEvent,
-    /// When a turn ends (its terminal `turn` span or its `TurnSummary`) and when a file is
-    /// closed.
+    /// Once per turn, at its true end, and at [`Hook::flush`]/[`Hook::shutdown`]. A turn's
+    /// true end is its `TurnSummary` (which the runner emits right after the terminal `turn`
+    /// span), or the `turn` span itself when it ends `cancelled` (no summary follows). Should
+    /// a session's next event after a terminal `turn` span not be a summary, that event's
+    /// write carries the sync.
     #[default]
     EveryTurn,
     /// Never explicitly (the OS writes back when it wants).
@@ -112,17 +118,46 @@ pub struct AuditSetupError {
 #[derive(Default)]
 struct SessionFile {
     file: Option<File>,
+    /// A turn span ended and the `TurnSummary` that owes its sync was not written yet.
+    sync_owed: bool,
+}
+
+/// How an event relates to the end of its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnEnd {
+    /// Not a turn end.
+    No,
+    /// A turn span ended `complete`/`error`: the runner emits the turn's `TurnSummary` next.
+    SpanAwaitingSummary,
+    /// The turn's last event: its `TurnSummary`, or a turn span ended `cancelled`.
+    Final,
+}
+
+impl TurnEnd {
+    fn of(event: &Event) -> Self {
+        match &event.kind {
+            EventKind::Span(span) if span.subject == SpanSubject::Turn => match span.phase {
+                SpanPhase::Start => Self::No,
+                SpanPhase::Complete | SpanPhase::Error => Self::SpanAwaitingSummary,
+                SpanPhase::Cancelled => Self::Final,
+            },
+            EventKind::TurnSummary(_) => Self::Final,
+            _ => Self::No,
+        }
+    }
 }
 
 /// A [`Hook`] that appends every event, redacted, to a per-session JSONL file (see the
 /// [module docs](self) for the format).
 ///
 /// Many sessions may write at once: each session file has its own lock; the session table's
-/// lock is held only to look an entry up, never during I/O. A session's file is closed at
-/// the end of each of its turns.
+/// lock is held only to look an entry up, never during I/O. A session's file stays open
+/// for the whole turn and is closed at the turn's true end (its `TurnSummary`, or a
+/// `cancelled` turn span), so idle sessions hold no handles.
 pub struct AuditHook {
     dir: PathBuf,
     redactor: Redactor,
+    memo: clean::CleanMemo,
     fsync: FsyncPolicy,
     fail_closed: bool,
     sessions: Mutex<HashMap<Arc<str>, Arc<Mutex<SessionFile>>>>,
@@ -143,6 +178,15 @@ impl std::fmt::Debug for AuditHook {
     }
 }
 
+/// Bytes a line buffer starts with, and the most it keeps between events.
+const LINE_CAPACITY: usize = 1024;
+const LINE_KEEP_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    /// The line being written, reused by every event this thread writes.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -159,6 +203,7 @@ impl AuditHook {
         Ok(Self {
             dir,
             redactor: Redactor::default(),
+            memo: clean::CleanMemo::default(),
             fsync: FsyncPolicy::default(),
             fail_closed: false,
             sessions: Mutex::default(),
@@ -173,6 +218,7 @@ impl AuditHook {
     /// Uses `redactor` instead of the default one.
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
+        self.memo.clear();
         self
     }
 
@@ -228,56 +274,101 @@ impl AuditHook {
 
     /// Writes one event; errors are counted by the caller.
     fn write_event(&self, event: &Event) -> Result<(), (&'static str, std::io::Error)> {
-        let mut counts = RedactionStats::default();
-        let redacted = self.redactor.redact_event_counted(event, &mut counts);
-        if !counts.is_empty() {
-            lock(&self.redactions).merge(&counts);
-        }
-        let mut line = serde_json::to_string(&redacted)
-            .map_err(|e| ("serialize event", std::io::Error::other(e)))?;
-        line.push('\n');
-
-        let turn_ends = match &event.kind {
-            EventKind::Span(span) => {
-                span.subject == SpanSubject::Turn && span.phase != SpanPhase::Start
+        let reused = LINE.try_with(|cell| {
+            let mut line = cell.try_borrow_mut().ok()?;
+            line.clear();
+            let result = self.write_event_with(event, &mut line);
+            if line.capacity() > LINE_KEEP_CAPACITY {
+                *line = Vec::with_capacity(LINE_CAPACITY);
             }
-            EventKind::TurnSummary(_) => true,
-            _ => false,
-        };
-        // A turn's end closes its session's file (the `TurnSummary` that follows reopens
-        // and closes it again), so idle sessions hold no handles.
-        let closes = turn_ends;
+            Some(result)
+        });
+        match reused {
+            Ok(Some(result)) => result,
+            // The thread is exiting, or its buffer is in use further up the stack.
+            _ => self.write_event_with(event, &mut Vec::with_capacity(LINE_CAPACITY)),
+        }
+    }
 
+    /// [`AuditHook::write_event`], serializing into `line` (empty).
+    fn write_event_with(
+        &self,
+        event: &Event,
+        line: &mut Vec<u8>,
+    ) -> Result<(), (&'static str, std::io::Error)> {
+        let serialized = if self.memo.event_is_clean(&self.redactor, event) {
+            serde_json::to_writer(&mut *line, event)
+        } else {
+            let mut counts = RedactionStats::default();
+            let redacted = self.redactor.redact_event_counted(event, &mut counts);
+            if !counts.is_empty() {
+                lock(&self.redactions).merge(&counts);
+            }
+            serde_json::to_writer(&mut *line, &redacted)
+        };
+        serialized.map_err(|e| ("serialize event", std::io::Error::other(e)))?;
+        line.push(b'\n');
+
+        let end = TurnEnd::of(event);
         let entry = self.entry(&event.session_id);
-        let mut session = lock(&entry);
+        let mut guard = lock(&entry);
+        let session = &mut *guard;
+        let mut header = None;
         if session.file.is_none() {
             let path = self.path_for_session(&event.session_id);
-            session.file = Some(open_session_file(&path).map_err(|e| ("open audit file", e))?);
+            let (file, empty) = open_session_file(&path).map_err(|e| ("open audit file", e))?;
+            session.file = Some(file);
+            if empty {
+                header = Some(header_line().map_err(|e| ("serialize header", e))?);
+            }
         }
         let Some(file) = session.file.as_mut() else {
             return Err(("open audit file", std::io::Error::other("no file")));
         };
+        // A new file's header and first line go out in one `write_all`: a crash can still
+        // only tear the last line (and an empty file gets its header on the next open).
+        let bytes: &[u8] = match &mut header {
+            Some(header) => {
+                header.extend_from_slice(line);
+                header
+            }
+            None => line,
+        };
         let result = file
-            .write_all(line.as_bytes())
+            .write_all(bytes)
             .and_then(|()| file.flush())
             .map_err(|e| ("write audit line", e));
         if result.is_ok() {
             self.written.fetch_add(1, Ordering::Relaxed);
         }
+        // `EveryTurn` syncs once per turn, at its true end: the `TurnSummary` that follows a
+        // completed/failed turn span, or the turn span itself when it ends `cancelled` (no
+        // summary follows). Should any other event come after a turn span before a summary,
+        // it syncs the owed turn end with itself.
         let sync = match self.fsync {
             FsyncPolicy::EveryEvent => true,
-            FsyncPolicy::EveryTurn => turn_ends,
+            FsyncPolicy::EveryTurn => match end {
+                TurnEnd::SpanAwaitingSummary => {
+                    session.sync_owed = true;
+                    false
+                }
+                TurnEnd::Final => true,
+                TurnEnd::No => session.sync_owed,
+            },
             FsyncPolicy::Never => false,
         };
         let synced = if sync {
+            session.sync_owed = false;
             file.sync_data().map_err(|e| ("sync audit file", e))
         } else {
             Ok(())
         };
-        if closes || result.is_err() {
+        // A turn's true end closes its session's file, so idle sessions hold no handles.
+        if end == TurnEnd::Final || result.is_err() {
             // Closing after a failure makes the next event reopen (and repair) the file.
             session.file = None;
-            drop(session);
+            session.sync_owed = false;
+            drop(guard);
             self.forget(&event.session_id, &entry);
         }
         result.and(synced)
@@ -307,6 +398,7 @@ impl AuditHook {
             {
                 self.fail("sync audit file", &session_id, &e);
             }
+            session.sync_owed = false;
             if close {
                 session.file = None;
                 drop(session);
@@ -401,9 +493,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Opens a session file for append: creates it (`0600`) with a header, or cuts a torn last
-/// line off an existing one.
-fn open_session_file(path: &Path) -> std::io::Result<File> {
+/// Opens a session file for append: creates it (`0600`), or cuts a torn last line off an
+/// existing one. `true` when the file is empty, so the header is still to be written (it
+/// goes out with the first event's line, in the same `write_all`).
+fn open_session_file(path: &Path) -> std::io::Result<(File, bool)> {
     let mut options = OpenOptions::new();
     options.read(true).append(true).create_new(true);
     #[cfg(unix)]
@@ -412,33 +505,35 @@ fn open_session_file(path: &Path) -> std::io::Result<File> {
         options.mode(0o600);
     }
     match options.open(path) {
-        Ok(mut file) => {
-            let mut header =
-                serde_json::to_string(&AuditHeader::now()).map_err(std::io::Error::other)?;
-            header.push('\n');
-            file.write_all(header.as_bytes())?;
-            Ok(file)
-        }
+        Ok(file) => Ok((file, true)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let mut file = OpenOptions::new().read(true).append(true).open(path)?;
-            repair_torn_tail(&mut file)?;
-            Ok(file)
+            let len = repair_torn_tail(&mut file)?;
+            Ok((file, len == 0))
         }
         Err(e) => Err(e),
     }
 }
 
-/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash).
-fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
+/// The header line (with its `\n`) of a file created now.
+fn header_line() -> std::io::Result<Vec<u8>> {
+    let mut header = serde_json::to_vec(&AuditHeader::now()).map_err(std::io::Error::other)?;
+    header.push(b'\n');
+    Ok(header)
+}
+
+/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash);
+/// returns the length kept.
+fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mut last = [0u8; 1];
     file.seek(SeekFrom::Start(len - 1))?;
     file.read_exact(&mut last)?;
     if last[0] == b'\n' {
-        return Ok(());
+        return Ok(len);
     }
     // Scan backwards in chunks for the last newline.
     let mut end = len;
@@ -451,11 +546,13 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
         if let Some(pos) = buf[..n].iter().rposition(|b| *b == b'\n') {
             let keep = start + pos as u64 + 1;
             tracing::warn!(target: "kaos::audit", cut = len - keep, "cut a torn last line off an audit file");
-            return file.set_len(keep);
+            file.set_len(keep)?;
+            return Ok(keep);
         }
         end = start;
     }
-    file.set_len(0)
+    file.set_len(0)?;
+    Ok(0)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a system time (seconds precision, UTC).

@@ -548,3 +548,168 @@ fn every_event_policy_writes_the_same_bytes() {
     assert_eq!(la.events, lb.events);
     assert_eq!(a.stats().events_written, lb.events.len() as u64);
 }
+
+#[test]
+fn a_file_stays_open_until_the_turns_true_end() {
+    let dir = tmp();
+    let hook = Arc::new(AuditHook::new(dir.path()).unwrap());
+    let s = scope("open", "run_open", hooks(&hook));
+    let (turn, _) = s.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    s.end_span(&turn, SpanPhase::Complete, attrs! {}, None);
+    assert_eq!(
+        hook.stats().open_files,
+        1,
+        "the TurnSummary that follows is the turn's true end"
+    );
+    s.emit(EventKind::TurnSummary(TurnSummary {
+        text: "done".into(),
+        intent: None,
+        tool_calls: vec![],
+        tokens_used: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        outcome: TurnOutcome::Completed,
+    }));
+    assert_eq!(hook.stats().open_files, 0);
+
+    // A cancelled turn has no summary: its span is the end.
+    let s2 = scope("open", "run_open2", hooks(&hook));
+    s2.start_span(SpanSubject::Turn, "turn.2", attrs! {"turn_number" => 2});
+    assert_eq!(s2.cancel_open("dropped"), 1);
+    assert_eq!(hook.stats().open_files, 0);
+    let log = audit::read_file(hook.path_for_session("open")).unwrap();
+    assert_eq!(log.events.len(), 5);
+    assert_eq!(
+        std::fs::read_to_string(&log.path)
+            .unwrap()
+            .matches("format_version")
+            .count(),
+        1
+    );
+}
+
+/// Every kind of event, each twice (the second time the hook may answer from memory), with
+/// clean and secret-bearing content in each redacted field.
+fn every_kind(s: &TurnScope, secret: &str) {
+    let (turn, _) = s.start_span(
+        SpanSubject::Turn,
+        "turn.1",
+        attrs! {"turn_number" => 1, "note" => secret, "token" => serde_json::Value::Null},
+    );
+    s.emit(EventKind::IntentClassified {
+        intent: Intent::Respond,
+        confidence: 0.5,
+        reasoning: secret.into(),
+    });
+    s.emit(EventKind::PlanProposed {
+        steps: vec![kaos_agents::events::PlanStepSummary {
+            step_id: "step-1".into(),
+            description: secret.into(),
+            tool_name: None,
+        }],
+        strategy: "plan".into(),
+    });
+    s.emit(EventKind::TextDelta {
+        content: secret.into(),
+    });
+    s.emit(EventKind::ToolCallApprovalRequired {
+        call_id: "call_1".into(),
+        tool_name: "pay".into(),
+        arguments: json!({"nested": [{"v": secret, "n": 1, "b": true}], "Api-Key": "plain", "token": null}),
+        reason: secret.into(),
+        run_state_ref: None,
+    });
+    s.emit(EventKind::BudgetExceeded {
+        kind: "tokens".into(),
+        limit: 1.0,
+        actual: 2.0,
+        reason: secret.into(),
+    });
+    s.emit(EventKind::RunError {
+        error_type: "x".into(),
+        message: secret.into(),
+        recovery_hint: secret.into(),
+    });
+    s.end_span(
+        &turn,
+        SpanPhase::Error,
+        attrs! {"outcome" => "failed"},
+        Some(SpanError {
+            error_type: "x".into(),
+            message: secret.into(),
+        }),
+    );
+    s.emit(EventKind::TurnSummary(TurnSummary {
+        text: secret.into(),
+        intent: None,
+        tool_calls: vec![],
+        tokens_used: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        outcome: TurnOutcome::Failed,
+    }));
+}
+
+#[test]
+fn what_is_written_is_what_the_redactor_returns() {
+    let long = "x".repeat(5000);
+    let contents = [
+        "plain words",
+        "plain words",
+        ANTHROPIC,
+        ANTHROPIC,
+        "card 4242 4242 4242 4242 ok",
+        "user 123-45-6789",
+        "CUSTOM-42 inside",
+        long.as_str(),
+        "",
+    ];
+    let redactors = [
+        Redactor::default(),
+        Redactor::default()
+            .try_with_pattern("custom", r"CUSTOM-\d+")
+            .unwrap(),
+        Redactor::default().with_secrets(false),
+        Redactor::none(),
+        Redactor::none().with_sensitive_key("note"),
+    ];
+    for (r, redactor) in redactors.into_iter().enumerate() {
+        let dir = tmp();
+        let hook = Arc::new(
+            AuditHook::new(dir.path())
+                .unwrap()
+                .with_redactor(redactor.clone()),
+        );
+        let mut expected = Vec::new();
+        let mut counts = kaos_agents::redact::RedactionStats::default();
+        for (i, secret) in contents.iter().enumerate() {
+            let s = scope("all", &format!("run_{i}"), hooks(&hook));
+            every_kind(&s, secret);
+            for e in drain(&s) {
+                expected.push(redactor.redact_event_counted(&e, &mut counts));
+            }
+        }
+        let log = audit::read_file(hook.path_for_session("all")).unwrap();
+        assert_eq!(log.events, expected, "redactor #{r}");
+        assert_eq!(hook.stats().redactions, counts, "redactor #{r}");
+    }
+}
+
+#[test]
+fn an_empty_or_headerless_torn_file_gets_its_header() {
+    let dir = tmp();
+    let hook = Arc::new(AuditHook::new(dir.path()).unwrap());
+    // A crash right after creating the file, and one in the middle of writing the header.
+    std::fs::write(hook.path_for_session("empty"), "").unwrap();
+    std::fs::write(hook.path_for_session("torn"), "{\"format_vers").unwrap();
+    for session in ["empty", "torn"] {
+        let s = scope(session, "run_e", hooks(&hook));
+        tool_turn(&s, 1, &TurnText::default());
+        let log = audit::read_file(hook.path_for_session(session)).unwrap();
+        assert_eq!(log.header.format_version, 1);
+        assert_eq!(log.events, drain(&s), "{session}");
+        assert_eq!(log.torn_tail, None);
+    }
+}

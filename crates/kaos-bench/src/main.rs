@@ -213,7 +213,7 @@ fn main() -> Result<(), BoxError> {
     );
     notes.insert(
         "audit_fsync_turn_ratio".into(),
-        format!("as audit_ratio with FsyncPolicy::EveryTurn (sync_data at the turn span's end and at the TurnSummary: 2 per turn) on {audit_fs}, over {} batches of {} turns: bounded by the disk's sync latency", sizes.fsync_batches, sizes.fsync_batch_turns).into(),
+        format!("as audit_ratio with FsyncPolicy::EveryTurn (one sync_data per turn, at the TurnSummary) on {audit_fs}, over {} batches of {} turns: bounded by the disk's sync latency", sizes.fsync_batches, sizes.fsync_batch_turns).into(),
     );
     notes.insert(
         "idle_session_bytes".into(),

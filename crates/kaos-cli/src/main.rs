@@ -66,6 +66,6 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
             let plan = plan::RunPlan::from_chat_args(args).map_err(CliError::usage)?;
             chat::chat(plan).await
         }
-        cli::Command::Audit(args) => wiring::audit_command(&args).map_err(CliError::usage),
+        cli::Command::Audit(args) => wiring::audit_command(&args),
     }
 }

@@ -4,13 +4,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use kaos_agents::audit::{self, AuditHook, AuditLog};
 use kaos_agents::otel::{CaptureContent, Exporter, Protocol, Telemetry, TelemetryBuilder};
 use kaos_agents::tree::{self, TreeOptions};
 use kaos_agents::{RunOptions, Runner};
 
 use crate::cli::{self, AuditAction, AuditArgs, OtlpProtocol};
+use crate::exit::CliError;
 use crate::plan::Observability;
 
 /// How long the exporter may take to flush after a turn.
@@ -150,11 +151,12 @@ fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
     Ok(log)
 }
 
-/// `kaos audit show|export|html FILE`.
-pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
+/// `kaos audit show|export|html FILE`: an unreadable trail or bad settings exit 2; a
+/// failed export (collector down) exits 1.
+pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
     match &args.action {
         AuditAction::Show { file } => {
-            let log = read_trail(file)?;
+            let log = read_trail(file).map_err(CliError::usage)?;
             print!(
                 "{}",
                 tree::render_tree(&log.events, &TreeOptions::default())
@@ -162,12 +164,13 @@ pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         AuditAction::Html { file, output } => {
-            let log = read_trail(file)?;
+            let log = read_trail(file).map_err(CliError::usage)?;
             let page = audit::html::render_html(&log);
             match output {
                 Some(out) => {
                     std::fs::write(out, page)
-                        .with_context(|| format!("writing {}", out.display()))?;
+                        .with_context(|| format!("writing {}", out.display()))
+                        .map_err(CliError::failed)?;
                     eprintln!("kaos: wrote {}", out.display());
                 }
                 None => print!("{page}"),
@@ -175,9 +178,10 @@ pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         AuditAction::Export { file, otlp } => {
-            let log = read_trail(file)?;
-            let mut builder =
-                TelemetryBuilder::from_env().context("reading the OTEL_* variables")?;
+            let log = read_trail(file).map_err(CliError::usage)?;
+            let mut builder = TelemetryBuilder::from_env()
+                .context("reading the OTEL_* variables")
+                .map_err(CliError::usage)?;
             if let Some(url) = otlp {
                 builder = if url.trim_end_matches('/').ends_with("/v1/traces") {
                     builder.traces_endpoint(url.clone())
@@ -201,9 +205,13 @@ pub fn audit_command(args: &AuditArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("exporting {} to {target}", file.display()))
             };
             let n = std::thread::scope(|scope| scope.spawn(export).join())
-                .map_err(|_| anyhow::anyhow!("the export thread crashed"))??;
+                .map_err(|_| CliError::failed(anyhow::anyhow!("the export thread crashed")))?
+                .map_err(CliError::failed)?;
             if n == 0 {
-                bail!("{}: the trail holds no spans to export", file.display());
+                return Err(CliError::usage(anyhow::anyhow!(
+                    "{}: the trail holds no spans to export",
+                    file.display()
+                )));
             }
             eprintln!(
                 "kaos: exported {n} span(s) from {} to {target} with their recorded times",

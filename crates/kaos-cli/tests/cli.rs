@@ -436,13 +436,34 @@ fn a_collector_that_is_down_costs_a_warning_not_the_run() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let out = kaos(dir.path(), &["run", "--ephemeral", "--otlp", &url, "hi"]);
+    let trail = dir.path().join("trail");
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "down",
+            "--otlp",
+            &url,
+            "--audit",
+            trail.to_str().unwrap(),
+            "hi",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("were not exported"),
         "{}",
         text(&out.stderr)
     );
+    // Replaying the trail to the same dead collector is a failed run (1), not a usage error.
+    let file = trail.join("down.jsonl");
+    let out = kaos(
+        dir.path(),
+        &["audit", "export", file.to_str().unwrap(), "--otlp", &url],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
 #[test]

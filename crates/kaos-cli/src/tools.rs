@@ -70,8 +70,11 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
         .env("KAOS_RUN_ID", &*ctx.run_id)
         .env("KAOS_CALL_ID", &ctx.call_id)
         .env("KAOS_SPAN_ID", &*ctx.span_id);
-    // TRACEPARENT in our environment is inherited by the child as is.
-    // WIRING(otel): once OTel lands, set TRACEPARENT to the tool_call span's context here.
+    // With tracing on, the child continues the trace under this tool call's span; otherwise
+    // a TRACEPARENT in our own environment is inherited as is.
+    if let Some(traceparent) = crate::wiring::traceparent_for(&ctx.run_id, &ctx.span_id) {
+        cmd.env("TRACEPARENT", traceparent);
+    }
     // Its own process group, so a cancelled call can kill the command's children too
     // (`kill_on_drop` alone only reaches the direct child, e.g. `sh`, not its `sleep`).
     #[cfg(unix)]

@@ -2,11 +2,14 @@
 //! and the `kaos audit` commands.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use kaos_agents::audit::{self, AuditHook, AuditLog};
-use kaos_agents::otel::{CaptureContent, Exporter, Protocol, Telemetry, TelemetryBuilder};
+use kaos_agents::otel::{
+    CaptureContent, Exporter, OTelHook, Protocol, Telemetry, TelemetryBuilder, format_traceparent,
+};
 use kaos_agents::tree::{self, TreeOptions};
 use kaos_agents::{RunOptions, Runner};
 
@@ -67,6 +70,17 @@ fn capture_mode(o: &Observability) -> CaptureContent {
     }
 }
 
+/// The process's OTel hook, once tracing is on (one per `kaos` process).
+static TRACE_HOOK: OnceLock<Arc<OTelHook>> = OnceLock::new();
+
+/// The W3C `traceparent` of the span `span_id` of run `run_id`, when tracing is on: command
+/// tools pass it to their child process as `TRACEPARENT`, so the child's own spans join the
+/// turn's trace under the tool call.
+pub fn traceparent_for(run_id: &str, span_id: &str) -> Option<String> {
+    let cx = TRACE_HOOK.get()?.context_of(run_id, span_id)?;
+    format_traceparent(&cx)
+}
+
 /// The hooks' resources that need closing after the run.
 #[derive(Default)]
 pub struct Observers {
@@ -106,8 +120,10 @@ pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<(Runner
             .service_name(service_name())
             .build()
             .context("setting up OTLP export")?;
-        let hook = telemetry.hook().with_capture_content(capture_mode(o));
-        runner = runner.with_hook(hook);
+        let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
+        // Command tools look the hook up to hand their span's context to the child process.
+        let _ = TRACE_HOOK.set(hook.clone());
+        runner = runner.with_shared_hook(hook);
         observers.telemetry = Some(telemetry);
     }
     if let Some(dir) = &o.audit {

@@ -427,6 +427,65 @@ fn spans_go_to_an_otlp_collector_and_audit_trails_replay_there() {
 }
 
 #[test]
+fn command_tools_continue_the_trace_with_traceparent() {
+    let dir = TempDir::new("traceparent");
+    let (url, _received) = otlp_receiver();
+    dir.write(
+        "agent.toml",
+        r#"name = "tracer"
+model = "script:replies.json"
+[[tools]]
+name = "show"
+description = "Prints its TRACEPARENT."
+command = ["sh", "-c", "cat >/dev/null; printf '%s' \"$TRACEPARENT\""]
+read_only = true
+parameters = { type = "object", properties = {} }
+"#,
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\",\"confidence\":0.9}",
+            {"tool_calls":[{"name":"show","arguments":{}}]},
+            "done"]"#,
+    );
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--json",
+            "--otlp",
+            &url,
+            "--traceparent",
+            caller,
+            "go",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    let tool_end = events
+        .iter()
+        .find(|e| e["kind"]["name"] == "tool.show" && e["kind"]["phase"] == "complete")
+        .expect("a completed tool.show span");
+    let seen = tool_end["kind"]["attributes"]["result_summary"]
+        .as_str()
+        .unwrap();
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {seen:?}");
+    assert_eq!(
+        parts[1], "0af7651916cd43dd8448eb211c80319c",
+        "the caller's trace continues into the tool"
+    );
+    assert_ne!(
+        parts[2], "b7ad6b7169203331",
+        "the parent is the tool call's own span"
+    );
+}
+
+#[test]
 fn a_collector_that_is_down_costs_a_warning_not_the_run() {
     let dir = TempDir::new("otlp-down");
     // Bind and drop a listener so the port is closed.

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use kaos_agents::agent::{RuleConfig, line_of};
-use kaos_agents::{Agent, AgentPattern, Budget, KaosRuntime, Runner, Tool, ToolAnnotations};
+use kaos_agents::{
+    Agent, AgentPattern, Budget, KaosRuntime, Runner, Tool, ToolAnnotations, agent_as_tool,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::models::{ModelRegistry, OFFLINE};
-use crate::tools::{CommandSpec, command_tool, delegate_tool};
+use crate::tools::{CommandSpec, command_tool};
 
 /// How deep delegates may nest in files (guards against a file delegating to itself).
 const MAX_FILE_DEPTH: usize = 8;
@@ -298,27 +300,34 @@ impl LoadedAgent {
         })
     }
 
-    /// A runner for this agent: its tools (and its delegates' runners) on a clone of
-    /// `runtime` that shares the session store and model clients.
+    /// A runner for this agent: its tools (and its delegates as sub-agent tools) on a clone
+    /// of `runtime` that shares the session store and model clients.
     pub fn runner(&self, runtime: KaosRuntime) -> Runner {
+        let (agent, own) = self.agent_and_runtime(runtime);
+        Runner::new(agent, own)
+    }
+
+    /// The agent and its own runtime (its tools and delegates registered).
+    fn agent_and_runtime(&self, runtime: KaosRuntime) -> (Agent, KaosRuntime) {
         let mut own = runtime.clone();
         for tool in &self.tools {
             own = own.with_shared_tool(tool.clone());
         }
         for (name, description, child) in &self.delegates {
-            let child_runner = child.runner(runtime.clone());
-            own = own.with_shared_tool(Arc::new(delegate_tool(
+            let (child_agent, child_runtime) = child.agent_and_runtime(runtime.clone());
+            own = own.with_tool(agent_as_tool(
+                child_agent,
+                Some(child_runtime),
                 name.clone(),
                 description.clone(),
-                child_runner,
-            )));
+            ));
         }
         let mut agent = self.agent.clone();
         if agent.tools.is_empty() {
             // `tools = []` means "every tool"; an agent without tools must see none.
             agent.tools = vec!["\u{0}no-tools".into()];
         }
-        Runner::new(agent, own)
+        (agent, own)
     }
 }
 

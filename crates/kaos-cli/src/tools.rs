@@ -1,11 +1,11 @@
-//! Tools built from the agent file: command tools (a child process per call) and delegate
-//! tools (a nested turn of another agent).
+//! Command tools built from the agent file: a child process per call. (Delegates are
+//! `kaos_agents::agent_as_tool` sub-agents; see `agent_file`.)
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use kaos_agents::{FnTool, Runner, ToolAnnotations, ToolContext, ToolOutput};
-use serde_json::{Value, json};
+use kaos_agents::{FnTool, ToolAnnotations, ToolContext, ToolOutput};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 /// What `[[tools]]` says about one command tool.
@@ -107,55 +107,6 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
         )),
         Err(e) => ToolOutput::error(format!("`{program}` could not be awaited: {e}")),
     }
-}
-
-/// A tool taking `{"task": "..."}` that runs a nested turn of `runner`'s agent inside the
-/// calling turn (its spans nest under this call's span) and returns its answer.
-///
-/// WIRING(plan): replace with `kaos_agents::agent_as_tool` once the `plan` branch lands.
-pub fn delegate_tool(name: String, description: String, runner: Runner) -> FnTool {
-    let tool_name = name.clone();
-    let parameters = json!({
-        "type": "object",
-        "properties": {"task": {"type": "string", "description": "What the delegate should do."}},
-        "required": ["task"]
-    });
-    FnTool::from_json(name, description, parameters, move |args, ctx| {
-        let runner = runner.clone();
-        let tool_name = tool_name.clone();
-        async move {
-            let Some(task) = args.get("task").and_then(Value::as_str).map(str::to_string) else {
-                return ToolOutput::error(format!(
-                    "{tool_name} needs {{\"task\": \"...\"}}; call it again with a task"
-                ));
-            };
-            let Some(scope) = ctx.scope().cloned() else {
-                return ToolOutput::error(format!("{tool_name} can only run inside a turn"));
-            };
-            let child_session = format!("{}/{}", ctx.session_id, tool_name);
-            let store = runner.runtime().store().clone();
-            let before = match store.load(&child_session).await {
-                Ok(s) => s.map_or(0, |s| s.turn_count),
-                Err(e) => return ToolOutput::error(format!("{tool_name}: {}", e.message)),
-            };
-            runner
-                .run_nested(&scope, ctx.span_id.clone(), task, child_session.clone())
-                .await;
-            match store.load(&child_session).await {
-                Ok(Some(s)) if s.turn_count > before => s
-                    .messages
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == "assistant")
-                    .map(|m| ToolOutput::text(m.content.to_string()))
-                    .unwrap_or_else(|| ToolOutput::error(format!("{tool_name} gave no answer"))),
-                Ok(_) => ToolOutput::error(format!(
-                    "{tool_name}'s turn did not complete (see its spans)"
-                )),
-                Err(e) => ToolOutput::error(format!("{tool_name}: {}", e.message)),
-            }
-        }
-    })
 }
 
 /// Kills a command's whole process group when a call is dropped before the command ended.

@@ -720,6 +720,23 @@ agent = "helper.toml"
     let events = events(&out.stdout);
     assert_spans_closed(&events);
     assert!(events.iter().any(|e| e["agent"] == "helper"));
+    // The helper's turn nests in a subagent span inside the delegating tool call.
+    let start = |subject: &str, agent: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["agent"] == agent
+                    && e["kind"]["subject"] == subject
+                    && e["kind"]["phase"] == "start"
+            })
+            .unwrap_or_else(|| panic!("no {subject} START from {agent}"))["kind"]
+            .clone()
+    };
+    let tool = start("tool_call", "lead");
+    let sub = start("subagent", "lead");
+    let helper_turn = start("turn", "helper");
+    assert_eq!(sub["parent_span_id"], tool["span_id"]);
+    assert_eq!(helper_turn["parent_span_id"], sub["span_id"]);
     assert_eq!(
         events.last().unwrap()["kind"]["text"],
         "The helper said hi."

@@ -16,6 +16,7 @@ pub mod content;
 mod hook;
 mod mapping;
 pub mod replay;
+mod state;
 pub mod telemetry;
 
 use std::collections::HashMap;

@@ -72,6 +72,8 @@ pub const KAOS_OUTPUT_TOKENS: &str = "kaos.output_tokens";
 pub const KAOS_COST_USD: &str = "kaos.cost_usd";
 /// `kaos.tool_call_count`.
 pub const KAOS_TOOL_CALL_COUNT: &str = "kaos.tool_call_count";
+/// `kaos.resumed_from`: on a resumed turn, the run id of the paused turn it continues.
+pub const KAOS_RESUMED_FROM: &str = "kaos.resumed_from";
 /// `kaos.outcome` (`completed`, `paused`, `failed`).
 pub const KAOS_OUTCOME: &str = "kaos.outcome";
 /// `kaos.purpose` of a model call.

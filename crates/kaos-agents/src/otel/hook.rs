@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Link, SpanId, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
@@ -12,8 +12,8 @@ use super::attributes::*;
 use super::content::{CaptureContent, ContentPolicy, output_messages};
 pub(super) use super::state::Kind;
 use super::state::{
-    Key, State, close_children, end_cancelled, end_span, insert, now_nanos, resolve, run_turn,
-    run_turn_cx, settle_pending,
+    Key, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
+    resolve, run_turn, run_turn_cx, settle_pending,
 };
 use super::{SpanNaming, parse_traceparent};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome};
@@ -439,13 +439,20 @@ impl OTelHook {
         }
 
         let (name, otel_kind, attrs) = self.start_shape(event, span);
-        let otel = self
+        let mut builder = self
             .tracer
             .span_builder(name)
             .with_kind(otel_kind)
             .with_start_time(t)
-            .with_attributes(attrs)
-            .start_with_context(&self.tracer, &parent_cx);
+            .with_attributes(attrs);
+        // A resumed turn links to the paused turn it continues (when this hook saw it).
+        if kind == Kind::Turn
+            && let Some(paused) = a.get("resumed_from").and_then(Value::as_str)
+            && let Some(sc) = state.paused_turns.remove(paused)
+        {
+            builder = builder.with_links(vec![Link::with_context(sc)]);
+        }
+        let otel = builder.start_with_context(&self.tracer, &parent_cx);
         let cx = parent_cx.with_span(otel);
         self.log_id(&cx, &key);
         insert(state, key.clone(), cx, kind, parent_key, event.timestamp);
@@ -491,6 +498,7 @@ impl OTelHook {
             otel.set_attribute(KeyValue::new(KAOS_DURATION_MS, duration_ms));
         }
         let error = span.error.as_ref();
+        let mut paused_turn = None;
         open.status = match span.phase {
             SpanPhase::Start | SpanPhase::Complete => {
                 let is_error = a.get("is_error").and_then(Value::as_bool).unwrap_or(false);
@@ -506,6 +514,9 @@ impl OTelHook {
                 } else if outcome == Some("failed") {
                     Status::error("turn failed")
                 } else if outcome == Some("paused") {
+                    if open.kind == Kind::Turn {
+                        paused_turn = Some(open.cx.span().span_context().clone());
+                    }
                     Status::Unset // `kaos.outcome=paused` comes with the end attributes.
                 } else if matches!(open.status, Status::Error { .. }) {
                     open.status.clone() // A RunError already said so.
@@ -547,6 +558,12 @@ impl OTelHook {
             }
         };
         let kind = open.kind;
+        if let Some(sc) = paused_turn {
+            if state.paused_turns.len() >= PAUSED_TURNS_KEPT {
+                state.paused_turns.clear();
+            }
+            state.paused_turns.insert(run.clone(), sc);
+        }
         if kind == Kind::Tool
             && self.content.captures()
             && let Some(result) = a.get("result_summary")

@@ -59,6 +59,9 @@ impl OTelHook {
                 if let Some(m) = a.get("model").and_then(Value::as_str) {
                     attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
                 }
+                if let Some(r) = a.get("resumed_from").and_then(Value::as_str) {
+                    attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
+                }
                 let name = if genai {
                     Cow::Owned(concat(&[OP_INVOKE_AGENT, " ", &event.agent]))
                 } else {

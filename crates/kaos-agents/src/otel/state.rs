@@ -128,7 +128,13 @@ pub(super) struct State {
     pub(super) runs: Map<Arc<str>, RunState>,
     /// session id → parent context for that session's root turns.
     pub(super) session_parents: Map<Arc<str>, Context>,
+    /// run id → span context of a turn that ended paused, so the turn that resumes it can
+    /// link to it (bounded: cleared when it reaches [`PAUSED_TURNS_KEPT`]).
+    pub(super) paused_turns: Map<Arc<str>, opentelemetry::trace::SpanContext>,
 }
+
+/// How many paused turns [`State::paused_turns`] remembers.
+pub(super) const PAUSED_TURNS_KEPT: usize = 1024;
 
 pub(super) fn now_nanos() -> u64 {
     std::time::SystemTime::now()

@@ -162,6 +162,40 @@ async fn runner_paused_turn() {
 }
 
 #[tokio::test]
+async fn resumed_turn_links_to_the_paused_turn() {
+    let h = Harness::new();
+    let tool = FnTool::new("wordcount", "Deletes words.", |_: TextArgs| async {
+        "done".to_string()
+    })
+    .destructive();
+    let runner = runner(&h, tool_runtime(tool));
+    let paused = runner.turn("use the tool", "s").await.unwrap();
+    assert_eq!(paused.outcome, TurnOutcome::Paused);
+    let resumed: Vec<_> = runner
+        .resume(paused.run_id.clone(), "s", kaos_agents::Approval::Approve)
+        .collect()
+        .await;
+    assert!(!resumed.is_empty());
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    let turns: Vec<_> = spans.iter().filter(|s| s.name == "agent.turn").collect();
+    assert_eq!(turns.len(), 2);
+    let (first, second) = if attr(turns[0], "kaos.resumed_from").is_some() {
+        (turns[1], turns[0])
+    } else {
+        (turns[0], turns[1])
+    };
+    assert_eq!(attr_s(second, "kaos.resumed_from"), paused.run_id);
+    let links: Vec<_> = second.links.iter().collect();
+    assert_eq!(links.len(), 1, "the resumed turn links to the paused one");
+    assert_eq!(
+        links[0].span_context.span_id(),
+        first.span_context.span_id()
+    );
+    h.assert_state_empty();
+}
+
+#[tokio::test]
 async fn runner_dropped_stream_ends_every_span() {
     let h = Harness::new();
     let entered = Arc::new(tokio::sync::Notify::new());

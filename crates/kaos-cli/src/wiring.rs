@@ -177,6 +177,18 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
                 "{}",
                 tree::render_tree(&log.events, &TreeOptions::default())
             );
+            let mut redacted = kaos_agents::redact::RedactionStats::default();
+            for trailer in &log.trailers {
+                redacted.merge(&trailer.redactions);
+            }
+            if redacted.total() > 0 {
+                let kinds: Vec<String> = redacted
+                    .counts
+                    .iter()
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect();
+                println!("redacted before writing: {}", kinds.join(", "));
+            }
             Ok(0)
         }
         AuditAction::Html { file, output } => {

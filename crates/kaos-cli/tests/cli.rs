@@ -557,6 +557,10 @@ fn audit_trail_is_written_redacted_and_replayable() {
         shown.contains("turn.1") && shown.contains("llm_call.intent_classification"),
         "{shown}"
     );
+    assert!(
+        shown.contains("redacted before writing: anthropic_key="),
+        "{shown}"
+    );
     let html = dir.path().join("trail.html");
     let out = kaos(
         dir.path(),

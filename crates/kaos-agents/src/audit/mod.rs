@@ -25,7 +25,11 @@
 //! existing file. `fsync` follows the [`FsyncPolicy`]. Files are created `0600` in a `0700`
 //! directory on Unix.
 //!
-//! Redaction counts are kept in memory ([`AuditHook::stats`]), not in the file.
+//! 3. after each turn's last event (its `TurnSummary`, or its turn span when that ends
+//!    `cancelled`), a trailer that counts what redaction replaced in that turn's lines:
+//!    `{"trailer":{"run_id":"run_…","events":11,"redactions":{"anthropic_key":1}}}`
+//!
+//! The totals over every session are also in memory ([`AuditHook::stats`]).
 
 mod clean;
 pub mod html;
@@ -75,6 +79,25 @@ impl AuditHeader {
     }
 }
 
+/// The body of a trailer line (`{"trailer": {...}}`): what redaction replaced in one turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditTrailer {
+    /// The run (turn) it closes.
+    pub run_id: String,
+    /// How many event lines that turn wrote to this file.
+    pub events: u64,
+    /// Replacements per kind in those lines (empty when nothing was redacted).
+    pub redactions: RedactionStats,
+}
+
+/// A trailer line as written: one key, `trailer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrailerLine {
+    pub(crate) trailer: AuditTrailer,
+}
+
 /// When audit files are `fsync`ed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
@@ -120,6 +143,10 @@ struct SessionFile {
     file: Option<File>,
     /// A turn span ended and the `TurnSummary` that owes its sync was not written yet.
     sync_owed: bool,
+    /// Event lines written since the last trailer.
+    turn_events: u64,
+    /// Replacements in those lines.
+    turn_redactions: RedactionStats,
 }
 
 /// How an event relates to the end of its turn.
@@ -296,10 +323,10 @@ impl AuditHook {
         event: &Event,
         line: &mut Vec<u8>,
     ) -> Result<(), (&'static str, std::io::Error)> {
+        let mut counts = RedactionStats::default();
         let serialized = if self.memo.event_is_clean(&self.redactor, event) {
             serde_json::to_writer(&mut *line, event)
         } else {
-            let mut counts = RedactionStats::default();
             let redacted = self.redactor.redact_event_counted(event, &mut counts);
             if !counts.is_empty() {
                 lock(&self.redactions).merge(&counts);
@@ -321,6 +348,23 @@ impl AuditHook {
             if empty {
                 header = Some(header_line().map_err(|e| ("serialize header", e))?);
             }
+        }
+        session.turn_events += 1;
+        if !counts.is_empty() {
+            session.turn_redactions.merge(&counts);
+        }
+        // The turn's last line carries its trailer in the same `write_all`.
+        if end == TurnEnd::Final {
+            let trailer = TrailerLine {
+                trailer: AuditTrailer {
+                    run_id: event.run_id.to_string(),
+                    events: std::mem::take(&mut session.turn_events),
+                    redactions: std::mem::take(&mut session.turn_redactions),
+                },
+            };
+            serde_json::to_writer(&mut *line, &trailer)
+                .map_err(|e| ("serialize trailer", std::io::Error::other(e)))?;
+            line.push(b'\n');
         }
         let Some(file) = session.file.as_mut() else {
             return Err(("open audit file", std::io::Error::other("no file")));

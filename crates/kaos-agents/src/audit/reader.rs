@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{AuditHeader, FORMAT_VERSION, session_file_stem};
+use super::{AuditHeader, AuditTrailer, FORMAT_VERSION, TrailerLine, session_file_stem};
 use crate::events::Event;
 use crate::tree::{RunTree, build_runs};
 
@@ -77,6 +77,8 @@ pub struct AuditLog {
     pub torn_tail: Option<usize>,
     /// Files merged in with [`AuditLog::merge`] or [`AuditLog::include_subagents`].
     pub included: Vec<IncludedFile>,
+    /// Each turn's trailer (what redaction replaced), in file order (then merged files').
+    pub trailers: Vec<AuditTrailer>,
 }
 
 impl AuditLog {
@@ -95,6 +97,7 @@ impl AuditLog {
         });
         self.included.extend(other.included);
         self.events.extend(other.events);
+        self.trailers.extend(other.trailers);
     }
 
     /// Merges the files of this log's sub-agent sessions (`{session}/…`) found next to it.
@@ -207,8 +210,23 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<AuditLog, AuditReadError> {
 
     let mut events = Vec::with_capacity(count.saturating_sub(1));
     let mut torn_tail = None;
+    let mut trailers = Vec::new();
     for (i, line) in lines {
         let line_no = i + 1;
+        if line.starts_with(b"{\"trailer\":") {
+            match serde_json::from_slice::<TrailerLine>(line) {
+                Ok(t) => trailers.push(t.trailer),
+                Err(_) if line_no == count && !complete => torn_tail = Some(line_no),
+                Err(source) => {
+                    return Err(AuditReadError::Line {
+                        path: path.clone(),
+                        line: line_no,
+                        source,
+                    });
+                }
+            }
+            continue;
+        }
         match serde_json::from_slice::<Event>(line) {
             Ok(event) => events.push(event),
             Err(_) if line_no == count && !complete => torn_tail = Some(line_no),
@@ -227,5 +245,6 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<AuditLog, AuditReadError> {
         events,
         torn_tail,
         included: Vec::new(),
+        trailers,
     })
 }

@@ -213,6 +213,17 @@ fn canaries_never_reach_the_file() {
     // And the file decodes strictly.
     let log = audit::read_file(hook.path_for_session("s1")).unwrap();
     assert_eq!(log.events.len(), events.len());
+    // The turn's trailer counts what was replaced in its lines.
+    assert_eq!(log.trailers.len(), 1);
+    let trailer = &log.trailers[0];
+    assert_eq!(trailer.run_id, "run_canary");
+    assert!(trailer.redactions.get("anthropic_key") >= 1);
+    assert!(trailer.redactions.get("card_number") >= 2);
+    assert!(trailer.redactions.total() > 0);
+    assert!(
+        text.contains(r#"{"trailer":{"run_id":"run_canary""#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -305,8 +316,11 @@ fn torn_last_line_is_tolerated_and_repaired() {
     let all = drain(&s);
     let path = hook.path_for_session("torn");
     let bytes = std::fs::read(&path).unwrap();
-    // Cut the file in the middle of the last line.
-    std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    // The last line is the turn's trailer; cut the file in the middle of the last event.
+    let body = &bytes[..bytes.len() - 1];
+    let trailer_start = body.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    assert!(bytes[trailer_start..].starts_with(b"{\"trailer\":"));
+    std::fs::write(&path, &bytes[..trailer_start - 20]).unwrap();
     let log = audit::read_file(&path).unwrap();
     assert_eq!(log.events.len(), all.len() - 1);
     assert_eq!(log.torn_tail, Some(all.len() + 1), "header is line 1");
@@ -318,6 +332,13 @@ fn torn_last_line_is_tolerated_and_repaired() {
     let log = audit::read_file(&path).unwrap();
     assert_eq!(log.torn_tail, None);
     assert_eq!(log.events.len(), 2 * all.len() - 1);
+    assert_eq!(
+        log.trailers.len(),
+        1,
+        "the first turn's trailer was cut off with its tail"
+    );
+    assert_eq!(log.trailers[0].run_id, "run_torn2");
+    assert_eq!(log.trailers[0].events, all.len() as u64);
 }
 
 #[test]

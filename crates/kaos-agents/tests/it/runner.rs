@@ -545,3 +545,102 @@ fn hooks_default_methods_do_nothing() {
     impl Hook for Nothing {}
     let _ = Nothing.flush();
 }
+
+#[tokio::test]
+async fn a_plan_intent_on_a_chat_agent_records_the_mismatch_then_runs_the_tool_loop() {
+    let client = FunctionClient::new(
+        |messages: &[kaos_llm::Message], request: &kaos_llm::LlmRequest| {
+            if is_classifier(messages) {
+                ProviderResponse::from_text(
+                    r#"{"intent":"plan","confidence":0.8,"reasoning":"steps"}"#,
+                )
+            } else if request.tools.is_empty() {
+                ProviderResponse::from_text(r#"{"response":"no tools"}"#)
+            } else if messages.iter().any(|m| m.tool_call_id.is_some()) {
+                ProviderResponse::from_text("counted")
+            } else {
+                ProviderResponse::from_tool_call("tc_1", "wordcount", json!({"text": "a b"}))
+            }
+        },
+    );
+    let runtime = KaosRuntime::test_mode()
+        .with_client("fake", client)
+        .with_tool(wordcount());
+    let (runner, rec) = runner_with(runtime);
+    let response = runner.turn("first count, then report", "s").await.unwrap();
+    let events = rec.events();
+    assert_well_formed(&events);
+    let mismatch = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::PatternMismatch {
+                agent_pattern,
+                recommended_pattern,
+                fallback,
+                ..
+            } => Some((
+                agent_pattern.clone(),
+                recommended_pattern.clone(),
+                fallback.clone(),
+            )),
+            _ => None,
+        })
+        .expect("a PatternMismatch event");
+    assert_eq!(mismatch, ("chat".into(), "plan".into(), "tool_loop".into()));
+    assert_eq!(response.text, "counted");
+    assert_eq!(response.tool_calls.len(), 1);
+}
+
+#[tokio::test]
+async fn the_tool_loop_stops_at_max_iterations_with_a_clear_note() {
+    // A model that calls the tool forever.
+    let client = FunctionClient::new(|messages: &[kaos_llm::Message], _: &kaos_llm::LlmRequest| {
+        if is_classifier(messages) {
+            ProviderResponse::from_text(
+                r#"{"intent":"tool_use","confidence":0.9,"reasoning":"tools"}"#,
+            )
+        } else {
+            ProviderResponse::from_tool_call("tc", "wordcount", json!({"text": "a"}))
+        }
+    });
+    let runtime = KaosRuntime::test_mode()
+        .with_client("fake", client)
+        .with_tool(wordcount());
+    let agent = Agent::builder()
+        .model("fake")
+        .max_react_iterations(3)
+        .build()
+        .unwrap();
+    let rec = Arc::new(RecordingHook::new());
+    let runner = Runner::new(agent, runtime).with_shared_hook(rec.clone());
+    let response = runner.turn("loop", "s").await.unwrap();
+    assert_eq!(response.tool_calls.len(), 3);
+    assert!(response.text.contains("3 tool rounds"), "{}", response.text);
+    assert_eq!(response.outcome, TurnOutcome::Completed);
+    assert_well_formed(&rec.events());
+}
+
+#[tokio::test]
+async fn the_second_turn_prompt_includes_the_first_turns_history() {
+    let fake = Arc::new(FunctionClient::new(routing_model("x", json!({}))));
+    let runtime = KaosRuntime::test_mode().with_client("fake", fake.clone());
+    let (runner, _rec) = runner_with(runtime);
+    runner.turn("My name is Ada.", "mem").await.unwrap();
+    runner.turn("What is my name?", "mem").await.unwrap();
+    let respond_prompts: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| !is_classifier(&r.messages))
+        .map(|r| {
+            r.messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(respond_prompts.len(), 2);
+    assert_eq!(respond_prompts[0].matches("user: ").count(), 1);
+    assert!(respond_prompts[1].contains("user: My name is Ada."));
+    assert!(respond_prompts[1].contains("assistant: echo: My name is Ada."));
+    assert!(respond_prompts[1].contains("user: What is my name?"));
+}

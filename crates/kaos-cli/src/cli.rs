@@ -12,6 +12,7 @@ Examples:
   echo \"What is 2+2?\" | kaos run --json             # the turn's events as JSONL
   kaos run --agent agent.toml \"Count the words\"     # tools, permissions, delegates from TOML
   kaos run --model anthropic:claude-haiku-4-5 \"Hi\"  # live (needs ANTHROPIC_API_KEY)
+  kaos resume <run_id> --session <id>               # approve a paused tool call and continue
   kaos chat --session demo                          # interactive; history kept across launches
 
 Exit codes: 0 success, 1 the turn failed, 2 usage or config error, 130 interrupted.";
@@ -50,6 +51,15 @@ Examples:
   kaos chat --session lease-review --agent agent.toml
 Commands inside the chat: /session (print the session id), /exit (or Ctrl-D).";
 
+const RESUME_EXAMPLES: &str = "\
+Examples:
+  kaos run --agent ops.toml --session s1 \"Delete the old report\"
+      The destructive tool needs approval: the turn pauses and prints the run id.
+  kaos resume run_0123abcd --agent ops.toml --session s1
+      Runs exactly that tool call, once, and continues the turn.
+  kaos resume run_0123abcd --agent ops.toml --session s1 --deny \"not today\"
+      The model is told the call was denied and goes on without it.";
+
 const AUDIT_EXAMPLES: &str = "\
 Examples:
   kaos audit show trail.jsonl
@@ -74,9 +84,31 @@ pub enum Command {
     /// Chat with an agent interactively on one session.
     #[command(after_help = CHAT_EXAMPLES)]
     Chat(ChatArgs),
+    /// Approve (or deny) a paused run's tool call and continue the run.
+    #[command(after_help = RESUME_EXAMPLES)]
+    Resume(ResumeArgs),
     /// Read an audit trail: a text tree, an HTML viewer, or an OTLP replay.
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
+}
+
+/// `kaos resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The paused run's id (printed when the turn paused).
+    pub run_id: String,
+    /// The session the run belongs to.
+    #[arg(long, value_name = "ID")]
+    pub session: String,
+    /// Deny the call instead of approving it; the model gets REASON as the call's result.
+    #[arg(long, value_name = "REASON")]
+    pub deny: Option<String>,
+    /// Print the run's events as JSONL on stdout instead of the answer.
+    #[arg(long)]
+    pub json: bool,
+    /// Common flags (use the same --agent, --model and --state-dir as the paused run).
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Flags shared by `run` and `chat`.

@@ -2,7 +2,7 @@
 
 /// The turn ran and completed.
 pub const OK: u8 = 0;
-/// The turn failed (model error, script exhausted, approval needed).
+/// The turn failed (model error, script exhausted) or paused for approval.
 pub const FAILED: u8 = 1;
 /// Bad flags, a bad agent file, an unknown model spec, a missing key.
 pub const USAGE: u8 = 2;

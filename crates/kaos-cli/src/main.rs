@@ -66,6 +66,12 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
             let plan = plan::RunPlan::from_chat_args(args).map_err(CliError::usage)?;
             chat::chat(plan).await
         }
+        cli::Command::Resume(args) => {
+            let run_id = args.run_id.clone();
+            let deny = args.deny.clone();
+            let plan = plan::RunPlan::from_resume_args(args).map_err(CliError::usage)?;
+            run::resume(plan, run_id, deny).await
+        }
         cli::Command::Audit(args) => wiring::audit_command(&args),
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use kaos_agents::{Agent, KaosRuntime, Runner};
 
 use crate::agent_file::{AgentFile, LoadedAgent};
-use crate::cli::{CaptureContent, ChatArgs, CommonArgs, OtlpProtocol, RunArgs};
+use crate::cli::{CaptureContent, ChatArgs, CommonArgs, OtlpProtocol, ResumeArgs, RunArgs};
 use crate::models::ModelRegistry;
 use crate::wiring;
 
@@ -80,6 +80,24 @@ impl RunPlan {
             None => (format!("s-{}", uuid::Uuid::new_v4().simple()), true),
         };
         Self::build(args.message, session, generated, args.json, args.common)
+    }
+
+    /// Validates `kaos resume` flags.
+    pub fn from_resume_args(args: ResumeArgs) -> anyhow::Result<Self> {
+        if args.session.trim().is_empty() {
+            bail!("--session must not be empty");
+        }
+        if args.common.ephemeral {
+            bail!(
+                "--ephemeral: a paused run lives in the state dir; resume it with the same --state-dir"
+            );
+        }
+        Self::build(None, args.session, false, args.json, args.common)
+    }
+
+    /// Whether sessions (and paused runs) outlive this process.
+    pub fn persistent(&self) -> bool {
+        matches!(self.store, StateStore::Dir(_))
     }
 
     /// Validates `kaos chat` flags.

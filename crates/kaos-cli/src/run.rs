@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use futures::StreamExt;
-use kaos_agents::{AgentResponse, Event, EventKind, Hook, Runner, SpanPhase, TurnError};
+use kaos_agents::{
+    AgentResponse, Approval, Event, EventKind, EventStream, Hook, Runner, SpanPhase, TurnError,
+};
 
 use crate::exit::{self, CliError};
 use crate::plan::RunPlan;
@@ -120,15 +122,26 @@ pub async fn drive_turn(
     interrupt: &mut Interrupt,
     message: &str,
 ) -> TurnRun {
-    let spinner = plan
-        .display
-        .spinner
-        .then(|| Spinner::start(recorder.clone()));
-    let mut stream = runner.run_with(
+    let stream = runner.run_with(
         message.to_string(),
         plan.session.clone(),
         wiring::run_options(&plan.observability),
     );
+    drive_stream(plan, runner, recorder, interrupt, stream).await
+}
+
+/// Drives an already started run (a turn or a resumed one) as [`drive_turn`] does.
+pub async fn drive_stream(
+    plan: &RunPlan,
+    runner: &Runner,
+    recorder: &Arc<Recorder>,
+    interrupt: &mut Interrupt,
+    mut stream: EventStream,
+) -> TurnRun {
+    let spinner = plan
+        .display
+        .spinner
+        .then(|| Spinner::start(recorder.clone()));
     let interrupted = loop {
         tokio::select! {
             event = stream.next() => if event.is_none() { break false },
@@ -146,6 +159,27 @@ pub async fn drive_turn(
         events: recorder.take(),
         interrupted,
     }
+}
+
+/// `kaos resume RUN_ID`: approves (or denies) the paused run's pending tool call and
+/// continues it.
+pub async fn resume(plan: RunPlan, run_id: String, deny: Option<String>) -> Result<u8, CliError> {
+    let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
+    let recorder = Recorder::new(plan.json);
+    let (runner, observers) = wiring::attach_hooks(
+        plan.runner(plan.runtime())
+            .with_shared_hook(recorder.clone()),
+        &plan.observability,
+    )
+    .map_err(CliError::usage)?;
+    let approval = match deny {
+        Some(reason) => Approval::Deny { reason },
+        None => Approval::Approve,
+    };
+    let stream = runner.resume(run_id, plan.session.clone(), approval);
+    let turn = drive_stream(&plan, &runner, &recorder, &mut interrupt, stream).await;
+    observers.finish(plan.display.notes);
+    report(&plan, &turn, true)
 }
 
 /// `kaos run`.
@@ -187,9 +221,21 @@ pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, 
     match AgentResponse::from_events(&turn.events, &plan.session) {
         Ok(response) => {
             if let Some(p) = &response.pending_approval {
+                let how = if plan.persistent() {
+                    format!(
+                        "approve it with `kaos resume {run} --session {session}` (or deny it with \
+                         `kaos resume {run} --session {session} --deny REASON`), with the same \
+                         --agent/--model/--state-dir",
+                        run = response.run_id,
+                        session = plan.session
+                    )
+                } else {
+                    "it cannot be resumed: --ephemeral keeps nothing; run without it to resume \
+                     later with `kaos resume`"
+                        .to_string()
+                };
                 return Err(CliError::failed(anyhow!(
-                    "the turn paused: tool `{}` needs approval ({}). Approving tool calls is not \
-                     available in the CLI yet; change its permission rule to `allow` to let it run",
+                    "the turn paused: tool `{}` needs approval ({}); {how}",
                     p.tool_name,
                     p.reason
                 )));

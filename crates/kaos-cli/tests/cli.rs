@@ -584,6 +584,109 @@ fn audit_trail_is_written_redacted_and_replayable() {
 }
 
 #[test]
+fn a_paused_run_is_approved_or_denied_with_kaos_resume() {
+    let dir = TempDir::new("resume");
+    let marker = dir.path().join("ran.txt");
+    dir.write(
+        "ops.toml",
+        &format!(
+            r#"name = "ops"
+model = "script:pause.json"
+[[tools]]
+name = "delete_report"
+description = "Deletes the old report."
+command = ["sh", "-c", "cat >/dev/null; echo once >> {}; echo deleted"]
+destructive = true
+parameters = {{ type = "object", properties = {{}} }}
+"#,
+            marker.display()
+        ),
+    );
+    dir.write(
+        "pause.json",
+        r#"["{\"intent\":\"tool_use\",\"confidence\":0.9}",
+            {"tool_calls":[{"id":"tc_1","name":"delete_report","arguments":{}}]}]"#,
+    );
+    dir.write(
+        "after.json",
+        r#"["The report is gone.", "Understood, I left it."]"#,
+    );
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let pause = |session: &str| {
+        let out = kaos(
+            dir.path(),
+            &[
+                "run",
+                "--agent",
+                "ops.toml",
+                "--state-dir",
+                state,
+                "--session",
+                session,
+                "-q",
+                "Delete it",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("needs approval") && stderr.contains("kaos resume"),
+            "{stderr}"
+        );
+        stderr
+            .split_whitespace()
+            .find(|w| w.starts_with("run_"))
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .to_string()
+            })
+            .unwrap()
+    };
+    let resume = |run: &str, session: &str, extra: &[&str]| {
+        let mut args = vec![
+            "resume",
+            run,
+            "--agent",
+            "ops.toml",
+            "--model",
+            "script:after.json",
+            "--state-dir",
+            state,
+            "--session",
+            session,
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        kaos(dir.path(), &args)
+    };
+
+    let run = pause("approve-me");
+    assert!(!marker.exists(), "a paused tool has not run");
+    let out = resume(&run, "approve-me", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "The report is gone.");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "once\n",
+        "the approved call ran exactly once"
+    );
+    let again = resume(&run, "approve-me", &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("run_state_not_found"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    std::fs::remove_file(&marker).unwrap();
+    let run = pause("deny-me");
+    let out = resume(&run, "deny-me", &["--deny", "not today"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!marker.exists(), "a denied call never runs");
+}
+
+#[test]
 fn help_teaches_by_example() {
     let dir = TempDir::new("help");
     let out = kaos(dir.path(), &["--help"]);

@@ -20,6 +20,15 @@ pub struct KaosRuntime {
     store: Arc<dyn SessionStore>,
     clients: HashMap<String, Arc<dyn LlmClient>>,
     created: Arc<Mutex<HashMap<String, Arc<dyn LlmClient>>>>,
+    session_locks: Arc<Mutex<SessionLocks>>,
+}
+
+/// One async lock per session with a turn in flight; unused entries are swept when the
+/// table doubles, so it stays proportional to the sessions in use.
+#[derive(Default)]
+struct SessionLocks {
+    locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    sweep_at: usize,
 }
 
 impl std::fmt::Debug for KaosRuntime {
@@ -45,6 +54,7 @@ impl KaosRuntime {
             store,
             clients: HashMap::new(),
             created: Arc::new(Mutex::new(HashMap::new())),
+            session_locks: Arc::default(),
         }
     }
 
@@ -104,6 +114,24 @@ impl KaosRuntime {
     /// The session store.
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    /// The lock that serializes turns on one session, shared by every runner on this runtime
+    /// (and its clones), so two turns on a session never interleave their read-modify-write.
+    pub(crate) fn session_lock(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut table = self
+            .session_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if table.locks.len() >= table.sweep_at.max(1024) {
+            table.locks.retain(|_, l| Arc::strong_count(l) > 1);
+            table.sweep_at = table.locks.len() * 2;
+        }
+        table
+            .locks
+            .entry(session_id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The client for a model spec: a registered one, or one built from the environment.

@@ -19,10 +19,9 @@ mod resume;
 mod tool_loop;
 mod turn;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -62,7 +61,6 @@ pub(crate) struct Shared {
     pub tool_defs: Arc<[ToolDefinition]>,
     pub tool_catalog: String,
     pub respond: Signature<prompts::RespondOutput>,
-    pub session_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Shared {
@@ -70,16 +68,10 @@ impl Shared {
         self.tools.iter().find(|t| t.name() == name)
     }
 
-    /// The lock that serializes turns on one session. Entries are dropped when unused.
+    /// The lock that serializes turns on one session (shared by every runner on this
+    /// runtime).
     fn session_lock(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .session_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if locks.len() > 1024 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        locks.entry(session_id.to_string()).or_default().clone()
+        self.runtime.session_lock(session_id)
     }
 }
 
@@ -132,7 +124,6 @@ impl Runner {
                 tool_defs,
                 tool_catalog,
                 respond,
-                session_locks: Arc::default(),
             }),
         }
     }

@@ -644,3 +644,37 @@ async fn the_second_turn_prompt_includes_the_first_turns_history() {
     assert!(respond_prompts[1].contains("assistant: echo: My name is Ada."));
     assert!(respond_prompts[1].contains("user: What is my name?"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_on_one_runtime_serialize_turns_on_a_shared_session() {
+    // A model that yields, so turns really interleave between loading and saving.
+    let route = routing_model("x", json!({}));
+    let client = FunctionClient::new_async(move |request: kaos_llm::LlmRequest| {
+        let reply = route(&request.messages, &request);
+        async move {
+            tokio::task::yield_now().await;
+            reply
+        }
+    });
+    let runtime = KaosRuntime::test_mode().with_client("fake", client);
+    let store = runtime.store().clone();
+    let agent = Agent::builder().model("fake").build().unwrap();
+    let a = Runner::new(agent.clone(), runtime.clone());
+    let b = Runner::new(agent, runtime);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let runner = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { runner.turn(format!("m{i}"), "shared").await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let session = store.load("shared").await.unwrap().unwrap();
+    assert_eq!(session.turn_count, 40);
+    assert_eq!(
+        session.messages.len(),
+        80,
+        "no lost update between the two runners"
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -731,7 +731,11 @@ fn sessions_persist_across_runs() {
 #[test]
 fn sigint_during_a_slow_tool_cancels_the_turn() {
     let dir = TempDir::new("sigint");
-    let marker = dir.path().join("started");
+    // The slow tool says it started through a named pipe: opening it for reading blocks
+    // until the tool writes, so the test waits on the event itself, not on a clock.
+    let fifo = dir.path().join("started");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
     dir.write(
         "agent.toml",
         &format!(
@@ -739,9 +743,9 @@ fn sigint_during_a_slow_tool_cancels_the_turn() {
 model = "script:replies.json"
 [[tools]]
 name = "slow"
-command = ["sh", "-c", "touch '{}'; sleep 30"]
+command = ["sh", "-c", "echo started > '{}'; sleep 30"]
 "#,
-            marker.display()
+            fifo.display()
         ),
     );
     dir.write(
@@ -763,11 +767,16 @@ command = ["sh", "-c", "touch '{}'; sleep 30"]
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the slow tool never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (started_tx, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = started_tx.send(std::fs::read_to_string(fifo));
+    });
+    // A generous bound only so a broken build fails instead of hanging CI.
+    let said = started
+        .recv_timeout(Duration::from_secs(300))
+        .expect("the slow tool never started")
+        .unwrap();
+    assert_eq!(said.trim(), "started");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -423,8 +423,10 @@ async fn env_config_names_the_missing_variable_and_reads_the_base_url() {
     assert_eq!(sent.header("x-api-key"), Some("sk-ant-env"));
 }
 
+/// Live-key test: talks to the real provider, so it is ignored offline and in CI.
+/// Run with `ANTHROPIC_API_KEY=... cargo test -p kaos-llm -- --ignored live_`.
 #[tokio::test]
-#[ignore = "needs ANTHROPIC_API_KEY"]
+#[ignore = "live-key test: needs ANTHROPIC_API_KEY and the network"]
 async fn live_anthropic_answers() {
     let client = AnthropicClient::from_env("claude-haiku-4-5").unwrap();
     let request = LlmRequest::new(vec![Message::user("Say hi in one word.")]);

@@ -398,8 +398,10 @@ async fn env_config_names_the_missing_variable_and_reads_the_base_url() {
     assert_eq!(sent.header("authorization"), Some("Bearer sk-env"));
 }
 
+/// Live-key test: talks to the real provider, so it is ignored offline and in CI.
+/// Run with `OPENAI_API_KEY=... cargo test -p kaos-llm -- --ignored live_`.
 #[tokio::test]
-#[ignore = "needs OPENAI_API_KEY"]
+#[ignore = "live-key test: needs OPENAI_API_KEY and the network"]
 async fn live_openai_answers() {
     let client = OpenAiClient::from_env("gpt-4o-mini").unwrap();
     let request = LlmRequest::new(vec![Message::user("Say hi in one word.")]);

@@ -155,7 +155,7 @@ async fn transport_errors_are_retried() {
 
 #[tokio::test]
 async fn the_client_timeout_applies() {
-    let server = TestServer::start(vec![ok_openai().delay(Duration::from_secs(30))]).await;
+    let server = TestServer::start(vec![ok_openai().hang()]).await;
     let client = OpenAiClient::new("gpt-4o-mini", "k")
         .with_base_url(server.url())
         .with_timeout(Duration::from_millis(50))
@@ -170,7 +170,7 @@ async fn the_client_timeout_applies() {
 
 #[tokio::test]
 async fn the_request_timeout_overrides_the_client_timeout() {
-    let server = TestServer::start(vec![ok_anthropic().delay(Duration::from_secs(30))]).await;
+    let server = TestServer::start(vec![ok_anthropic().hang()]).await;
     let client = AnthropicClient::new("m", "k")
         .with_base_url(server.url())
         .with_retry(RetryPolicy::none());

@@ -25,7 +25,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: ReplyBody,
-    pub delay: Option<Duration>,
+    /// Never answer (to provoke client timeouts without depending on how long anything takes).
+    pub hang: bool,
 }
 
 impl Reply {
@@ -38,7 +39,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: ReplyBody::Full(body.as_bytes().to_vec()),
-            delay: None,
+            hang: false,
         }
     }
 
@@ -53,7 +54,7 @@ impl Reply {
                     .map(|c| c.as_ref().as_bytes().to_vec())
                     .collect(),
             ),
-            delay: None,
+            hang: false,
         }
     }
 
@@ -62,9 +63,9 @@ impl Reply {
         self
     }
 
-    /// Waits this long before answering (used only to provoke client timeouts).
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
+    /// Never answers: a client timeout is the only way out.
+    pub fn hang(mut self) -> Self {
+        self.hang = true;
         self
     }
 }
@@ -193,8 +194,8 @@ async fn serve(
             replies.front().cloned().unwrap()
         }
     };
-    if let Some(delay) = reply.delay {
-        tokio::time::sleep(delay).await;
+    if reply.hang {
+        std::future::pending::<()>().await;
     }
     let mut head = format!(
         "HTTP/1.1 {} Scripted\r\nconnection: close\r\n",

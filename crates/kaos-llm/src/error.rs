@@ -78,6 +78,36 @@ pub enum LlmError {
         /// The last attempt's error.
         last: Box<LlmError>,
     },
+    /// The provider asked to wait longer before a retry (`Retry-After`) than the request's
+    /// deadline leaves, so the call failed at once instead of sleeping.
+    #[error(
+        "{last}; the provider asked to wait {} before retrying, more than the {} left before the request deadline",
+        wait_text(*.requested),
+        wait_text(*.remaining)
+    )]
+    RetryAfterExceedsDeadline {
+        /// The wait the provider asked for (saturated at [`Duration::MAX`]).
+        requested: Duration,
+        /// What was left of the request deadline.
+        remaining: Duration,
+        /// The error that carried the `Retry-After`.
+        last: Box<LlmError>,
+    },
+    /// The provider sent more than a configured size limit allows
+    /// ([`HttpLimits`](crate::providers::HttpLimits)); reading stopped there.
+    #[error(
+        "{provider}: the {what} exceeds the limit of {limit} bytes (HttpLimits::{setting}); reading stopped"
+    )]
+    ResponseTooLarge {
+        /// Provider name.
+        provider: String,
+        /// What was too large (`response body`, `error body`, `server-sent event line`, ...).
+        what: String,
+        /// The limit in bytes.
+        limit: usize,
+        /// The [`HttpLimits`](crate::providers::HttpLimits) field that sets it.
+        setting: &'static str,
+    },
     /// A model spec could not be understood.
     #[error("unknown model spec {spec:?}: {message}")]
     InvalidModelSpec {
@@ -125,6 +155,8 @@ impl LlmError {
                 | LlmError::Transport { .. }
                 | LlmError::Timeout { .. }
                 | LlmError::RetryExhausted { .. }
+                | LlmError::RetryAfterExceedsDeadline { .. }
+                | LlmError::ResponseTooLarge { .. }
                 | LlmError::StreamInterrupted { .. }
                 | LlmError::Auth { .. }
         )
@@ -136,7 +168,8 @@ impl LlmError {
             LlmError::Auth { status, .. }
             | LlmError::Provider { status, .. }
             | LlmError::Decode { status, .. } => Some(*status),
-            LlmError::RetryExhausted { last, .. } => last.status(),
+            LlmError::RetryExhausted { last, .. }
+            | LlmError::RetryAfterExceedsDeadline { last, .. } => last.status(),
             _ => None,
         }
     }
@@ -145,6 +178,7 @@ impl LlmError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             LlmError::Provider { retry_after, .. } => *retry_after,
+            LlmError::RetryAfterExceedsDeadline { requested, .. } => Some(*requested),
             _ => None,
         }
     }
@@ -165,7 +199,9 @@ impl LlmError {
             LlmError::Timeout { .. } => "timeout",
             LlmError::Decode { .. } => "decode_error",
             LlmError::StreamInterrupted { .. } => "stream_interrupted",
-            LlmError::RetryExhausted { last, .. } => last.kind(),
+            LlmError::RetryExhausted { last, .. }
+            | LlmError::RetryAfterExceedsDeadline { last, .. } => last.kind(),
+            LlmError::ResponseTooLarge { .. } => "response_too_large",
             LlmError::InvalidModelSpec { .. } | LlmError::Config(_) => "config_error",
             LlmError::Function(_) => "function_error",
             LlmError::InvalidOutput { .. } => "invalid_output",
@@ -193,10 +229,25 @@ impl LlmError {
             }
             "transport_error" | "timeout" => "Check network access and the provider's base URL.",
             "config_error" => "Fix the model spec or configuration named in the message.",
+            "response_too_large" => {
+                "The provider's answer was larger than allowed; raise the client's HttpLimits if it is legitimate."
+            }
             "invalid_output" | "decode_error" => {
                 "The model's output was not in the expected format; try a stronger model."
             }
             _ => "See the message for details.",
         }
+    }
+}
+
+/// A wait for error messages: whole seconds as `86400 s`, fractions as `1.500 s`, and the
+/// saturated maximum as what it is (more than could be represented).
+fn wait_text(wait: Duration) -> String {
+    if wait == Duration::MAX {
+        format!("more than {} s", u64::MAX)
+    } else if wait.subsec_nanos() == 0 {
+        format!("{} s", wait.as_secs())
+    } else {
+        format!("{:.3} s", wait.as_secs_f64())
     }
 }

@@ -3,13 +3,19 @@
 //! [`RetryPolicy::run`] retries an operation while its error is
 //! [retryable](LlmError::is_retryable) (429, 500, 502, 503, 504, transport errors and
 //! timeouts; never 401/403). Attempt `n` (0-based) waits `uniform(0, min(max_backoff,
-//! base * 2^n))`, or at least the provider's `Retry-After`. When the retries run out the
-//! error becomes [`LlmError::RetryExhausted`].
+//! base * 2^n))`, or at least the provider's `Retry-After` clamped to `max_backoff`. When the
+//! retries run out the error becomes [`LlmError::RetryExhausted`].
+//!
+//! [`RetryPolicy::run_until`] also knows the request's deadline: when the provider asks for a
+//! longer wait than the deadline leaves, the call fails at once with
+//! [`LlmError::RetryAfterExceedsDeadline`] (naming the wait asked for) instead of sleeping;
+//! when the policy's own wait would use up the deadline, it fails with
+//! [`LlmError::RetryExhausted`].
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 
@@ -84,7 +90,7 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `attempt`: full jitter in `[0, backoff_cap]`, but never
-    /// less than the provider's `Retry-After`.
+    /// less than the provider's `Retry-After` clamped to `max_backoff`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let cap = u64::try_from(self.backoff_cap(attempt).as_nanos()).unwrap_or(u64::MAX);
         let jitter = if cap == 0 {
@@ -93,7 +99,7 @@ impl RetryPolicy {
             Duration::from_nanos(rand::random_range(0..=cap))
         };
         match retry_after {
-            Some(at_least) => jitter.max(at_least),
+            Some(at_least) => jitter.max(at_least.min(self.max_backoff)),
             None => jitter,
         }
     }
@@ -107,7 +113,23 @@ impl RetryPolicy {
 
     /// Runs `op` (given the 0-based attempt number) until it succeeds, fails with an error
     /// that is not retryable, or the retries run out ([`LlmError::RetryExhausted`]).
-    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, LlmError>
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, LlmError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, LlmError>>,
+    {
+        self.run_until(None, op).await
+    }
+
+    /// Like [`run`](Self::run), within a deadline: a retry whose wait would reach past
+    /// `deadline` is not attempted. If the provider's `Retry-After` alone is longer than what
+    /// is left, the error is [`LlmError::RetryAfterExceedsDeadline`]; if the policy's wait is,
+    /// [`LlmError::RetryExhausted`]. Either way the call fails at once, without sleeping.
+    pub async fn run_until<T, F, Fut>(
+        &self,
+        deadline: Option<Instant>,
+        mut op: F,
+    ) -> Result<T, LlmError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, LlmError>>,
@@ -117,7 +139,24 @@ impl RetryPolicy {
             match op(attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_retryable() && attempt < self.max_retries => {
-                    let delay = self.delay(attempt, error.retry_after());
+                    let asked = error.retry_after();
+                    let delay = self.delay(attempt, asked);
+                    if let Some(deadline) = deadline {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        if let Some(requested) = asked.filter(|asked| *asked > remaining) {
+                            return Err(LlmError::RetryAfterExceedsDeadline {
+                                requested,
+                                remaining,
+                                last: Box::new(error),
+                            });
+                        }
+                        if delay >= remaining {
+                            return Err(LlmError::RetryExhausted {
+                                attempts: attempt + 1,
+                                last: Box::new(error),
+                            });
+                        }
+                    }
                     tracing::warn!(
                         attempt = attempt + 1,
                         max_retries = self.max_retries,
@@ -140,15 +179,26 @@ impl RetryPolicy {
     }
 }
 
-/// Parses a `Retry-After` value: delay-seconds (`"120"`, fractions accepted) or an HTTP
-/// date (`"Wed, 21 Oct 2015 07:28:00 GMT"`, measured from `now`; past dates give zero).
+/// Parses a `Retry-After` value: delay-seconds (`"120"`, fractions and exponents accepted)
+/// or an HTTP date (`"Wed, 21 Oct 2015 07:28:00 GMT"`, measured from `now`; past dates give
+/// zero). A number too large for a [`Duration`] (`"1e30"`) saturates to [`Duration::MAX`];
+/// negative, NaN or unparsable values give `None`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return seconds_to_duration(seconds);
     }
     let at = parse_http_date(value)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A non-negative number of seconds as a [`Duration`], saturating at [`Duration::MAX`]
+/// (`None` for negative or NaN values).
+pub(crate) fn seconds_to_duration(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -161,7 +211,7 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
         return None;
     }
     let day: u32 = day.parse().ok()?;
-    let year: i64 = year.parse().ok()?;
+    let year: i64 = year.parse().ok().filter(|y| (1..=9999).contains(y))?;
     const MONTHS: [&str; 12] = [
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ];
@@ -172,7 +222,9 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
         return None;
     }
     let days = days_from_civil(year, u32::try_from(month).ok()? + 1, day);
-    let secs = days.checked_mul(86_400)? + i64::try_from(h * 3600 + m * 60 + s).ok()?;
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(i64::try_from(h * 3600 + m * 60 + s).ok()?)?;
     let secs = u64::try_from(secs).ok()?;
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
@@ -206,6 +258,13 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(parse_retry_after("NaN", now), None);
+        assert_eq!(parse_retry_after("1e30", now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("inf", now), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("0.25", now),
+            Some(Duration::from_millis(250))
+        );
     }
 
     #[test]
@@ -219,5 +278,10 @@ mod tests {
             assert!(policy.delay(attempt, None) <= policy.backoff_cap(attempt));
         }
         assert!(policy.delay(0, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        assert_eq!(
+            policy.delay(0, Some(Duration::MAX)),
+            Duration::from_secs(60),
+            "Retry-After is clamped to max_backoff"
+        );
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::client::StreamEvent;
 use crate::error::LlmError;
-use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::retry::{RetryPolicy, parse_retry_after, seconds_to_duration};
 use crate::types::ProviderResponse;
 
 /// The default request timeout of the HTTP providers.
@@ -20,6 +20,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How much of a body an error message quotes.
 const PREVIEW_CHARS: usize = 300;
+
+/// How much of a non-2xx body is read for its error message (the rest is dropped).
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Size limits on what a provider may send; over a limit the answer fails with
+/// [`LlmError::ResponseTooLarge`] instead of growing memory. The defaults are far above any
+/// real model answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The largest response body, and the most bytes one stream may carry in total
+    /// (default 32 MiB).
+    pub max_body_bytes: usize,
+    /// The longest server-sent-event line, and the most `data` one event may gather
+    /// (default 4 MiB).
+    pub max_sse_line_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_sse_line_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
 
 /// The transport of one HTTP client: provider name, connection pool, timeout, retries and
 /// the key to scrub from anything that leaves the client.
@@ -30,6 +55,7 @@ pub(crate) struct Transport {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub key: Option<SecretString>,
+    pub limits: HttpLimits,
 }
 
 impl Transport {
@@ -40,6 +66,7 @@ impl Transport {
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             key,
+            limits: HttpLimits::default(),
         }
     }
 
@@ -101,53 +128,91 @@ impl Transport {
         }
     }
 
+    /// The error for an answer over a size limit.
+    pub fn too_large(&self, what: &str, limit: usize, setting: &'static str) -> LlmError {
+        LlmError::ResponseTooLarge {
+            provider: self.provider.clone(),
+            what: what.to_owned(),
+            limit,
+            setting,
+        }
+    }
+
+    fn timeout_error(&self, timeout: Duration) -> LlmError {
+        LlmError::Timeout {
+            provider: self.provider.clone(),
+            timeout,
+        }
+    }
+
     /// One attempt: sends the request and returns the 2xx response (the body not read yet),
-    /// or the typed error.
+    /// or the typed error. `timeout` is the request's whole budget, `deadline` when it ends.
     async fn send_once(
         &self,
         request: reqwest::RequestBuilder,
+        deadline: Instant,
         timeout: Duration,
     ) -> Result<reqwest::Response, LlmError> {
-        let response = match tokio::time::timeout(timeout, request.send()).await {
+        let until = tokio::time::Instant::from_std(deadline);
+        let response = match tokio::time::timeout_at(until, request.send()).await {
             Ok(result) => result.map_err(|e| self.transport_error(e, timeout))?,
-            Err(_) => {
-                return Err(LlmError::Timeout {
-                    provider: self.provider.clone(),
-                    timeout,
-                });
-            }
+            Err(_) => return Err(self.timeout_error(timeout)),
         };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let headers = response.headers().clone();
-        let body = match tokio::time::timeout(timeout, response.bytes()).await {
-            Ok(Ok(body)) => body,
-            _ => Bytes::new(),
-        };
+        let body = tokio::time::timeout_at(until, read_prefix(response, ERROR_BODY_BYTES))
+            .await
+            .unwrap_or_default();
         Err(self.status_error(status.as_u16(), &headers, &body))
     }
 
+    /// Reads a 2xx body in chunks, failing once it passes `max_body_bytes` (an announced
+    /// `Content-Length` over the limit fails before anything is read).
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, LlmError> {
+        let limit = self.limits.max_body_bytes;
+        let too_large = || self.too_large("response body", limit, "max_body_bytes");
+        let announced = response.content_length().unwrap_or(0);
+        if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?
+        {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     /// Sends a JSON POST with retries and returns the status and body of the 2xx answer.
+    /// `timeout` bounds the whole call, retries and their waits included.
     pub async fn post_json(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Send + Sync),
         timeout: Duration,
     ) -> Result<(u16, Bytes), LlmError> {
+        let deadline = deadline_after(timeout);
         self.retry
-            .run(|_attempt| async {
-                let started = Instant::now();
-                let response = self.send_once(build(), timeout).await?;
+            .run_until(Some(deadline), |_attempt| async {
+                let response = self.send_once(build(), deadline, timeout).await?;
                 let status = response.status().as_u16();
-                let left = timeout.saturating_sub(started.elapsed());
-                match tokio::time::timeout(left, response.bytes()).await {
-                    Ok(Ok(body)) => Ok((status, body)),
-                    Ok(Err(e)) => Err(self.transport_error(e, timeout)),
-                    Err(_) => Err(LlmError::Timeout {
-                        provider: self.provider.clone(),
-                        timeout,
-                    }),
+                let until = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(until, self.read_body(response, timeout)).await {
+                    Ok(Ok(body)) => Ok((status, Bytes::from(body))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(self.timeout_error(timeout)),
                 }
             })
             .await
@@ -173,7 +238,8 @@ impl Transport {
             decoder,
             body: None,
             status: 0,
-            parser: SseParser::default(),
+            parser: SseParser::new(self.limits.max_sse_line_bytes),
+            streamed: 0,
             pending: VecDeque::new(),
             started: Instant::now(),
             seen_events: false,
@@ -219,6 +285,7 @@ struct StreamState<'a, D, B> {
     body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
     status: u16,
     parser: SseParser,
+    streamed: usize,
     pending: VecDeque<Result<StreamEvent, LlmError>>,
     started: Instant,
     seen_events: bool,
@@ -269,9 +336,12 @@ where
             let transport = self.transport;
             let build = &self.build;
             let timeout = self.timeout;
+            let deadline = deadline_after(timeout);
             let connected = transport
                 .retry
-                .run(|_attempt| transport.send_once(build(), timeout))
+                .run_until(Some(deadline), |_attempt| {
+                    transport.send_once(build(), deadline, timeout)
+                })
                 .await;
             match connected {
                 Ok(response) => {
@@ -299,15 +369,44 @@ where
                     self.head
                         .extend_from_slice(&chunk[..chunk.len().min(PREVIEW_CHARS)]);
                 }
-                let events = self.parser.feed(&chunk);
-                self.handle_events(events);
+                self.streamed = self.streamed.saturating_add(chunk.len());
+                let limits = self.transport.limits;
+                if self.streamed > limits.max_body_bytes {
+                    let e =
+                        self.transport
+                            .too_large("stream", limits.max_body_bytes, "max_body_bytes");
+                    self.body = None;
+                    self.fail(e);
+                    return;
+                }
+                match self.parser.feed(&chunk) {
+                    Ok(events) => self.handle_events(events),
+                    Err(LineTooLong) => {
+                        let e = self.transport.too_large(
+                            "server-sent event line",
+                            limits.max_sse_line_bytes,
+                            "max_sse_line_bytes",
+                        );
+                        self.body = None;
+                        self.fail(e);
+                    }
+                }
             }
             Ok(Some(Err(e))) => {
                 let e = self.interrupted(error_chain(&e));
                 self.fail(e);
             }
             Ok(None) => {
-                let events = self.parser.finish();
+                let Ok(events) = self.parser.finish() else {
+                    let limit = self.transport.limits.max_sse_line_bytes;
+                    let e = self.transport.too_large(
+                        "server-sent event line",
+                        limit,
+                        "max_sse_line_bytes",
+                    );
+                    self.fail(e);
+                    return;
+                };
                 self.handle_events(events);
                 if self.finished {
                     return;
@@ -341,41 +440,86 @@ pub(crate) struct SseEvent {
     pub data: String,
 }
 
-/// An incremental server-sent-events parser (bytes may split anywhere).
-#[derive(Debug, Default)]
+/// A server-sent-event line (or one event's gathered `data`) longer than the parser's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineTooLong;
+
+/// An incremental server-sent-events parser (bytes may split anywhere). Work is linear in
+/// the input, and memory bounded by the line limit: a line or an event's data that grows
+/// past it is an error, not an allocation.
+#[derive(Debug)]
 pub(crate) struct SseParser {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
+    max_line: usize,
     event: Option<String>,
     data: Option<String>,
 }
 
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new(HttpLimits::default().max_sse_line_bytes)
+    }
+}
+
 impl SseParser {
+    /// A parser refusing lines (and event data) longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            max_line,
+            event: None,
+            data: None,
+        }
+    }
+
     /// Feeds bytes; returns the events completed by them.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            self.line(line, &mut events);
+        let mut start = 0;
+        let mut from = self.scanned;
+        while let Some(offset) = self.buf[from..].iter().position(|b| *b == b'\n') {
+            let end = from + offset;
+            if end - start > self.max_line {
+                return Err(self.overflow());
+            }
+            let line = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
+            self.line(line.trim_end_matches('\r'), &mut events)?;
+            start = end + 1;
+            from = start;
         }
-        events
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_line {
+            return Err(self.overflow());
+        }
+        Ok(events)
     }
 
     /// Ends the input: an event not closed by a blank line still counts.
-    pub fn finish(&mut self) -> Vec<SseEvent> {
+    pub fn finish(&mut self) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut events = Vec::new();
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
+            self.scanned = 0;
             let line = String::from_utf8_lossy(&rest);
-            self.line(line.trim_end_matches('\r'), &mut events);
+            self.line(line.trim_end_matches('\r'), &mut events)?;
         }
-        self.line("", &mut events);
-        events
+        self.line("", &mut events)?;
+        Ok(events)
     }
 
-    fn line(&mut self, line: &str, events: &mut Vec<SseEvent>) {
+    fn overflow(&mut self) -> LineTooLong {
+        self.buf = Vec::new();
+        self.scanned = 0;
+        self.data = None;
+        LineTooLong
+    }
+
+    fn line(&mut self, line: &str, events: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
         if line.is_empty() {
             if let Some(data) = self.data.take() {
                 events.push(SseEvent {
@@ -384,10 +528,10 @@ impl SseParser {
                 });
             }
             self.event = None;
-            return;
+            return Ok(());
         }
         if line.starts_with(':') {
-            return;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
@@ -397,6 +541,9 @@ impl SseParser {
             "event" => self.event = Some(value.to_owned()),
             "data" => match &mut self.data {
                 Some(data) => {
+                    if data.len().saturating_add(value.len()) >= self.max_line {
+                        return Err(self.overflow());
+                    }
                     data.push('\n');
                     data.push_str(value);
                 }
@@ -404,6 +551,7 @@ impl SseParser {
             },
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -439,10 +587,31 @@ pub(crate) fn preview(body: &[u8]) -> String {
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let ms = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok());
-    if let Some(ms) = ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    if let Some(wait) = ms.and_then(|ms| seconds_to_duration(ms / 1000.0)) {
+        return Some(wait);
     }
     header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+/// The instant `timeout` from now (far in the future when that cannot be represented).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 100)))
+        .unwrap_or(now)
+}
+
+/// Reads at most `limit` bytes of a body (for error messages; the rest is dropped).
+async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    body
 }
 
 /// An error and its sources, on one line.
@@ -485,9 +654,9 @@ mod tests {
             b"event: a\ndata: {\"x\":1}\n\n: comment\r\ndata: one\r\ndata: two\r\n\r\ndata: [DONE]";
         for split in 0..input.len() {
             let mut parser = SseParser::default();
-            let mut events = parser.feed(&input[..split]);
-            events.extend(parser.feed(&input[split..]));
-            events.extend(parser.finish());
+            let mut events = parser.feed(&input[..split]).unwrap();
+            events.extend(parser.feed(&input[split..]).unwrap());
+            events.extend(parser.finish().unwrap());
             assert_eq!(
                 events,
                 vec![

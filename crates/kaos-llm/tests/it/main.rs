@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod fallback;
+mod faults;
 mod function;
 mod openai;
 mod pricing;

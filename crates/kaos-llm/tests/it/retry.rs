@@ -10,7 +10,10 @@ use kaos_llm::{
 };
 use serde_json::json;
 
-use crate::util::{Reply, TestServer, collect_stream, recording_policy, sse_data, sse_event};
+use crate::util::{
+    Reply, TestServer, collect_stream, recording_policy, recording_policy_up_to, sse_data,
+    sse_event,
+};
 
 fn ok_anthropic() -> Reply {
     Reply::json(
@@ -38,7 +41,7 @@ async fn a_429_with_retry_after_is_retried_after_at_least_that_long() {
         ok_anthropic(),
     ])
     .await;
-    let (policy, delays) = recording_policy(3);
+    let (policy, delays) = recording_policy_up_to(3, Duration::from_secs(60));
     let client = AnthropicClient::new("claude-haiku-4-5", "k")
         .with_base_url(server.url())
         .with_retry(policy);
@@ -51,15 +54,30 @@ async fn a_429_with_retry_after_is_retried_after_at_least_that_long() {
 }
 
 #[tokio::test]
+async fn a_retry_after_is_clamped_to_the_policys_max_backoff() {
+    let server = TestServer::start(vec![
+        Reply::json(429, json!({"error": {"message": "slow down"}})).header("retry-after", "30"),
+        ok_anthropic(),
+    ])
+    .await;
+    let (policy, delays) = recording_policy_up_to(3, Duration::from_secs(5));
+    let client = AnthropicClient::new("claude-haiku-4-5", "k")
+        .with_base_url(server.url())
+        .with_retry(policy);
+    assert_eq!(client.complete(&request()).await.unwrap().text(), "ok");
+    assert_eq!(*delays.lock().unwrap(), vec![Duration::from_secs(5)]);
+}
+
+#[tokio::test]
 async fn retry_after_ms_and_http_dates_are_understood() {
     let server = TestServer::start(vec![
         Reply::json(503, json!({"error": {"message": "busy"}})).header("retry-after-ms", "1500"),
         Reply::json(429, json!({"error": {"message": "busy"}}))
-            .header("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            .header("retry-after", &http_date_in(Duration::from_secs(20))),
         ok_openai(),
     ])
     .await;
-    let (policy, delays) = recording_policy(3);
+    let (policy, delays) = recording_policy_up_to(3, Duration::from_secs(60));
     let client = OpenAiClient::new("gpt-4o-mini", "k")
         .with_base_url(server.url())
         .with_retry(policy);
@@ -67,7 +85,9 @@ async fn retry_after_ms_and_http_dates_are_understood() {
     let delays = delays.lock().unwrap().clone();
     assert_eq!(delays.len(), 2);
     assert!(delays[0] >= Duration::from_millis(1500), "{delays:?}");
-    assert!(delays[1] > Duration::from_secs(86_400 * 365), "{delays:?}");
+    // The date is in whole seconds and read a moment later: somewhat under 20 s is left.
+    assert!(delays[1] >= Duration::from_secs(10), "{delays:?}");
+    assert!(delays[1] <= Duration::from_secs(20), "{delays:?}");
 }
 
 #[tokio::test]
@@ -249,4 +269,37 @@ async fn a_stream_that_breaks_after_yielding_is_not_retried() {
     );
     assert_eq!(server.request_count(), 1);
     assert!(delays.lock().unwrap().is_empty());
+}
+
+/// An IMF-fixdate `ahead` from now (whole seconds).
+pub(crate) fn http_date_in(ahead: Duration) -> String {
+    let at = std::time::SystemTime::now() + ahead;
+    http_date(at)
+}
+
+/// An IMF-fixdate of `at` (whole seconds), via the civil-from-days algorithm.
+pub(crate) fn http_date(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }

@@ -17,6 +17,8 @@ pub enum ReplyBody {
     Full(Vec<u8>),
     /// Sent piece by piece (flushed each time), then the connection closes.
     Chunks(Vec<Vec<u8>>),
+    /// `head`, then `repeat` again and again until the client hangs up (no length).
+    Endless { head: Vec<u8>, repeat: Vec<u8> },
 }
 
 /// One scripted reply.
@@ -54,6 +56,19 @@ impl Reply {
                     .map(|c| c.as_ref().as_bytes().to_vec())
                     .collect(),
             ),
+            hang: false,
+        }
+    }
+
+    /// A 200 answer that never ends: `head`, then `repeat` forever.
+    pub fn endless(content_type: &str, head: &str, repeat: &[u8]) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: ReplyBody::Endless {
+                head: head.as_bytes().to_vec(),
+                repeat: repeat.to_vec(),
+            },
             hang: false,
         }
     }
@@ -220,6 +235,18 @@ async fn serve(
                 tokio::task::yield_now().await;
             }
         }
+        ReplyBody::Endless {
+            head: first,
+            repeat,
+        } => {
+            head.push_str("\r\n");
+            socket.write_all(head.as_bytes()).await?;
+            socket.write_all(&first).await?;
+            loop {
+                // Ends when the client drops the connection (the write fails).
+                socket.write_all(&repeat).await?;
+            }
+        }
     }
     socket.flush().await?;
     socket.shutdown().await
@@ -227,17 +254,22 @@ async fn serve(
 
 /// A fast policy whose waits are recorded instead of slept.
 pub fn recording_policy(max_retries: u32) -> (RetryPolicy, Arc<Mutex<Vec<Duration>>>) {
+    recording_policy_up_to(max_retries, Duration::from_millis(10))
+}
+
+/// A policy with this `max_backoff` whose waits are recorded instead of slept.
+pub fn recording_policy_up_to(
+    max_retries: u32,
+    max_backoff: Duration,
+) -> (RetryPolicy, Arc<Mutex<Vec<Duration>>>) {
     let delays = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&delays);
-    let policy = RetryPolicy::new(
-        max_retries,
-        Duration::from_millis(1),
-        Duration::from_millis(10),
-    )
-    .with_sleeper(move |d| {
-        sink.lock().unwrap().push(d);
-        std::future::ready(())
-    });
+    let policy = RetryPolicy::new(max_retries, Duration::from_millis(1), max_backoff).with_sleeper(
+        move |d| {
+            sink.lock().unwrap().push(d);
+            std::future::ready(())
+        },
+    );
     (policy, delays)
 }
 

@@ -133,12 +133,16 @@ fn tool_input(arguments: &Value) -> Value {
 pub(crate) fn usage(wire: &WireUsage) -> Usage {
     let cache_read = wire.cache_read_input_tokens.unwrap_or(0);
     let cache_write = wire.cache_creation_input_tokens.unwrap_or(0);
-    let input = wire.input_tokens.unwrap_or(0) + cache_read + cache_write;
+    let input = wire
+        .input_tokens
+        .unwrap_or(0)
+        .saturating_add(cache_read)
+        .saturating_add(cache_write);
     let output = wire.output_tokens.unwrap_or(0);
     Usage {
         input_tokens: input,
         output_tokens: output,
-        total_tokens: input + output,
+        total_tokens: input.saturating_add(output),
         cache_read_tokens: cache_read,
         cache_write_tokens: cache_write,
     }

@@ -12,7 +12,7 @@ use super::stream::OpenAiDecoder;
 use super::wire::ChatResponse;
 use crate::client::{LlmClient, StreamEvent};
 use crate::error::LlmError;
-use crate::providers::http::{Transport, join_url};
+use crate::providers::http::{HttpLimits, Transport, join_url};
 use crate::retry::RetryPolicy;
 use crate::types::{LlmRequest, ProviderResponse};
 
@@ -54,6 +54,7 @@ impl fmt::Debug for OpenAiClient {
             .field("api_key", &key)
             .field("timeout", &self.transport.timeout)
             .field("retry", &self.transport.retry)
+            .field("limits", &self.transport.limits)
             .finish()
     }
 }
@@ -136,6 +137,13 @@ impl OpenAiClient {
     /// Sets the retry policy (default: 3 retries, base 1 s, max 60 s).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.transport.retry = retry;
+        self
+    }
+
+    /// Sets the size limits on answers (default: 32 MiB bodies and streams, 4 MiB
+    /// server-sent-event lines); over a limit is [`LlmError::ResponseTooLarge`].
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.transport.limits = limits;
         self
     }
 

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod audit;
 pub mod events;
 pub mod hooks;
+pub mod naming;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod permissions;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::events::{Event, EventKind, SpanError, SpanPhase, SpanSubject};
+use crate::naming::{self, SpanNaming};
 
 /// How a span ended (or that it has not yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +66,7 @@ pub struct SpanNode {
     pub parent_span_id: Option<Arc<str>>,
     /// What it is about.
     pub subject: SpanSubject,
-    /// Its name (`turn.1`, `tool.search`, ...).
+    /// Its name as the exporter names it (`agent.turn`, `agent.tool_call.search`, ...).
     pub name: String,
     /// How it ended.
     pub status: SpanStatus,
@@ -88,6 +89,33 @@ pub struct SpanNode {
     pub events: Vec<usize>,
     /// Runs nested under this span (sub-agents, handoffs), as indices into the runs.
     pub child_runs: Vec<usize>,
+}
+
+impl SpanNode {
+    /// A span not yet started or ended.
+    fn new(
+        span_id: Arc<str>,
+        parent_span_id: Option<Arc<str>>,
+        subject: SpanSubject,
+        name: String,
+    ) -> Self {
+        Self {
+            span_id,
+            parent_span_id,
+            subject,
+            name,
+            status: SpanStatus::Open,
+            start_event: None,
+            start_timestamp: None,
+            end_timestamp: None,
+            duration_ms: None,
+            attributes: Map::new(),
+            error: None,
+            children: Vec::new(),
+            events: Vec::new(),
+            child_runs: Vec::new(),
+        }
+    }
 }
 
 /// One run's spans.
@@ -127,6 +155,13 @@ impl RunTree {
 /// Rebuilds every run's span tree from `events` (any order of runs; within a run, events in
 /// emission order). Runs are in order of first appearance.
 pub fn build_runs(events: &[Event]) -> Vec<RunTree> {
+    build_runs_named(events, SpanNaming::Seed)
+}
+
+/// [`build_runs`] with spans named as the exporter names them under `naming`
+/// ([`crate::naming::span_name`]); a classifier's model call gets the exporter's
+/// `agent.intent_classification` wrapper node (id `{span_id}#intent`) around it.
+pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
     struct Building {
         tree: RunTree,
         index: HashMap<Arc<str>, usize>,
@@ -171,12 +206,35 @@ pub fn build_runs(events: &[Event]) -> Vec<RunTree> {
         let node_index = match b.index.get(&span.span_id) {
             Some(&n) => n,
             None => {
+                let wrapper = naming::wrapper_name(span.subject, &span.attributes).map(|w| {
+                    let n = b.tree.spans.len();
+                    let id: Arc<str> = Arc::from(naming::wrapper_id(&span.span_id));
+                    b.tree.spans.push(SpanNode::new(
+                        id.clone(),
+                        span.parent_span_id.clone(),
+                        span.subject,
+                        w.to_string(),
+                    ));
+                    b.index.insert(id, n);
+                    match span.parent_span_id.as_ref().and_then(|p| b.index.get(p)) {
+                        Some(&parent) => b.tree.spans[parent].children.push(n),
+                        None => b.tree.roots.push(n),
+                    }
+                    n
+                });
                 let n = b.tree.spans.len();
+                let name = naming::span_name(
+                    span.subject,
+                    &span.name,
+                    &span.attributes,
+                    &event.agent,
+                    naming,
+                );
                 b.tree.spans.push(SpanNode {
                     span_id: span.span_id.clone(),
                     parent_span_id: span.parent_span_id.clone(),
                     subject: span.subject,
-                    name: span.name.clone(),
+                    name: name.into_owned(),
                     status: SpanStatus::Open,
                     start_event: None,
                     start_timestamp: None,
@@ -189,13 +247,31 @@ pub fn build_runs(events: &[Event]) -> Vec<RunTree> {
                     child_runs: Vec::new(),
                 });
                 b.index.insert(span.span_id.clone(), n);
-                match span.parent_span_id.as_ref().and_then(|p| b.index.get(p)) {
-                    Some(&parent) => b.tree.spans[parent].children.push(n),
+                match wrapper.or_else(|| {
+                    span.parent_span_id
+                        .as_ref()
+                        .and_then(|p| b.index.get(p).copied())
+                }) {
+                    Some(parent) => b.tree.spans[parent].children.push(n),
                     None => b.tree.roots.push(n),
                 }
                 n
             }
         };
+        // The wrapper starts and ends with the call it wraps.
+        if let Some(&w) = b.index.get(naming::wrapper_id(&span.span_id).as_str())
+            && w + 1 == node_index
+        {
+            let wrapper = &mut b.tree.spans[w];
+            if span.phase == SpanPhase::Start {
+                wrapper.start_event = Some(i);
+                wrapper.start_timestamp = Some(event.timestamp);
+            } else {
+                wrapper.status = SpanStatus::from_phase(span.phase);
+                wrapper.end_timestamp = Some(event.timestamp);
+                wrapper.duration_ms = span.duration_ms;
+            }
+        }
         let node = &mut b.tree.spans[node_index];
         for (k, v) in &span.attributes {
             node.attributes.insert(k.clone(), v.clone());
@@ -273,6 +349,8 @@ pub struct TreeOptions {
     pub verbose: bool,
     /// Longest quoted text (result summaries, answers), in characters.
     pub max_text: usize,
+    /// Span names: the exporter's, under the same naming ([`SpanNaming::Seed`] by default).
+    pub naming: SpanNaming,
 }
 
 impl Default for TreeOptions {
@@ -282,6 +360,7 @@ impl Default for TreeOptions {
             durations: true,
             verbose: false,
             max_text: 60,
+            naming: SpanNaming::Seed,
         }
     }
 }
@@ -289,7 +368,7 @@ impl Default for TreeOptions {
 /// Draws the span tree of every top-level run in `events` (sub-agent runs appear under
 /// their parent span).
 pub fn render_tree(events: &[Event], opts: &TreeOptions) -> String {
-    let runs = build_runs(events);
+    let runs = build_runs_named(events, opts.naming);
     let mut out = String::new();
     for (r, run) in runs.iter().enumerate() {
         if run.parent_run.is_none() {

@@ -199,7 +199,7 @@ fn scripted_tool_turn_runs_the_command() {
     assert_eq!(summary["text"], "The tool said 42.");
     assert_eq!(summary["tool_calls"][0]["tool_name"], "answer");
     assert!(
-        text(&out.stderr).contains("tool.answer"),
+        text(&out.stderr).contains("agent.tool_call.answer"),
         "{}",
         text(&out.stderr)
     );
@@ -554,7 +554,9 @@ fn audit_trail_is_written_redacted_and_replayable() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
-        shown.contains("turn.1") && shown.contains("llm_call.intent_classification"),
+        shown.contains("agent.turn")
+            && shown.contains("agent.intent_classification")
+            && shown.contains("chat "),
         "{shown}"
     );
     assert!(

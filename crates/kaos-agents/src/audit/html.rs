@@ -11,13 +11,39 @@
 use serde_json::json;
 
 use super::AuditLog;
+use crate::naming;
 
 const TEMPLATE: &str = include_str!("viewer.html");
 const PLACEHOLDER: &str = "/*KAOS_AUDIT_DATA*/";
 
 /// Renders `log` as one self-contained HTML page.
 pub fn render_html(log: &AuditLog) -> String {
+    // Span names (and the intent wrapper) come from the exporter's naming function; the
+    // page's script only draws them.
+    let mut names = serde_json::Map::new();
+    let mut wrappers = serde_json::Map::new();
+    for run in log.runs() {
+        let mut run_names = serde_json::Map::new();
+        let mut run_wrappers = serde_json::Map::new();
+        for (i, span) in run.spans.iter().enumerate() {
+            run_names.insert(span.span_id.to_string(), span.name.clone().into());
+            // A wrapper node comes right before the span it wraps, which is its child.
+            if let Some(next) = run.spans.get(i + 1)
+                && span.children.first() == Some(&(i + 1))
+                && *span.span_id == naming::wrapper_id(&next.span_id)
+            {
+                run_wrappers.insert(
+                    next.span_id.to_string(),
+                    json!([span.span_id.to_string(), span.name]),
+                );
+            }
+        }
+        names.insert(run.run_id.to_string(), run_names.into());
+        wrappers.insert(run.run_id.to_string(), run_wrappers.into());
+    }
     let data = json!({
+        "span_names": names,
+        "span_wrappers": wrappers,
         "path": log.path.display().to_string(),
         "header": log.header,
         "torn_tail": log.torn_tail,

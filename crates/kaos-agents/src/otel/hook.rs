@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::attributes::*;
 use super::content::{CaptureContent, ContentPolicy, output_messages};
+use super::mapping::{end_attributes, start_shape};
 pub(super) use super::state::Kind;
 use super::state::{
     Key, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
@@ -18,6 +19,7 @@ use super::state::{
 use super::{SpanNaming, parse_traceparent};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome};
 use crate::hooks::{Hook, HookAction, HookError};
+use crate::naming::{INTENT_CLASSIFICATION_SPAN, wrapper_id, wrapper_name};
 use crate::redact::Redactor;
 
 /// Maps kaos turn events onto OpenTelemetry spans.
@@ -233,7 +235,7 @@ impl OTelHook {
                         let parent = run_turn_cx(&state, &run);
                         let span = self
                             .tracer
-                            .span_builder("agent.intent_classification")
+                            .span_builder(INTENT_CLASSIFICATION_SPAN)
                             .with_kind(SpanKind::Internal)
                             .with_start_time(system_time(event.timestamp))
                             .with_attributes(attrs)
@@ -389,8 +391,7 @@ impl OTelHook {
         let kind = Kind::from(span.subject);
 
         // The classifier's call sits inside an `agent.intent_classification` span.
-        let purpose = a.get("purpose").and_then(Value::as_str).unwrap_or("");
-        if kind == Kind::Llm && purpose == "intent_classification" {
+        if let Some(wrapper) = wrapper_name(span.subject, a) {
             let existing = state
                 .runs
                 .get_mut(&run)
@@ -403,13 +404,10 @@ impl OTelHook {
                     k
                 }
                 _ => {
-                    let ikey: Key = (
-                        run.clone(),
-                        Arc::from(super::mapping::concat(&[&span.span_id, "#intent"])),
-                    );
+                    let ikey: Key = (run.clone(), Arc::from(wrapper_id(&span.span_id)));
                     let otel = self
                         .tracer
-                        .span_builder("agent.intent_classification")
+                        .span_builder(wrapper)
                         .with_kind(SpanKind::Internal)
                         .with_start_time(t)
                         .start_with_context(&self.tracer, &parent_cx);
@@ -438,7 +436,7 @@ impl OTelHook {
             parent_key = Some(intent_key);
         }
 
-        let (name, otel_kind, attrs) = self.start_shape(event, span);
+        let (name, otel_kind, attrs) = start_shape(self.naming, &self.content, event, span);
         let mut builder = self
             .tracer
             .span_builder(name)
@@ -490,7 +488,7 @@ impl OTelHook {
         }
         let otel = open.cx.span();
         let a = &span.attributes;
-        otel.set_attributes(self.end_attributes(open.kind, span));
+        otel.set_attributes(end_attributes(open.kind, span));
         let duration_ms = span
             .duration_ms
             .unwrap_or_else(|| event.timestamp.saturating_sub(open.start_ns) as f64 / 1_000_000.0);

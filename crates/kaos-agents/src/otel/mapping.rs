@@ -8,212 +8,184 @@ use serde_json::Value;
 
 use super::SpanNaming;
 use super::attributes::*;
-use super::hook::{Kind, OTelHook};
+use super::content::ContentPolicy;
+use super::state::Kind;
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
+use crate::naming::span_name;
 
 /// The attribute capacity of a new span (START, END and late attributes together).
 const SPAN_ATTRIBUTES: usize = 16;
 
-/// `parts` joined, in one allocation (`format!` costs several times more here).
-pub(super) fn concat(parts: &[&str]) -> String {
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.push_str(p);
-    }
-    out
+/// Name, kind and START attributes of a span. The name comes from
+/// [`crate::naming::span_name`], the function the terminal tree uses too.
+pub(super) fn start_shape(
+    naming: SpanNaming,
+    content: &ContentPolicy,
+    event: &Event,
+    span: &SpanEvent,
+) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
+    let a = &span.attributes;
+    let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let suffix = |prefix: &str| {
+        span.name
+            .strip_prefix(prefix)
+            .unwrap_or(&span.name)
+            .to_string()
+    };
+    let name = span_name(span.subject, &span.name, a, &event.agent, naming);
+    // The SDK keeps this vector as the span's attribute list and pushes the END and
+    // late attributes onto it: sized for a span's whole life (a turn has up to 15, a
+    // tool call 16), so it never reallocates.
+    let mut attrs = Vec::with_capacity(SPAN_ATTRIBUTES);
+    let kind = match span.subject {
+        SpanSubject::Turn => {
+            attrs.extend([
+                KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
+                // The event's shared ids go on the span as they are (no copy).
+                KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone()),
+                KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
+                KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
+                KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
+            ]);
+            if let Some(n) = a.get("turn_number").and_then(as_i64) {
+                attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
+            }
+            if let Some(m) = a.get("model").and_then(Value::as_str) {
+                attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
+            }
+            if let Some(r) = a.get("resumed_from").and_then(Value::as_str) {
+                attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
+            }
+            SpanKind::Internal
+        }
+        SpanSubject::LlmCall => {
+            let model = a.get("model").and_then(Value::as_str).unwrap_or("");
+            attrs.extend([
+                KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
+                KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
+                KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
+                KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
+                KeyValue::new(KAOS_PURPOSE, s("purpose")),
+            ]);
+            SpanKind::Client
+        }
+        SpanSubject::ToolCall => {
+            let tool = match a.get("tool_name").and_then(Value::as_str) {
+                Some(t) => t.to_string(),
+                None => suffix("tool."),
+            };
+            attrs.extend([
+                KeyValue::new(GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL),
+                KeyValue::new(GEN_AI_TOOL_NAME, tool.clone()),
+                KeyValue::new(GEN_AI_TOOL_CALL_ID, s("call_id")),
+                KeyValue::new(GEN_AI_TOOL_TYPE, "function"),
+                KeyValue::new(KAOS_TOOL_NAME, tool),
+                KeyValue::new(KAOS_CALL_ID, s("call_id")),
+                KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
+            ]);
+            if let Some(p) = a.get("permission").and_then(Value::as_str) {
+                attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
+            }
+            if let Some(p) = a.get("step_id").and_then(Value::as_str) {
+                attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
+            }
+            SpanKind::Internal
+        }
+        SpanSubject::Step => {
+            let id = a
+                .get("step_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| suffix("step."));
+            attrs.extend([
+                KeyValue::new(KAOS_STEP_ID, id),
+                KeyValue::new(KAOS_DESCRIPTION, content.short(&s("description"))),
+                KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
+            ]);
+            SpanKind::Internal
+        }
+        SpanSubject::Subagent => {
+            let name = a
+                .get("subagent_name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| suffix("subagent."));
+            attrs.extend([
+                KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
+                KeyValue::new(GEN_AI_AGENT_NAME, name.clone()),
+                KeyValue::new(KAOS_SUBAGENT_NAME, name),
+                KeyValue::new(KAOS_TASK, content.short(&s("task"))),
+            ]);
+            SpanKind::Internal
+        }
+        SpanSubject::Handoff => {
+            let to = a
+                .get("to_agent")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| suffix("handoff."));
+            attrs.extend([
+                KeyValue::new(KAOS_FROM_AGENT, s("from_agent")),
+                KeyValue::new(KAOS_TO_AGENT, to),
+                KeyValue::new(KAOS_REASON, content.short(&s("reason"))),
+            ]);
+            SpanKind::Internal
+        }
+    };
+    (name, kind, attrs)
 }
 
-impl OTelHook {
-    /// Name, kind and START attributes of a span.
-    pub(super) fn start_shape(
-        &self,
-        event: &Event,
-        span: &SpanEvent,
-    ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
-        let a = &span.attributes;
-        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let suffix = |prefix: &str| {
-            span.name
-                .strip_prefix(prefix)
-                .unwrap_or(&span.name)
-                .to_string()
-        };
-        let genai = self.naming == SpanNaming::GenAi;
-        // The SDK keeps this vector as the span's attribute list and pushes the END and
-        // late attributes onto it: sized for a span's whole life (a turn has up to 15, a
-        // tool call 16), so it never reallocates.
-        let mut attrs = Vec::with_capacity(SPAN_ATTRIBUTES);
-        let (name, kind): (Cow<'static, str>, _) = match span.subject {
-            SpanSubject::Turn => {
-                attrs.extend([
-                    KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
-                    // The event's shared ids go on the span as they are (no copy).
-                    KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
-                    KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
-                ]);
-                if let Some(n) = a.get("turn_number").and_then(as_i64) {
-                    attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
-                }
-                if let Some(m) = a.get("model").and_then(Value::as_str) {
-                    attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
-                }
-                if let Some(r) = a.get("resumed_from").and_then(Value::as_str) {
-                    attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
-                }
-                let name = if genai {
-                    Cow::Owned(concat(&[OP_INVOKE_AGENT, " ", &event.agent]))
-                } else {
-                    Cow::Borrowed("agent.turn")
-                };
-                (name, SpanKind::Internal)
+/// The attributes a span's terminal phase adds.
+pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
+    let a = &span.attributes;
+    let mut out = Vec::with_capacity(8);
+    let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
+        if let Some(v) = a.get(src).and_then(as_i64) {
+            out.push(KeyValue::new(dst, v));
+        }
+    };
+    match kind {
+        Kind::Llm => {
+            int_attr("input_tokens", GEN_AI_USAGE_INPUT_TOKENS, &mut out);
+            int_attr("output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS, &mut out);
+            int_attr(
+                "cache_read_tokens",
+                GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                &mut out,
+            );
+            int_attr("attempts", KAOS_ATTEMPTS, &mut out);
+            if let Some(c) = a.get("cost_usd").and_then(Value::as_f64) {
+                out.push(KeyValue::new(KAOS_COST_USD, c));
             }
-            SpanSubject::LlmCall => {
-                let model = a.get("model").and_then(Value::as_str).unwrap_or("");
-                let name = concat(&[OP_CHAT, " ", model]);
-                attrs.extend([
-                    KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
-                    KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
-                    KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
-                    KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
-                    KeyValue::new(KAOS_PURPOSE, s("purpose")),
-                ]);
-                (Cow::Owned(name), SpanKind::Client)
+            if let Some(m) = a.get("response_model").and_then(Value::as_str) {
+                out.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.to_string()));
             }
-            SpanSubject::ToolCall => {
-                let tool = match a.get("tool_name").and_then(Value::as_str) {
-                    Some(t) => t.to_string(),
-                    None => suffix("tool."),
-                };
-                attrs.extend([
-                    KeyValue::new(GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL),
-                    KeyValue::new(GEN_AI_TOOL_NAME, tool.clone()),
-                    KeyValue::new(GEN_AI_TOOL_CALL_ID, s("call_id")),
-                    KeyValue::new(GEN_AI_TOOL_TYPE, "function"),
-                    KeyValue::new(KAOS_TOOL_NAME, tool.clone()),
-                    KeyValue::new(KAOS_CALL_ID, s("call_id")),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
-                ]);
-                if let Some(p) = a.get("permission").and_then(Value::as_str) {
-                    attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
-                }
-                if let Some(p) = a.get("step_id").and_then(Value::as_str) {
-                    attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
-                }
-                let name = if genai {
-                    concat(&[OP_EXECUTE_TOOL, " ", &tool])
-                } else {
-                    concat(&["agent.tool_call.", &tool])
-                };
-                (Cow::Owned(name), SpanKind::Internal)
+            if let Some(id) = a.get("response_id").and_then(Value::as_str) {
+                out.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
             }
-            SpanSubject::Step => {
-                let id = a
-                    .get("step_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| suffix("step."));
-                attrs.extend([
-                    KeyValue::new(KAOS_STEP_ID, id.clone()),
-                    KeyValue::new(KAOS_DESCRIPTION, self.content.short(&s("description"))),
-                    KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
-                ]);
-                (
-                    Cow::Owned(concat(&["agent.step.", &id])),
-                    SpanKind::Internal,
-                )
+            if let Some(r) = a.get("stop_reason").and_then(Value::as_str) {
+                out.push(kv_json(
+                    GEN_AI_RESPONSE_FINISH_REASONS,
+                    &Value::Array(vec![Value::String(r.to_string())]),
+                ));
             }
-            SpanSubject::Subagent => {
-                let name = a
-                    .get("subagent_name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| suffix("subagent."));
-                attrs.extend([
-                    KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
-                    KeyValue::new(GEN_AI_AGENT_NAME, name.clone()),
-                    KeyValue::new(KAOS_SUBAGENT_NAME, name.clone()),
-                    KeyValue::new(KAOS_TASK, self.content.short(&s("task"))),
-                ]);
-                let span_name = if genai {
-                    concat(&[OP_INVOKE_AGENT, " ", &name])
-                } else {
-                    concat(&["agent.subagent.", &name])
-                };
-                (Cow::Owned(span_name), SpanKind::Internal)
-            }
-            SpanSubject::Handoff => {
-                let to = a
-                    .get("to_agent")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| suffix("handoff."));
-                attrs.extend([
-                    KeyValue::new(KAOS_FROM_AGENT, s("from_agent")),
-                    KeyValue::new(KAOS_TO_AGENT, to.clone()),
-                    KeyValue::new(KAOS_REASON, self.content.short(&s("reason"))),
-                ]);
-                (
-                    Cow::Owned(concat(&["agent.handoff.", &to])),
-                    SpanKind::Internal,
-                )
-            }
-        };
-        (name, kind, attrs)
-    }
-
-    pub(super) fn end_attributes(&self, kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
-        let a = &span.attributes;
-        let mut out = Vec::with_capacity(8);
-        let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
-            if let Some(v) = a.get(src).and_then(as_i64) {
-                out.push(KeyValue::new(dst, v));
-            }
-        };
-        match kind {
-            Kind::Llm => {
-                int_attr("input_tokens", GEN_AI_USAGE_INPUT_TOKENS, &mut out);
-                int_attr("output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS, &mut out);
-                int_attr(
-                    "cache_read_tokens",
-                    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-                    &mut out,
-                );
-                int_attr("attempts", KAOS_ATTEMPTS, &mut out);
-                if let Some(c) = a.get("cost_usd").and_then(Value::as_f64) {
-                    out.push(KeyValue::new(KAOS_COST_USD, c));
-                }
-                if let Some(m) = a.get("response_model").and_then(Value::as_str) {
-                    out.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.to_string()));
-                }
-                if let Some(id) = a.get("response_id").and_then(Value::as_str) {
-                    out.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
-                }
-                if let Some(r) = a.get("stop_reason").and_then(Value::as_str) {
-                    out.push(kv_json(
-                        GEN_AI_RESPONSE_FINISH_REASONS,
-                        &Value::Array(vec![Value::String(r.to_string())]),
-                    ));
-                }
-            }
-            Kind::Tool => {
-                if let Some(b) = a.get("is_error").and_then(Value::as_bool) {
-                    out.push(KeyValue::new(KAOS_IS_ERROR, b));
-                } else {
-                    out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
-                }
-            }
-            Kind::Step => {
+        }
+        Kind::Tool => {
+            if let Some(b) = a.get("is_error").and_then(Value::as_bool) {
+                out.push(KeyValue::new(KAOS_IS_ERROR, b));
+            } else {
                 out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
             }
-            Kind::Turn => {
-                if let Some(o) = a.get("outcome").and_then(Value::as_str) {
-                    out.push(KeyValue::new(KAOS_OUTCOME, o.to_string()));
-                }
-            }
-            Kind::Intent | Kind::Subagent | Kind::Handoff => {}
         }
-        out
+        Kind::Step => {
+            out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
+        }
+        Kind::Turn => {
+            if let Some(o) = a.get("outcome").and_then(Value::as_str) {
+                out.push(KeyValue::new(KAOS_OUTCOME, o.to_string()));
+            }
+        }
+        Kind::Intent | Kind::Subagent | Kind::Handoff => {}
     }
+    out
 }

@@ -26,6 +26,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
+pub use crate::naming::SpanNaming;
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
 pub use hook::OTelHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
@@ -33,17 +34,6 @@ pub use telemetry::{
     ConsoleExporter, CountingExporter, Exporter, MemoryExporter, Protocol, Telemetry,
     TelemetryBuilder, TelemetryError, TelemetryStats,
 };
-
-/// How spans are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SpanNaming {
-    /// The seed's names: `agent.turn`, `agent.tool_call.{tool}`, `agent.subagent.{name}`,
-    /// `chat {model}`.
-    #[default]
-    Seed,
-    /// GenAI names: `invoke_agent {agent}`, `execute_tool {tool}`, `chat {model}`.
-    GenAi,
-}
 
 /// The turn START attribute that carries a W3C `traceparent` to continue.
 pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";

@@ -267,7 +267,7 @@ fn round_trip_equals_redacted_stream() {
     let runs = log.runs();
     assert_eq!(runs.len(), 2);
     let turn = &runs[0].spans[runs[0].roots[0]];
-    assert_eq!(turn.name, "turn.1");
+    assert_eq!(turn.name, "agent.turn");
     assert_eq!(turn.status, SpanStatus::Complete);
     assert_eq!(turn.attributes["outcome"], "completed");
     assert_eq!(
@@ -282,10 +282,10 @@ fn round_trip_equals_redacted_stream() {
     assert_eq!(
         names,
         [
-            "llm_call.intent_classification",
-            "tool.lookup",
-            "tool.flaky",
-            "llm_call.respond"
+            "agent.intent_classification",
+            "agent.tool_call.lookup",
+            "agent.tool_call.flaky",
+            "chat fn-model"
         ]
     );
     let flaky = runs[0]

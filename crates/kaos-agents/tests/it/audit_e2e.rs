@@ -94,10 +94,10 @@ async fn a_real_tool_turn_is_audited_redacted_and_replayable() {
         },
     );
     assert!(
-        tree.contains("├─ ✓ tool.echo → \"echoed card [REDACTED:card_number]"),
+        tree.contains("├─ ✓ agent.tool_call.echo → \"echoed card [REDACTED:card_number]"),
         "{tree}"
     );
-    assert!(tree.contains("✓ turn.1 outcome=completed"), "{tree}");
+    assert!(tree.contains("✓ agent.turn outcome=completed"), "{tree}");
     assert!(!tree.contains("CANARY"));
 }
 

@@ -174,15 +174,24 @@ fn chromium_renders_runs_and_spans() {
         );
     }
     for name in [
-        "turn.1",
-        "turn.2",
-        "llm_call.intent_classification",
-        "tool.lookup",
-        "tool.flaky",
-        "subagent.researcher",
+        "agent.turn",
+        "agent.intent_classification",
+        "agent.tool_call.lookup",
+        "agent.tool_call.flaky",
+        "agent.subagent.researcher",
         "sub-run researcher",
     ] {
         assert!(dom.contains(name), "{name} missing from the rendered DOM");
+    }
+    // Every span row carries the name the exporter (and the terminal tree) gives it.
+    for run in &log.runs() {
+        for span in &run.spans {
+            assert!(
+                dom.contains(&format!("<span class=\"name\">{}</span>", span.name)),
+                "{} missing from the rendered DOM",
+                span.name
+            );
+        }
     }
     assert!(
         dom.contains("class=\"row span error"),

@@ -21,7 +21,7 @@ fn drafter() -> Agent {
         .unwrap()
 }
 
-fn coordinator() -> Agent {
+pub fn coordinator() -> Agent {
     Agent::builder()
         .name("coordinator")
         .model("coord")
@@ -31,7 +31,7 @@ fn coordinator() -> Agent {
 }
 
 /// The coordinator calls memo_drafter once, then answers with its result.
-fn runtime() -> KaosRuntime {
+pub fn runtime() -> KaosRuntime {
     let drafter_model = model(|call, _| match call {
         Call::Classify => classify("respond"),
         _ => ProviderResponse::from_text(r#"{"response":"DRAFT: Memo to counsel re: filings"}"#)

@@ -24,12 +24,13 @@ fn tool_turn_tree() {
         tree,
         "\
 run run_tree · session s1 · agent assistant
-✓ turn.1 outcome=completed
-├─ ✓ llm_call.intent_classification model=fn-model tokens=40/5
-│  └─ · intent tool_use (0.90)
-├─ ✓ tool.lookup → \"found 3 results\"
-├─ ✗ tool.flaky is_error error tool_timeout: timed out after 1s
-└─ ✓ llm_call.respond model=fn-model tokens=60/12
+✓ agent.turn outcome=completed
+├─ ✓ agent.intent_classification
+│  └─ ✓ chat fn-model model=fn-model tokens=40/5
+│     └─ · intent tool_use (0.90)
+├─ ✓ agent.tool_call.lookup → \"found 3 results\"
+├─ ✗ agent.tool_call.flaky is_error error tool_timeout: timed out after 1s
+└─ ✓ chat fn-model model=fn-model tokens=60/12
 = summary outcome=completed tokens=117 (100 in / 17 out) tool_calls=2
 "
     );
@@ -75,12 +76,12 @@ fn live_tree_with_subagent_and_cancellation_in_ascii() {
         format!(
             "\
 run run_parent · session main · agent assistant
-... turn.1 (running)
-|- ok subagent.researcher
+... agent.turn (running)
+|- ok agent.subagent.researcher
 |  `- -> run {child_run} · session main/subagent-researcher · agent researcher
-|     `- ERR turn.1 outcome=failed
+|     `- ERR agent.turn outcome=failed
 |        `- * run_error rate_limit: 429 from provider
-`- ... tool.slow (running) permission=ask
+`- ... agent.tool_call.slow (running) permission=ask
 "
         )
     );
@@ -88,10 +89,10 @@ run run_parent · session main · agent assistant
     events.extend(drain(&parent));
     let done = render_tree(&events, &opts);
     assert!(
-        done.contains("`- CANCELLED tool.slow permission=ask error cancelled: user pressed ctrl-c"),
+        done.contains("`- CANCELLED agent.tool_call.slow permission=ask error cancelled: user pressed ctrl-c"),
         "{done}"
     );
-    assert!(done.starts_with("run run_parent · session main · agent assistant\nCANCELLED turn.1"));
+    assert!(done.starts_with("run run_parent · session main · agent assistant\nCANCELLED agent.turn"));
 }
 
 fn span(
@@ -149,6 +150,6 @@ fn durations_in_milliseconds() {
     ];
     assert_eq!(
         render_tree(&events, &TreeOptions::default()),
-        "run run_fixed · session s · agent a\n✓ turn.1 12.5ms\n└─ ✓ llm_call.respond 3.2ms\n"
+        "run run_fixed · session s · agent a\n✓ agent.turn 12.5ms\n└─ ✓ chat  3.2ms\n"
     );
 }

@@ -15,6 +15,8 @@ pub mod attributes;
 pub mod content;
 mod hook;
 mod mapping;
+pub mod meter;
+pub mod metrics;
 pub mod replay;
 mod state;
 pub mod telemetry;
@@ -29,6 +31,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 pub use crate::naming::SpanNaming;
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
 pub use hook::OTelHook;
+pub use meter::{Metrics, MetricsBuilder, MetricsExporter};
+pub use metrics::MetricsHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
 pub use telemetry::{
     ConsoleExporter, CountingExporter, Exporter, MemoryExporter, Protocol, Telemetry,

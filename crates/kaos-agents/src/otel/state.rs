@@ -22,7 +22,7 @@ pub(super) type Map<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// FxHash (rustc's): rotate, xor a word, multiply.
 #[derive(Default, Clone, Copy)]
-pub(super) struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl IdHasher {
     const K: u64 = 0x517c_c1b7_2722_0a95;

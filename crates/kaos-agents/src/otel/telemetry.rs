@@ -700,7 +700,7 @@ impl Telemetry {
 }
 
 /// Runs `f` on its own thread; its result if it finished within `deadline`.
-fn run_with_deadline<T: Send + 'static>(
+pub(super) fn run_with_deadline<T: Send + 'static>(
     deadline: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {

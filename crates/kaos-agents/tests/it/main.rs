@@ -11,6 +11,8 @@ mod otel_export;
 #[cfg(feature = "otel")]
 mod otel_hook;
 #[cfg(feature = "otel")]
+mod otel_metrics;
+#[cfg(feature = "otel")]
 mod otel_names;
 #[cfg(feature = "otel")]
 mod otel_runner;

@@ -89,10 +89,14 @@ run run_parent · session main · agent assistant
     events.extend(drain(&parent));
     let done = render_tree(&events, &opts);
     assert!(
-        done.contains("`- CANCELLED agent.tool_call.slow permission=ask error cancelled: user pressed ctrl-c"),
+        done.contains(
+            "`- CANCELLED agent.tool_call.slow permission=ask error cancelled: user pressed ctrl-c"
+        ),
         "{done}"
     );
-    assert!(done.starts_with("run run_parent · session main · agent assistant\nCANCELLED agent.turn"));
+    assert!(
+        done.starts_with("run run_parent · session main · agent assistant\nCANCELLED agent.turn")
+    );
 }
 
 fn span(

@@ -293,7 +293,9 @@ fn round_trip_equals_redacted_stream() {
         .unwrap();
     assert_eq!(flaky.status, SpanStatus::Error);
     assert_eq!(flaky.error.as_ref().unwrap().error_type, "tool_timeout");
-    let classify = &runs[0].spans[turn.children[0]];
+    // The exporter's intent wrapper holds the classifier's `chat` span, which holds its facts.
+    let wrapper = &runs[0].spans[turn.children[0]];
+    let classify = &runs[0].spans[wrapper.children[0]];
     let attached: Vec<String> = classify
         .events
         .iter()

@@ -7,8 +7,8 @@
 //!   through [`ToolContext::report_nested_usage`] and the calling turn adds them to its
 //!   `TurnSummary` (its `UsageObserved` events stay in the sub-agent's run, so per-call
 //!   accounting never double counts).
-//! * [`Runner::delegate`] runs a sub-agent directly as a stream (subagent span around a
-//!   nested turn); [`Runner::handoff`] hands a message to another agent (handoff span around
+//! * [`Runner::delegate`](crate::Runner::delegate) runs a sub-agent directly as a stream (subagent span around a
+//!   nested turn); [`Runner::handoff`](crate::Runner::handoff) hands a message to another agent (handoff span around
 //!   the target's nested turn, same session); [`handoff_tool`] is the tool form
 //!   (`handoff_to_{name}`, child session `{parent}/handoff-{name}` because the parent turn
 //!   holds its own session).
@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::tool_loop::{RESULT_SUMMARY_CHARS, truncate_chars};
-use super::{EventStream, RunOptions, Runner};
+use super::shared::Shared;
+use super::tool_call::{RESULT_SUMMARY_CHARS, truncate_chars};
+use super::turn;
 use crate::agent::Agent;
 use crate::attrs;
 use crate::events::{SpanError, SpanPhase, SpanSubject, TurnOutcome, TurnSummary};
@@ -40,7 +41,7 @@ pub fn delegation_depth() -> u32 {
 
 /// Whether a delegation is a sub-agent call or a handoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Subagent,
     Handoff,
 }
@@ -64,11 +65,11 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs `runner`'s turn nested in `scope` inside a subagent/handoff span (child of the
+/// Runs `target`'s turn nested in `scope` inside a subagent/handoff span (child of the
 /// scope's innermost open span). Returns the nested turn's summary.
-async fn run_wrapped(
+pub(crate) async fn run_wrapped(
     scope: &TurnScope,
-    runner: &Runner,
+    target: &Arc<Shared>,
     kind: Kind,
     name: &str,
     message: &str,
@@ -94,16 +95,11 @@ async fn run_wrapped(
         scope,
         span.clone(),
         Arc::from(session_id),
-        runner.shared.agent_name.clone(),
+        target.agent_name.clone(),
     );
     let depth = delegation_depth() + 1;
     let mut guard = CancelOnDrop(Some(nested.clone()));
-    let fut = super::turn::run_turn(
-        runner.shared.clone(),
-        nested,
-        message.to_string(),
-        RunOptions::default(),
-    );
+    let fut = turn::run_turn(target.clone(), nested, message.to_string(), None);
     let summary = DEPTH.scope(depth, fut).await;
     guard.disarm();
     let (tokens, text, outcome) = summary
@@ -252,7 +248,7 @@ impl Tool for AgentTool {
                 self.name
             ));
         };
-        let runner = Runner::new(self.agent.clone(), runtime);
+        let target = Arc::new(Shared::new(self.agent.clone(), runtime));
         let suffix = match self.kind {
             Kind::Subagent => "subagent",
             Kind::Handoff => "handoff",
@@ -270,14 +266,14 @@ impl Tool for AgentTool {
                     Arc::from(session.as_str()),
                     new_run_id(),
                     Arc::from(self.name.as_str()),
-                    runner.shared.hooks.clone(),
+                    target.hooks.clone(),
                 );
                 &detached
             }
         };
         let summary = run_wrapped(
             scope,
-            &runner,
+            &target,
             self.kind,
             &self.agent.name,
             task,
@@ -309,67 +305,5 @@ impl Tool for AgentTool {
             }
             None => ToolOutput::error(format!("The turn of {} failed to start.", self.agent.name)),
         }
-    }
-}
-
-impl Runner {
-    /// Runs `agent` on `task` as a sub-agent of this runner's agent, as a stream: a
-    /// `Span(subagent)` run by this agent, with the sub-agent's turn nested inside it
-    /// (session `{session_id}/subagent-{name}`, this runner's hooks and runtime).
-    pub fn delegate(
-        &self,
-        agent: Agent,
-        task: impl Into<String>,
-        session_id: impl Into<String>,
-    ) -> EventStream {
-        let session_id: String = session_id.into();
-        let child_session = format!("{session_id}/subagent-{}", agent.name);
-        self.wrapped_stream(
-            agent,
-            Kind::Subagent,
-            task.into(),
-            session_id,
-            child_session,
-            String::new(),
-        )
-    }
-
-    /// Hands `message` to `target`: a `Span(handoff)` (attributes `from_agent`, `to_agent`,
-    /// `reason`) with the target's turn nested inside, on the same session.
-    pub fn handoff(
-        &self,
-        target: Agent,
-        message: impl Into<String>,
-        session_id: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> EventStream {
-        let session_id: String = session_id.into();
-        self.wrapped_stream(
-            target,
-            Kind::Handoff,
-            message.into(),
-            session_id.clone(),
-            session_id,
-            reason.into(),
-        )
-    }
-
-    fn wrapped_stream(
-        &self,
-        agent: Agent,
-        kind: Kind,
-        message: String,
-        session_id: String,
-        child_session: String,
-        reason: String,
-    ) -> EventStream {
-        let mut target = Runner::new(agent, self.shared.runtime.clone());
-        // The nested scope dispatches to this runner's hooks; keep the target's hook list
-        // consistent for anything it builds.
-        Arc::make_mut(&mut target.shared).hooks = self.shared.hooks.clone();
-        self.stream(session_id, move |s| async move {
-            let name = target.shared.agent.name.clone();
-            run_wrapped(&s, &target, kind, &name, &message, &child_session, &reason).await;
-        })
     }
 }

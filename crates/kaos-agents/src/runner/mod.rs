@@ -11,11 +11,21 @@
 //! approval ([`RunState`] on the session). Agents with [`crate::AgentPattern::Plan`] run
 //! `plan` intents as live plan-execute (see the `plan` module docs). A `TurnSummary`'s
 //! tokens and cost include the turns of sub-agents it delegated to.
+//!
+//! Inside, dependencies point one way: `turn` (load, classify, dispatch, end) → the
+//! patterns (`tool_loop`, `plan`, `resume`, each returning an `Outcome`) → `tool_call` (one
+//! guarded tool call) → `state` (the running turn's one data type and its model calls) →
+//! `shared` / `run_state` (configuration and persisted pause data).
 
 mod delegation;
 mod plan;
 mod prompts;
+mod response;
 mod resume;
+mod run_state;
+mod shared;
+mod state;
+mod tool_call;
 mod tool_loop;
 mod turn;
 
@@ -25,54 +35,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
-use kaos_llm::ToolDefinition;
-use kaos_llm::structured::Signature;
-use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::events::{Event, EventKind, Intent, ToolCallSummary, TurnOutcome};
+use crate::events::Event;
 use crate::hooks::{Hook, HookSet};
 use crate::permissions::PermissionPolicy;
 use crate::runtime::KaosRuntime;
 use crate::scope::{TurnScope, new_run_id};
-use crate::tools::Tool;
 
+use delegation::Kind;
 pub use delegation::{AgentTool, agent_as_tool, delegation_depth, handoff_tool};
-pub use plan::{PlanProgress, PlanStepRecord};
 pub use prompts::heuristic_intent;
-pub use resume::{Approval, RunState, run_state_ref};
+pub use response::{AgentResponse, IntentResult, PendingApproval, RunFailure, TurnError};
+pub use run_state::{Approval, PlanProgress, PlanStepRecord, RunState, run_state_ref};
+use shared::Shared;
 
 /// Per-run options.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// A W3C `traceparent` to continue (placed on the turn START as attribute `traceparent`).
     pub traceparent: Option<String>,
-}
-
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub agent: Arc<Agent>,
-    pub agent_name: Arc<str>,
-    pub runtime: KaosRuntime,
-    pub hooks: HookSet,
-    pub policy: PermissionPolicy,
-    pub config_error: Option<String>,
-    pub tools: Vec<Arc<dyn Tool>>,
-    pub tool_defs: Arc<[ToolDefinition]>,
-    pub tool_catalog: String,
-    pub respond: Signature<prompts::RespondOutput>,
-}
-
-impl Shared {
-    pub(crate) fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.iter().find(|t| t.name() == name)
-    }
-
-    /// The lock that serializes turns on one session (shared by every runner on this
-    /// runtime).
-    fn session_lock(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.runtime.session_lock(session_id)
-    }
 }
 
 /// Drives an [`Agent`] against a [`KaosRuntime`]. Cheap to clone; clones share hooks.
@@ -93,38 +75,8 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// A runner for `agent` on `runtime`, with the agent's permission rules.
     pub fn new(agent: Agent, runtime: KaosRuntime) -> Self {
-        let (policy, config_error) = match agent.permission_policy() {
-            Ok(p) => (p, None),
-            Err(e) => (PermissionPolicy::default(), Some(e.to_string())),
-        };
-        let tools = select_tools(&agent, &runtime);
-        let tool_defs: Arc<[ToolDefinition]> = tools
-            .iter()
-            .map(|t| ToolDefinition {
-                name: t.name().to_string(),
-                description: t.description().to_string(),
-                parameters: t.parameters().clone(),
-            })
-            .collect();
-        let tool_catalog = tools
-            .iter()
-            .map(|t| format!("{}: {}", t.name(), t.description()))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let respond = prompts::respond_signature(&agent.instructions);
         Self {
-            shared: Arc::new(Shared {
-                agent_name: Arc::from(agent.name.as_str()),
-                agent: Arc::new(agent),
-                runtime,
-                hooks: HookSet::default(),
-                policy,
-                config_error,
-                tools,
-                tool_defs,
-                tool_catalog,
-                respond,
-            }),
+            shared: Arc::new(Shared::new(agent, runtime)),
         }
     }
 
@@ -175,7 +127,7 @@ impl Runner {
         let shared = self.shared.clone();
         let message = message.into();
         self.stream(session_id.into(), move |scope| async move {
-            turn::run_turn(shared, scope, message, options).await;
+            turn::run_turn(shared, scope, message, options.traceparent).await;
         })
     }
 
@@ -215,12 +167,7 @@ impl Runner {
             self.shared.agent_name.clone(),
         );
         let guard_scope = scope.clone();
-        let fut = turn::run_turn(
-            self.shared.clone(),
-            scope,
-            message.into(),
-            RunOptions::default(),
-        );
+        let fut = turn::run_turn(self.shared.clone(), scope, message.into(), None);
         async move {
             let mut guard = delegation::CancelOnDrop(Some(guard_scope));
             fut.await;
@@ -242,24 +189,100 @@ impl Runner {
     }
 }
 
-fn select_tools(agent: &Agent, runtime: &KaosRuntime) -> Vec<Arc<dyn Tool>> {
-    let all = runtime.tools().all();
-    if agent.tools.is_empty() {
-        return all.to_vec();
+impl Runner {
+    /// Continues the paused run `run_id` of session `session_id` as a new run (its turn
+    /// START carries `resumed_from` = the paused run's id). With [`Approval::Approve`] the
+    /// pending call runs exactly once, bypassing the approval gate for that call id only;
+    /// with [`Approval::Deny`] the model gets a denial as the call's result. The tool loop
+    /// then continues where it stopped. The stored state is removed before anything runs,
+    /// so a run is resumed at most once.
+    pub fn resume(
+        &self,
+        run_id: impl Into<String>,
+        session_id: impl Into<String>,
+        approval: Approval,
+    ) -> EventStream {
+        let shared = self.shared.clone();
+        let run_id = run_id.into();
+        self.stream(session_id.into(), move |scope| async move {
+            turn::run_resumed(shared, scope, run_id, approval).await;
+        })
     }
-    let mut builder = globset::GlobSetBuilder::new();
-    for glob in &agent.tools {
-        if let Ok(g) = globset::Glob::new(glob) {
-            builder.add(g);
-        }
+
+    /// The paused runs of a session, oldest first.
+    pub async fn pending_runs(&self, session_id: &str) -> Vec<RunState> {
+        let Ok(Some(session)) = self.shared.runtime.store().load(session_id).await else {
+            return Vec::new();
+        };
+        let mut runs: Vec<RunState> = session
+            .pending_runs
+            .values()
+            .filter_map(|v| serde_json::from_value(v.clone()).ok())
+            .collect();
+        runs.sort_by_key(|r| r.created_at_unix_secs);
+        runs
     }
-    match builder.build() {
-        Ok(set) => all
-            .iter()
-            .filter(|t| set.is_match(t.name()))
-            .cloned()
-            .collect(),
-        Err(_) => Vec::new(),
+
+    /// Runs `agent` on `task` as a sub-agent of this runner's agent, as a stream: a
+    /// `Span(subagent)` run by this agent, with the sub-agent's turn nested inside it
+    /// (session `{session_id}/subagent-{name}`, this runner's hooks and runtime).
+    pub fn delegate(
+        &self,
+        agent: Agent,
+        task: impl Into<String>,
+        session_id: impl Into<String>,
+    ) -> EventStream {
+        let session_id: String = session_id.into();
+        let child_session = format!("{session_id}/subagent-{}", agent.name);
+        self.wrapped_stream(
+            agent,
+            Kind::Subagent,
+            task.into(),
+            session_id,
+            child_session,
+            String::new(),
+        )
+    }
+
+    /// Hands `message` to `target`: a `Span(handoff)` (attributes `from_agent`, `to_agent`,
+    /// `reason`) with the target's turn nested inside, on the same session.
+    pub fn handoff(
+        &self,
+        target: Agent,
+        message: impl Into<String>,
+        session_id: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> EventStream {
+        let session_id: String = session_id.into();
+        self.wrapped_stream(
+            target,
+            Kind::Handoff,
+            message.into(),
+            session_id.clone(),
+            session_id,
+            reason.into(),
+        )
+    }
+
+    fn wrapped_stream(
+        &self,
+        agent: Agent,
+        kind: Kind,
+        message: String,
+        session_id: String,
+        child_session: String,
+        reason: String,
+    ) -> EventStream {
+        let mut target = Shared::new(agent, self.shared.runtime.clone());
+        // The nested scope dispatches to this runner's hooks; keep the target's hook list
+        // consistent for anything it builds.
+        target.hooks = self.shared.hooks.clone();
+        let target = Arc::new(target);
+        self.stream(session_id, move |s| async move {
+            let name = target.agent.name.clone();
+            delegation::run_wrapped(&s, &target, kind, &name, &message, &child_session, &reason)
+                .await;
+        })
     }
 }
 
@@ -321,199 +344,6 @@ impl Drop for EventStream {
             drop(fut);
             self.scope
                 .cancel_open("the turn was cancelled (its event stream was dropped)");
-        }
-    }
-}
-
-/// The classified intent of a turn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntentResult {
-    /// The intent.
-    pub intent: Intent,
-    /// Confidence in `[0, 1]`.
-    pub confidence: f64,
-    /// Why.
-    pub reasoning: String,
-}
-
-/// A tool call waiting for approval.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingApproval {
-    /// The call id.
-    pub call_id: String,
-    /// The tool.
-    pub tool_name: String,
-    /// The arguments.
-    pub arguments: Value,
-    /// Why approval is needed.
-    pub reason: String,
-    /// Where the paused run's state is stored, if it was.
-    pub run_state_ref: Option<String>,
-}
-
-/// A turn's error.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunFailure {
-    /// A short, stable kind.
-    pub error_type: String,
-    /// What went wrong.
-    pub message: String,
-    /// How to recover.
-    pub recovery_hint: String,
-}
-
-/// What a turn produced.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AgentResponse {
-    /// The answer.
-    pub text: String,
-    /// The classified intent.
-    pub intent: Option<IntentResult>,
-    /// Every tool call.
-    pub tool_calls: Vec<ToolCallSummary>,
-    /// The turn's number in its session (1-based).
-    pub turn_number: u64,
-    /// Tokens over every model call.
-    pub tokens_used: u64,
-    /// Input tokens over every model call.
-    pub input_tokens: u64,
-    /// Output tokens over every model call.
-    pub output_tokens: u64,
-    /// USD over every model call; `None` when a model's price is unknown.
-    pub cost_usd: Option<f64>,
-    /// The session.
-    pub session_id: String,
-    /// The run.
-    pub run_id: String,
-    /// How the turn ended.
-    pub outcome: TurnOutcome,
-    /// The call waiting for approval, when paused.
-    pub pending_approval: Option<PendingApproval>,
-    /// The error, when failed.
-    pub error: Option<RunFailure>,
-}
-
-/// A turn that did not complete.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TurnError {
-    /// The turn failed; the response holds what it did before.
-    #[error("turn failed ({}): {}", .failure.error_type, .failure.message)]
-    Failed {
-        /// The error.
-        failure: RunFailure,
-        /// What the turn did before failing.
-        response: Box<AgentResponse>,
-    },
-    /// The stream ended without a summary (the turn was cancelled).
-    #[error("the turn ended without a summary (cancelled)")]
-    Incomplete,
-}
-
-impl AgentResponse {
-    /// Folds a turn's events into a response (for a `delegate`/`handoff` stream: the nested
-    /// turn's).
-    pub fn from_events(events: &[Event], session_id: &str) -> Result<AgentResponse, TurnError> {
-        let mut response = AgentResponse {
-            session_id: session_id.to_string(),
-            ..AgentResponse::default()
-        };
-        let mut deltas = String::new();
-        let mut summary_seen = false;
-        // The first turn's run: the stream's own run, or for a `delegate`/`handoff` stream
-        // (whose own run only holds the wrapping span) the nested turn's run.
-        let root_run = events
-            .iter()
-            .find(|e| {
-                e.is_span(
-                    crate::events::SpanSubject::Turn,
-                    crate::events::SpanPhase::Start,
-                )
-            })
-            .or(events.first())
-            .map(|e| e.run_id.clone());
-        for event in events {
-            if Some(&event.run_id) != root_run.as_ref() {
-                continue; // a nested run's events
-            }
-            response.run_id = event.run_id.to_string();
-            match &event.kind {
-                EventKind::Span(span) if span.subject == crate::events::SpanSubject::Turn => {
-                    if let Some(n) = span.attributes.get("turn_number").and_then(Value::as_u64) {
-                        response.turn_number = n;
-                    }
-                }
-                EventKind::IntentClassified {
-                    intent,
-                    confidence,
-                    reasoning,
-                } => {
-                    response.intent = Some(IntentResult {
-                        intent: *intent,
-                        confidence: *confidence,
-                        reasoning: reasoning.clone(),
-                    });
-                }
-                EventKind::TextDelta { content } => deltas.push_str(content),
-                EventKind::ToolCallApprovalRequired {
-                    call_id,
-                    tool_name,
-                    arguments,
-                    reason,
-                    run_state_ref,
-                } => {
-                    response.pending_approval = Some(PendingApproval {
-                        call_id: call_id.clone(),
-                        tool_name: tool_name.clone(),
-                        arguments: arguments.clone(),
-                        reason: reason.clone(),
-                        run_state_ref: run_state_ref.clone(),
-                    });
-                }
-                EventKind::RunError {
-                    error_type,
-                    message,
-                    recovery_hint,
-                } => {
-                    response.error = Some(RunFailure {
-                        error_type: error_type.clone(),
-                        message: message.clone(),
-                        recovery_hint: recovery_hint.clone(),
-                    });
-                }
-                EventKind::TurnSummary(summary) => {
-                    summary_seen = true;
-                    response.text = if summary.text.is_empty() {
-                        deltas.clone()
-                    } else {
-                        summary.text.clone()
-                    };
-                    response.tool_calls = summary.tool_calls.clone();
-                    response.tokens_used = summary.tokens_used;
-                    response.input_tokens = summary.input_tokens;
-                    response.output_tokens = summary.output_tokens;
-                    response.cost_usd = summary.cost_usd;
-                    response.outcome = summary.outcome;
-                }
-                _ => {}
-            }
-        }
-        if !summary_seen {
-            return Err(TurnError::Incomplete);
-        }
-        match (response.outcome, response.error.clone()) {
-            (TurnOutcome::Failed, Some(failure)) => Err(TurnError::Failed {
-                failure,
-                response: Box::new(response),
-            }),
-            (TurnOutcome::Failed, None) => Err(TurnError::Failed {
-                failure: RunFailure {
-                    error_type: "unknown".into(),
-                    message: "the turn failed".into(),
-                    recovery_hint: String::new(),
-                },
-                response: Box::new(response),
-            }),
-            _ => Ok(response),
         }
     }
 }

@@ -1,0 +1,100 @@
+//! [`Shared`]: what every turn of one runner reads — the agent, the runtime, the hooks, the
+//! permission policy and the agent's tools (selected once, when the runner is built).
+
+use std::sync::Arc;
+
+use kaos_llm::ToolDefinition;
+use kaos_llm::structured::Signature;
+
+use super::prompts::{self, RespondOutput};
+use crate::agent::Agent;
+use crate::hooks::HookSet;
+use crate::permissions::PermissionPolicy;
+use crate::runtime::KaosRuntime;
+use crate::tools::Tool;
+
+/// A runner's configuration, shared by its clones and by every turn it runs.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub agent: Arc<Agent>,
+    pub agent_name: Arc<str>,
+    pub runtime: KaosRuntime,
+    pub hooks: HookSet,
+    pub policy: PermissionPolicy,
+    pub config_error: Option<String>,
+    pub tools: Vec<Arc<dyn Tool>>,
+    pub tool_defs: Arc<[ToolDefinition]>,
+    pub tool_catalog: String,
+    pub respond: Signature<RespondOutput>,
+}
+
+impl Shared {
+    /// The configuration of a runner for `agent` on `runtime`, with the agent's permission
+    /// rules (a rule that does not parse is reported when a turn starts).
+    pub(crate) fn new(agent: Agent, runtime: KaosRuntime) -> Self {
+        let (policy, config_error) = match agent.permission_policy() {
+            Ok(p) => (p, None),
+            Err(e) => (PermissionPolicy::default(), Some(e.to_string())),
+        };
+        let tools = select_tools(&agent, &runtime);
+        let tool_defs: Arc<[ToolDefinition]> = tools
+            .iter()
+            .map(|t| ToolDefinition {
+                name: t.name().to_string(),
+                description: t.description().to_string(),
+                parameters: t.parameters().clone(),
+            })
+            .collect();
+        let tool_catalog = tools
+            .iter()
+            .map(|t| format!("{}: {}", t.name(), t.description()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let respond = prompts::respond_signature(&agent.instructions);
+        Self {
+            agent_name: Arc::from(agent.name.as_str()),
+            agent: Arc::new(agent),
+            runtime,
+            hooks: HookSet::default(),
+            policy,
+            config_error,
+            tools,
+            tool_defs,
+            tool_catalog,
+            respond,
+        }
+    }
+
+    /// The agent's tool named `name`.
+    pub(crate) fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.iter().find(|t| t.name() == name)
+    }
+
+    /// The lock that serializes turns on one session (shared by every runner on this
+    /// runtime).
+    pub(crate) fn session_lock(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.runtime.session_lock(session_id)
+    }
+}
+
+/// The runtime's tools whose names match the agent's globs (all of them when it has none).
+fn select_tools(agent: &Agent, runtime: &KaosRuntime) -> Vec<Arc<dyn Tool>> {
+    let all = runtime.tools().all();
+    if agent.tools.is_empty() {
+        return all.to_vec();
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for glob in &agent.tools {
+        if let Ok(g) = globset::Glob::new(glob) {
+            builder.add(g);
+        }
+    }
+    match builder.build() {
+        Ok(set) => all
+            .iter()
+            .filter(|t| set.is_match(t.name()))
+            .cloned()
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

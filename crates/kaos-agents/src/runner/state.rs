@@ -1,0 +1,441 @@
+//! [`Turn`]: the one data type of a running turn — its scope, session, accounting and model
+//! client — with the model calls every pattern makes (each inside an `llm_call` span), and
+//! [`Outcome`], what a pattern reports back.
+//!
+//! A turn begins with [`Turn::start`] and ends exactly once, by [`Turn::finish`] or
+//! [`Turn::fail`], both of which consume it and return its summary. The patterns only get
+//! `&mut Turn`: they cannot end the turn, they say how their part ended.
+
+use std::sync::Arc;
+
+use kaos_llm::structured::{Signature, StructuredOutput, TypedOutcome};
+use kaos_llm::{LlmClient, LlmError, LlmRequest, ProviderResponse, RequestOptions, Usage};
+use serde_json::{Map, Value};
+
+use super::run_state::{Pause, RunState};
+use super::shared::Shared;
+use crate::attrs;
+use crate::events::{
+    EventKind, Intent, SpanError, SpanPhase, SpanSubject, ToolCallSummary, TurnOutcome, TurnSummary,
+};
+use crate::scope::TurnScope;
+use crate::session::{Session, ToolAction};
+
+/// How a pattern (respond, tool loop, plan, resume continuation) ended.
+pub(crate) enum Outcome {
+    /// The answer text.
+    Answer(String),
+    /// A tool call waits for a human's approval.
+    Paused(Pause),
+    /// The turn must fail with this error.
+    Failed(Failure),
+}
+
+/// Why a turn failed: the `RunError` it emits.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub error_type: String,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Failure {
+    /// A failure of kind `error_type`.
+    pub(crate) fn new(error_type: &str, message: &str, hint: &str) -> Self {
+        Self {
+            error_type: error_type.to_string(),
+            message: message.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    /// A model call's error.
+    pub(crate) fn llm(e: &LlmError) -> Self {
+        Self::new(e.kind(), &e.to_string(), e.recovery_hint())
+    }
+
+    /// The session store could not load or save.
+    pub(crate) fn store(message: &str) -> Self {
+        Self::new(
+            "session_store_error",
+            message,
+            "Check the session store (state directory permissions and disk).",
+        )
+    }
+}
+
+/// The state of one running turn.
+pub(crate) struct Turn {
+    pub shared: Arc<Shared>,
+    pub scope: TurnScope,
+    pub session: Session,
+    turn_span: Arc<str>,
+    turn_number: u64,
+    /// The user's message of this turn (kept for a paused run's state).
+    message: String,
+    intent: Option<Intent>,
+    usage: Usage,
+    cost: Option<f64>,
+    tool_calls: Vec<ToolCallSummary>,
+    client: Option<Arc<dyn LlmClient>>,
+}
+
+impl Turn {
+    /// Opens the turn span and checks what every turn needs (store, config, model client).
+    /// `Err` carries the summary of a turn that already failed.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        scope: TurnScope,
+        session: Session,
+        turn_number: u64,
+        start: Map<String, Value>,
+        message: String,
+        load_error: Option<String>,
+    ) -> Result<Turn, TurnSummary> {
+        let (turn_span, _) =
+            scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);
+        let mut turn = Turn {
+            shared,
+            scope,
+            session,
+            turn_span,
+            turn_number,
+            message,
+            intent: None,
+            usage: Usage::default(),
+            cost: Some(0.0),
+            tool_calls: Vec::new(),
+            client: None,
+        };
+        if let Some(message) = load_error {
+            return Err(turn.fail(Failure::store(&message)));
+        }
+        if let Some(message) = turn.shared.config_error.clone() {
+            return Err(turn.fail(Failure::new(
+                "config_error",
+                &message,
+                "Fix the agent's configuration.",
+            )));
+        }
+        match turn.shared.runtime.client(&turn.shared.agent.model) {
+            Ok(c) => turn.client = Some(c),
+            Err(e) => return Err(turn.fail(Failure::llm(&e))),
+        }
+        Ok(turn)
+    }
+
+    /// Records the classified intent.
+    pub(crate) fn set_intent(&mut self, intent: Option<Intent>) {
+        self.intent = intent;
+    }
+
+    /// Tokens spent so far.
+    pub(crate) fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// USD spent so far (`None`: some model's price is unknown).
+    pub(crate) fn cost(&self) -> Option<f64> {
+        self.cost
+    }
+
+    /// Why a hook asked the run to stop, as the failure to end the turn with.
+    pub(crate) fn halt(&self) -> Option<Failure> {
+        self.scope.halted().map(|reason| {
+            Failure::new(
+                "hook_halt",
+                &reason,
+                "A fail-closed hook (e.g. the audit trail) could not do its job; fix it and retry.",
+            )
+        })
+    }
+
+    /// Records a finished tool call (its summary and the session's action log).
+    pub(crate) fn record_tool_call(&mut self, summary: ToolCallSummary, action: ToolAction) {
+        self.tool_calls.push(summary);
+        self.session.actions.push_back(action);
+    }
+
+    /// Adds tokens and cost spent outside this turn's own model calls (a sub-agent's turn).
+    pub(crate) fn add_nested_usage(&mut self, usage: Usage, cost: Option<f64>) {
+        self.usage += usage;
+        self.cost = match (self.cost, cost) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+
+    fn client(&self) -> Result<Arc<dyn LlmClient>, LlmError> {
+        self.client
+            .clone()
+            .ok_or_else(|| LlmError::Config("no model client".into()))
+    }
+
+    /// The model's name (empty when there is no client).
+    pub(crate) fn model(&self) -> String {
+        self.client
+            .as_ref()
+            .map(|c| c.model().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A typed call inside an `llm_call` span.
+    pub(crate) async fn typed_call<O: StructuredOutput>(
+        &mut self,
+        purpose: &str,
+        signature: &Signature<O>,
+        inputs: &[(&str, &str)],
+    ) -> Result<TypedOutcome<O>, LlmError> {
+        let client = self.client()?;
+        let (span, _) = self.scope.start_span(
+            SpanSubject::LlmCall,
+            format!("llm_call.{purpose}"),
+            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()},
+        );
+        let result = signature
+            .call(client.as_ref(), inputs, &RequestOptions::default())
+            .await;
+        match &result {
+            Ok(out) => {
+                let mut a = usage_attrs(&out.usage, out.cost_usd);
+                a.insert("attempts".into(), out.attempts.into());
+                a.insert("response_model".into(), out.model.clone().into());
+                if let Some(id) = &out.response_id {
+                    a.insert("response_id".into(), id.clone().into());
+                }
+                self.scope.end_span(&span, SpanPhase::Complete, a, None);
+            }
+            Err(e) => {
+                let mut a = Map::new();
+                if let LlmError::InvalidOutput {
+                    usage, attempts, ..
+                } = e
+                {
+                    a = usage_attrs(usage, kaos_llm::pricing::cost_usd(client.model(), usage));
+                    a.insert("attempts".into(), (*attempts).into());
+                }
+                self.scope
+                    .end_span(&span, SpanPhase::Error, a, Some(llm_span_error(e)));
+            }
+        }
+        result
+    }
+
+    /// A plain model call (tool loop) inside an `llm_call` span; emits its usage.
+    pub(crate) async fn chat_call(
+        &mut self,
+        purpose: &str,
+        request: &LlmRequest,
+    ) -> Result<ProviderResponse, LlmError> {
+        let client = self.client()?;
+        let (span, _) = self.scope.start_span(
+            SpanSubject::LlmCall,
+            format!("llm_call.{purpose}"),
+            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()},
+        );
+        match client.complete(request).await {
+            Ok(response) => {
+                let cost = response.cost_usd();
+                let mut a = usage_attrs(&response.usage, cost);
+                a.insert("attempts".into(), 1.into());
+                a.insert("response_model".into(), response.model.clone().into());
+                if let Some(id) = &response.response_id {
+                    a.insert("response_id".into(), id.clone().into());
+                }
+                if let Some(reason) = &response.stop_reason {
+                    a.insert(
+                        "stop_reason".into(),
+                        serde_json::to_value(reason).unwrap_or(Value::Null),
+                    );
+                }
+                self.scope.end_span(&span, SpanPhase::Complete, a, None);
+                let model = if response.model.is_empty() {
+                    client.model().to_string()
+                } else {
+                    response.model.clone()
+                };
+                self.emit_usage(&response.usage, cost, &model, purpose);
+                Ok(response)
+            }
+            Err(e) => {
+                self.scope.end_span(
+                    &span,
+                    SpanPhase::Error,
+                    Map::new(),
+                    Some(llm_span_error(&e)),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds a model call's usage to the turn and emits `UsageObserved`.
+    pub(crate) fn emit_usage(
+        &mut self,
+        usage: &Usage,
+        cost: Option<f64>,
+        model: &str,
+        source: &str,
+    ) {
+        self.usage += *usage;
+        self.cost = match (self.cost, cost) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.scope.emit(EventKind::UsageObserved {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+            cost_usd: cost,
+            model: model.to_string(),
+            source: source.to_string(),
+        });
+    }
+
+    fn summary(&self, text: String, outcome: TurnOutcome) -> TurnSummary {
+        TurnSummary {
+            text,
+            intent: self.intent,
+            tool_calls: self.tool_calls.clone(),
+            tokens_used: self.usage.total_tokens,
+            input_tokens: self.usage.input_tokens,
+            output_tokens: self.usage.output_tokens,
+            cost_usd: self.cost,
+            outcome,
+        }
+    }
+
+    /// Ends the turn according to how its pattern ended; returns the summary.
+    pub(crate) async fn finish(self, outcome: Outcome) -> TurnSummary {
+        match outcome {
+            Outcome::Answer(text) => self.complete(text).await,
+            Outcome::Paused(pause) => self.pause(pause).await,
+            Outcome::Failed(failure) => self.fail(failure),
+        }
+    }
+
+    async fn complete(mut self, text: String) -> TurnSummary {
+        self.scope.emit(EventKind::TextDelta {
+            content: text.clone(),
+        });
+        self.session.push_message("assistant", &text);
+        self.session.turn_count = self.turn_number;
+        if let Err(failure) = self.persist().await {
+            return self.fail(failure);
+        }
+        self.scope.end_span(
+            &self.turn_span,
+            SpanPhase::Complete,
+            attrs! {"turn_number" => self.turn_number, "outcome" => "completed"},
+            None,
+        );
+        let summary = self.summary(text, TurnOutcome::Completed);
+        self.emit_summary(summary)
+    }
+
+    /// Saves the session.
+    async fn persist(&mut self) -> Result<(), Failure> {
+        let store = self.shared.runtime.store().clone();
+        store
+            .save(&self.session)
+            .await
+            .map_err(|e| Failure::store(&e.message))
+    }
+
+    fn emit_summary(&self, summary: TurnSummary) -> TurnSummary {
+        self.scope.emit(EventKind::TurnSummary(summary.clone()));
+        summary
+    }
+
+    /// The state of this turn paused as `pause` says.
+    fn run_state(&self, pause: Pause) -> RunState {
+        RunState {
+            run_id: self.scope.run_id().to_string(),
+            session_id: self.scope.session_id().to_string(),
+            original_message: self.message.clone(),
+            messages: pause.messages,
+            pending_call: pause.pending_call,
+            remaining_calls: pause.remaining_calls,
+            round: pause.round,
+            turn_number: self.turn_number,
+            intent: self.intent,
+            usage: self.usage,
+            cost_usd: self.cost,
+            agent: (*self.shared.agent).clone(),
+            created_at_unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            plan: pause.plan,
+        }
+    }
+
+    /// Pauses: persists the run state with the user's message, then ends the turn with
+    /// outcome `paused`.
+    async fn pause(mut self, pause: Pause) -> TurnSummary {
+        let state = self.run_state(pause);
+        match serde_json::to_value(&state) {
+            Ok(v) => {
+                self.session.pending_runs.insert(state.run_id.clone(), v);
+            }
+            Err(e) => {
+                return self.fail(Failure::new(
+                    "run_state_error",
+                    &format!("cannot serialize the paused run's state: {e}"),
+                    "Report this as a bug.",
+                ));
+            }
+        }
+        if let Err(failure) = self.persist().await {
+            return self.fail(failure);
+        }
+        self.scope.end_span(
+            &self.turn_span,
+            SpanPhase::Complete,
+            attrs! {"turn_number" => self.turn_number, "outcome" => "paused"},
+            None,
+        );
+        let summary = self.summary(String::new(), TurnOutcome::Paused);
+        self.emit_summary(summary)
+    }
+
+    /// Emits `RunError`, ends the turn span with an error and emits a failed summary.
+    pub(crate) fn fail(self, failure: Failure) -> TurnSummary {
+        self.scope.emit(EventKind::RunError {
+            error_type: failure.error_type.clone(),
+            message: failure.message.clone(),
+            recovery_hint: failure.hint,
+        });
+        self.scope.end_span(
+            &self.turn_span,
+            SpanPhase::Error,
+            attrs! {"turn_number" => self.turn_number, "outcome" => "failed"},
+            Some(SpanError {
+                error_type: failure.error_type,
+                message: failure.message,
+            }),
+        );
+        let summary = self.summary(String::new(), TurnOutcome::Failed);
+        self.emit_summary(summary)
+    }
+}
+
+fn usage_attrs(usage: &Usage, cost: Option<f64>) -> Map<String, Value> {
+    let mut a = attrs! {
+        "input_tokens" => usage.input_tokens,
+        "output_tokens" => usage.output_tokens,
+        "total_tokens" => usage.total_tokens,
+        "cache_read_tokens" => usage.cache_read_tokens,
+    };
+    if let Some(c) = cost {
+        a.insert("cost_usd".into(), c.into());
+    }
+    a
+}
+
+fn llm_span_error(e: &LlmError) -> SpanError {
+    SpanError {
+        error_type: e.kind().to_string(),
+        message: e.to_string(),
+    }
+}

@@ -165,7 +165,11 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
     struct Building {
         tree: RunTree,
         index: HashMap<Arc<str>, usize>,
+        /// Open spans, innermost last.
         stack: Vec<usize>,
+        /// Where each span sits on `stack` (a span started twice sits there twice), so an
+        /// end finds its span without scanning the stack.
+        on_stack: HashMap<usize, Vec<usize>>,
     }
     let mut runs: Vec<Building> = Vec::new();
     let mut by_run: HashMap<Arc<str>, usize> = HashMap::new();
@@ -188,6 +192,7 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
                 },
                 index: HashMap::new(),
                 stack: Vec::new(),
+                on_stack: HashMap::new(),
             });
             runs.len() - 1
         });
@@ -279,14 +284,23 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
         if span.phase == SpanPhase::Start {
             node.start_event = Some(i);
             node.start_timestamp = Some(event.timestamp);
+            b.on_stack
+                .entry(node_index)
+                .or_default()
+                .push(b.stack.len());
             b.stack.push(node_index);
         } else {
             node.status = SpanStatus::from_phase(span.phase);
             node.end_timestamp = Some(event.timestamp);
             node.duration_ms = span.duration_ms;
             node.error = span.error.clone();
-            if let Some(pos) = b.stack.iter().rposition(|&s| s == node_index) {
-                b.stack.truncate(pos);
+            let pos = b.on_stack.get(&node_index).and_then(|p| p.last().copied());
+            if let Some(pos) = pos {
+                for closed in b.stack.drain(pos..) {
+                    if let Some(positions) = b.on_stack.get_mut(&closed) {
+                        positions.pop();
+                    }
+                }
             }
         }
     }
@@ -310,13 +324,19 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
             links.push((r, parent, target));
         }
     }
-    let mut parents: Vec<Option<usize>> = vec![None; runs.len()];
-    for (r, parent, target) in links {
-        runs[r].tree.parent_span_id = Some(parent);
-        if let Some((pr, pn)) = target
-            && !creates_cycle(&parents, r, pr)
-        {
-            parents[r] = Some(pr);
+    // Each run has at most one candidate parent, so the links form a functional graph: its
+    // cycles are disjoint, and dropping the link of the highest-numbered run of each cycle
+    // (the one that, added in run order, would close it) leaves a forest. Linear.
+    let mut candidate: Vec<Option<(usize, usize)>> = vec![None; runs.len()];
+    for (r, parent, target) in &links {
+        runs[*r].tree.parent_span_id = Some(parent.clone());
+        candidate[*r] = *target;
+    }
+    for r in cycle_closers(&candidate) {
+        candidate[r] = None;
+    }
+    for (r, target) in candidate.iter().enumerate() {
+        if let Some((pr, pn)) = *target {
             runs[r].tree.parent_run = Some(pr);
             runs[pr].tree.spans[pn].child_runs.push(r);
         }
@@ -324,17 +344,42 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
     runs.into_iter().map(|b| b.tree).collect()
 }
 
-fn creates_cycle(parents: &[Option<usize>], child: usize, mut parent: usize) -> bool {
-    for _ in 0..=parents.len() {
-        if parent == child {
-            return true;
+/// The highest-numbered run of each cycle of the parent links `parents` (run → (parent
+/// run, span)), found in one pass over the runs (each run is visited once).
+fn cycle_closers(parents: &[Option<(usize, usize)>]) -> Vec<usize> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut mark = vec![Mark::New; parents.len()];
+    let mut closers = Vec::new();
+    for start in 0..parents.len() {
+        let mut path = Vec::new();
+        let mut at = Some(start);
+        while let Some(r) = at {
+            match mark[r] {
+                Mark::Done => break,
+                Mark::OnPath => {
+                    // `r` starts a cycle: the path from r's position to the end.
+                    if let Some(from) = path.iter().position(|&p| p == r) {
+                        closers.extend(path[from..].iter().copied().max());
+                    }
+                    break;
+                }
+                Mark::New => {
+                    mark[r] = Mark::OnPath;
+                    path.push(r);
+                    at = parents[r].map(|(p, _)| p);
+                }
+            }
         }
-        match parents.get(parent).copied().flatten() {
-            Some(p) => parent = p,
-            None => return false,
+        for r in path {
+            mark[r] = Mark::Done;
         }
     }
-    true
+    closers
 }
 
 /// Options of [`render_tree`].
@@ -384,6 +429,10 @@ pub fn render_tree(events: &[Event], opts: &TreeOptions) -> String {
     out
 }
 
+/// How many levels of branches are drawn; deeper items are drawn at this indentation with
+/// a `[depth N]` marker.
+const MAX_DRAWN_DEPTH: usize = 64;
+
 struct Renderer<'a> {
     events: &'a [Event],
     runs: &'a [RunTree],
@@ -409,7 +458,7 @@ impl Renderer<'_> {
         );
         let roots: Vec<Item> = run.roots.iter().map(|&n| Item::Span(r, n)).collect();
         for item in roots {
-            self.item(item, "", None);
+            self.item(item, "");
         }
         for &e in &run.loose_events {
             let _ = writeln!(self.out, "{}", self.event_line(e, true));
@@ -444,42 +493,82 @@ impl Renderer<'_> {
         items.into_iter().map(|(_, item)| item).collect()
     }
 
-    /// Writes `item` at `prefix`; `last` is `Some(is_last)` under a parent, `None` at the top.
-    fn item(&mut self, item: Item, prefix: &str, last: Option<bool>) {
-        let (branch, child_prefix) = match (last, self.opts.ascii) {
-            (None, _) => (String::new(), prefix.to_string()),
-            (Some(false), false) => (format!("{prefix}├─ "), format!("{prefix}│  ")),
-            (Some(true), false) => (format!("{prefix}└─ "), format!("{prefix}   ")),
-            (Some(false), true) => (format!("{prefix}|- "), format!("{prefix}|  ")),
-            (Some(true), true) => (format!("{prefix}`- "), format!("{prefix}   ")),
-        };
-        let children = match item {
-            Item::Span(r, n) => {
-                let line = self.span_line(&self.runs[r].spans[n]);
-                let _ = writeln!(self.out, "{branch}{line}");
-                self.items_of(r, n)
+    /// Writes `item` and everything under it at `prefix`. Iterative (an explicit stack, not
+    /// recursion), so a crafted file nested 100 000 levels deep cannot overflow the stack;
+    /// past [`MAX_DRAWN_DEPTH`] levels the branches stop growing and each line says its depth,
+    /// so the output stays linear in the number of items.
+    fn item(&mut self, item: Item, prefix: &str) {
+        struct Frame {
+            item: Item,
+            prefix: Arc<str>,
+            /// `Some(is_last)` under a parent, `None` at the top.
+            last: Option<bool>,
+            depth: usize,
+        }
+        let mut stack = vec![Frame {
+            item,
+            prefix: Arc::from(prefix),
+            last: None,
+            depth: 0,
+        }];
+        while let Some(Frame {
+            item,
+            prefix,
+            last,
+            depth,
+        }) = stack.pop()
+        {
+            let (branch, child_prefix) = match (last, self.opts.ascii) {
+                (None, _) => (String::new(), prefix.to_string()),
+                (Some(false), false) => (format!("{prefix}├─ "), format!("{prefix}│  ")),
+                (Some(true), false) => (format!("{prefix}└─ "), format!("{prefix}   ")),
+                (Some(false), true) => (format!("{prefix}|- "), format!("{prefix}|  ")),
+                (Some(true), true) => (format!("{prefix}`- "), format!("{prefix}   ")),
+            };
+            let marker = if depth > MAX_DRAWN_DEPTH {
+                format!("[depth {depth}] ")
+            } else {
+                String::new()
+            };
+            let children = match item {
+                Item::Span(r, n) => {
+                    let line = self.span_line(&self.runs[r].spans[n]);
+                    let _ = writeln!(self.out, "{branch}{marker}{line}");
+                    self.items_of(r, n)
+                }
+                Item::Event(e) => {
+                    let line = self.event_line(e, false);
+                    let _ = writeln!(self.out, "{branch}{marker}{line}");
+                    Vec::new()
+                }
+                Item::Run(cr) => {
+                    let run = &self.runs[cr];
+                    let arrow = if self.opts.ascii { "->" } else { "↳" };
+                    let _ = writeln!(
+                        self.out,
+                        "{branch}{marker}{arrow} run {} · session {} · agent {}",
+                        run.run_id, run.session_id, run.agent
+                    );
+                    let mut items: Vec<Item> =
+                        run.roots.iter().map(|&n| Item::Span(cr, n)).collect();
+                    items.extend(run.loose_events.iter().map(|&e| Item::Event(e)));
+                    items
+                }
+            };
+            let child_prefix: Arc<str> = if depth >= MAX_DRAWN_DEPTH {
+                prefix
+            } else {
+                Arc::from(child_prefix)
+            };
+            let count = children.len();
+            for (i, child) in children.into_iter().enumerate().rev() {
+                stack.push(Frame {
+                    item: child,
+                    prefix: Arc::clone(&child_prefix),
+                    last: Some(i + 1 == count),
+                    depth: depth + 1,
+                });
             }
-            Item::Event(e) => {
-                let line = self.event_line(e, false);
-                let _ = writeln!(self.out, "{branch}{line}");
-                Vec::new()
-            }
-            Item::Run(cr) => {
-                let run = &self.runs[cr];
-                let arrow = if self.opts.ascii { "->" } else { "↳" };
-                let _ = writeln!(
-                    self.out,
-                    "{branch}{arrow} run {} · session {} · agent {}",
-                    run.run_id, run.session_id, run.agent
-                );
-                let mut items: Vec<Item> = run.roots.iter().map(|&n| Item::Span(cr, n)).collect();
-                items.extend(run.loose_events.iter().map(|&e| Item::Event(e)));
-                items
-            }
-        };
-        let count = children.len();
-        for (i, child) in children.into_iter().enumerate() {
-            self.item(child, &child_prefix, Some(i + 1 == count));
         }
     }
 

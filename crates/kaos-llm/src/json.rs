@@ -2,6 +2,10 @@
 //!
 //! Models wrap JSON in prose, in Markdown fences, or send it bare. [`extract_json`] tries, in
 //! order: the whole text, each fenced block, then the outermost balanced `{...}` or `[...]`.
+//!
+//! The work is linear in the text: the fences and the balanced spans are found in single
+//! passes, the spans tried are disjoint, and an unclosed bracket is rescanned past at most
+//! four times (so `"{{{{…"` costs a few passes, not one per bracket).
 
 use serde_json::Value;
 
@@ -31,10 +35,21 @@ pub fn extract_json(text: &str) -> Result<Value, JsonExtractError> {
             Err(e) => last_error = e.to_string(),
         }
     }
-    for candidate in balanced_candidates(trimmed) {
-        match serde_json::from_str::<Value>(candidate) {
-            Ok(v) => return Ok(v),
-            Err(e) => last_error = e.to_string(),
+    let mut from = 0;
+    for _ in 0..=MAX_RESCANS {
+        let scan = balanced_spans(trimmed, from);
+        for candidate in scan.spans {
+            match serde_json::from_str::<Value>(candidate) {
+                Ok(v) => return Ok(v),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        match scan.unclosed {
+            Some(open) => {
+                last_error = format!("a bracket at byte {open} is never closed");
+                from = open + 1;
+            }
+            None => break,
         }
     }
     Err(JsonExtractError {
@@ -42,6 +57,9 @@ pub fn extract_json(text: &str) -> Result<Value, JsonExtractError> {
         preview: trimmed.chars().take(120).collect(),
     })
 }
+
+/// How many times the scan restarts after an opening bracket that is never closed.
+const MAX_RESCANS: usize = 4;
 
 /// The bodies of Markdown code fences (```` ```json ... ``` ````), in order.
 fn fenced_blocks(text: &str) -> Vec<&str> {
@@ -66,30 +84,25 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
     blocks
 }
 
-/// Balanced `{...}` / `[...]` spans, scanning from each opening bracket, string-aware.
-fn balanced_candidates(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let open = bytes[i];
-        if (open == b'{' || open == b'[')
-            && let Some(end) = matching_close(bytes, i)
-        {
-            out.push(&text[i..=end]);
-            i = end + 1;
-            continue;
-        }
-        i += 1;
-    }
-    out
+/// The outcome of one pass over the text.
+struct Scan<'a> {
+    /// Disjoint top-level balanced `{...}` / `[...]` spans, in order.
+    spans: Vec<&'a str>,
+    /// The opening bracket whose span never closed, if the text ended inside one.
+    unclosed: Option<usize>,
 }
 
-fn matching_close(bytes: &[u8], start: usize) -> Option<usize> {
+/// One string-aware pass from byte `from`: each top-level bracket opens a span that ends
+/// where the depth returns to zero. Quotes count only inside a span (prose around the JSON
+/// may hold a stray `"`); bracket kinds are not matched (the JSON parser judges the span).
+fn balanced_spans(text: &str, from: usize) -> Scan<'_> {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
     let mut depth = 0usize;
+    let mut start = 0usize;
     let mut in_string = false;
     let mut escaped = false;
-    for (offset, &b) in bytes[start..].iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
         if in_string {
             match b {
                 _ if escaped => escaped = false,
@@ -100,18 +113,29 @@ fn matching_close(bytes: &[u8], start: usize) -> Option<usize> {
             continue;
         }
         match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
+            b'"' if depth > 0 => in_string = true,
+            b'{' | b'[' => {
                 if depth == 0 {
-                    return Some(start + offset);
+                    start = i;
+                }
+                depth += 1;
+            }
+            b'}' | b']' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    // Brackets are ASCII, so both ends are on character boundaries.
+                    if let Some(span) = text.get(start..=i) {
+                        spans.push(span);
+                    }
                 }
             }
             _ => {}
         }
     }
-    None
+    Scan {
+        spans,
+        unclosed: (depth > 0).then_some(start),
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +167,27 @@ mod tests {
     fn skips_a_broken_candidate_and_takes_the_next() {
         let text = "{not json} and then {\"ok\": true}";
         assert_eq!(extract_json(text).unwrap(), json!({"ok": true}));
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_scanned_past() {
+        let text = "{\"a\": {\"b\": 1}";
+        assert_eq!(extract_json(text).unwrap(), json!({"b": 1}));
+        let err = extract_json("[[[[").unwrap_err();
+        assert!(err.reason.contains("never closed"), "{err}");
+    }
+
+    #[test]
+    fn long_hostile_text_is_linear() {
+        // Quadratic scanning would need ~10^12 steps on these; linear ones finish at once.
+        for text in [
+            "{".repeat(1_000_000),
+            "[\"".repeat(500_000),
+            "{x} ".repeat(300_000),
+            format!("x{}", "```".repeat(300_000)),
+        ] {
+            assert!(extract_json(&text).is_err());
+        }
     }
 
     #[test]

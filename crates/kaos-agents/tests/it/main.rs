@@ -17,6 +17,7 @@ mod otel_names;
 #[cfg(feature = "otel")]
 mod otel_runner;
 mod plan;
+mod properties;
 mod redact;
 mod resume;
 mod runner;

@@ -157,3 +157,57 @@ fn durations_in_milliseconds() {
         "run run_fixed · session s · agent a\n✓ agent.turn 12.5ms\n└─ ✓ chat  3.2ms\n"
     );
 }
+
+/// A crafted audit file: `depth` spans, each started inside the one before and never ended
+/// (written by hand: a hostile file need not come from kaos).
+fn deeply_nested_audit_file(dir: &std::path::Path, depth: u64) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("deep.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let header = kaos_agents::audit::AuditHeader::now();
+    writeln!(file, "{}", serde_json::to_string(&header).unwrap()).unwrap();
+    let template =
+        serde_json::to_string(&span(0, SpanPhase::Start, "ID", Some("PARENT"), "x", None)).unwrap();
+    for n in 0..depth {
+        let line = template
+            .replace("\"sequence\":0", &format!("\"sequence\":{n}"))
+            .replace("\"ID\"", &format!("\"s{n}\""));
+        let line = if n == 0 {
+            line.replace("\"PARENT\"", "null")
+        } else {
+            line.replace("\"PARENT\"", &format!("\"s{}\"", n - 1))
+        };
+        writeln!(file, "{line}").unwrap();
+    }
+    file.flush().unwrap();
+    path
+}
+
+#[test]
+fn a_crafted_file_nested_100k_deep_renders_without_overflowing_the_stack() {
+    const DEPTH: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = kaos_agents::audit::read_file(deeply_nested_audit_file(dir.path(), DEPTH)).unwrap();
+    assert_eq!(log.events.len(), DEPTH as usize);
+    // Rendered on a small thread stack: recursion per level would overflow it long before.
+    let tree = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || render_tree(&log.events, &no_durations()))
+        .unwrap()
+        .join()
+        .unwrap();
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 1 + DEPTH as usize);
+    assert!(lines[1].starts_with("… x (running)"), "{}", lines[1]);
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("[depth 99999] … x (running)"),
+        "{}",
+        lines.last().unwrap()
+    );
+    // Branches stop growing past the drawn depth: the output stays linear in the spans.
+    let longest = lines.iter().map(|l| l.chars().count()).max().unwrap();
+    assert!(longest < 400, "longest line has {longest} characters");
+}

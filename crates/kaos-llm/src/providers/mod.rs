@@ -7,6 +7,8 @@
 mod anthropic;
 pub(crate) mod http;
 mod openai;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ mod faults;
 mod function;
 mod openai;
 mod pricing;
+mod properties;
 mod retry;
 mod secrets;
 mod spec;

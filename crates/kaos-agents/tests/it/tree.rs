@@ -198,12 +198,13 @@ fn a_crafted_file_nested_100k_deep_renders_without_overflowing_the_stack() {
         .unwrap();
     let lines: Vec<&str> = tree.lines().collect();
     assert_eq!(lines.len(), 1 + DEPTH as usize);
-    assert!(lines[1].starts_with("… x (running)"), "{}", lines[1]);
     assert!(
-        lines
-            .last()
-            .unwrap()
-            .contains("[depth 99999] … x (running)"),
+        lines[1].starts_with("… ") && lines[1].contains("(running)"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines.last().unwrap().contains("[depth 99999] … "),
         "{}",
         lines.last().unwrap()
     );

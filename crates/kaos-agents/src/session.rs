@@ -246,6 +246,13 @@ pub trait SessionStore: Send + Sync {
     async fn load(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// Saves the session whole (atomically: a reader sees the old or the new one).
     async fn save(&self, session: &Session) -> Result<(), StoreError>;
+    /// Deletes the session (and its paused runs); `Ok(false)` when there was none. The
+    /// default refuses: a store that can delete says so by overriding it.
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        Err(StoreError {
+            message: format!("this session store cannot delete sessions (session {id})"),
+        })
+    }
 }
 
 /// Sessions in memory; nothing touches disk.
@@ -286,6 +293,13 @@ impl SessionStore for InMemoryStore {
         })?;
         sessions.insert(session.id.clone(), Arc::new(session.clone()));
         Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut sessions = self.sessions.lock().map_err(|_| StoreError {
+            message: "in-memory store lock poisoned".into(),
+        })?;
+        Ok(sessions.remove(id).is_some())
     }
 }
 
@@ -368,6 +382,17 @@ impl SessionStore for DirStore {
         .map_err(|e| StoreError {
             message: format!("{}: {e}", self.dir.display()),
         })
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let path = self.path_of(id);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError {
+                message: format!("{}: {e}", path.display()),
+            }),
+        }
     }
 }
 

@@ -308,7 +308,7 @@ impl LoadedAgent {
     }
 
     /// The agent and its own runtime (its tools and delegates registered).
-    fn agent_and_runtime(&self, runtime: KaosRuntime) -> (Agent, KaosRuntime) {
+    pub fn agent_and_runtime(&self, runtime: KaosRuntime) -> (Agent, KaosRuntime) {
         let mut own = runtime.clone();
         for tool in &self.tools {
             own = own.with_shared_tool(tool.clone());

@@ -90,6 +90,92 @@ pub enum Command {
     /// Read an audit trail: a text tree, an HTML viewer, or an OTLP replay.
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
+    /// Serve agents over HTTP (SSE or JSON turns, approvals, sessions, OpenAPI).
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  KAOS_API_TOKENS=alice=s3cret-token-1 kaos serve --agent a.toml --agent b.toml
+      Serves on 127.0.0.1:8080; the first agent is the default, a body's \"agent\" picks another.
+  kaos serve --insecure-localhost --ephemeral
+      No auth (loopback only), the built-in offline assistant, nothing on disk.
+  curl -N -H 'Authorization: Bearer s3cret-token-1' -H 'Content-Type: application/json' \\
+       -d '{\"message\": \"Summarize the lease.\"}' http://127.0.0.1:8080/v1/sessions/s1/messages
+      The turn's events as SSE; add -H 'Accept: application/json' for one JSON object.
+  OTEL_TRACES_EXPORTER=console kaos serve --insecure-localhost
+      Each request's server span, with agent.turn under it, printed as JSON on stdout.
+
+Tokens: KAOS_API_TOKENS (comma-separated `tenant=token` or `token`) and/or --tokens-file.
+Signals: SIGTERM/SIGINT drain (new turns 503, /readyz 503, turns in flight finish up to
+--drain-timeout, the rest are cancelled), then flush the exporter and audit trail; exit 0.";
+
+/// `kaos serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Agent file (TOML); repeat for more agents. The first is the default. Default: the
+    /// built-in assistant.
+    #[arg(long, value_name = "FILE.toml")]
+    pub agent: Vec<PathBuf>,
+    /// Model spec for every agent; overrides the agent files'.
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// A file of bearer tokens (one `tenant=token` or `token` per line), added to
+    /// KAOS_API_TOKENS.
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens (refused unless --bind is a loopback address).
+    #[arg(long)]
+    pub insecure_localhost: bool,
+    /// Where sessions are kept. Default: $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep sessions in memory only.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Turns in flight at once; beyond it, 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_concurrent_turns: usize,
+    /// Wall-clock limit of one turn, in seconds (then it ends with outcome `timeout`).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub turn_timeout: f64,
+    /// How long a turn waits for a busy session before 409 `session_busy`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub busy_wait: f64,
+    /// How long in-flight turns may run after SIGTERM/SIGINT, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest message in characters (422 beyond).
+    #[arg(long, value_name = "CHARS", default_value_t = 100_000)]
+    pub max_message_chars: usize,
+    /// SSE keep-alive comment interval while a turn is idle, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub keep_alive: f64,
+    /// The offline and `script:` models wait MS milliseconds per call.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub model_latency_ms: u64,
+    /// Export spans over OTLP to this collector (default: the OTEL_* variables, if set).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+    /// OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http).
+    #[arg(long, value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else none).
+    #[arg(long, value_enum)]
+    pub capture_content: Option<CaptureContent>,
+    /// Write a redacted audit trail (one JSONL file per session) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
+    /// Print no access log lines (errors only).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kaos resume`.
@@ -148,6 +234,9 @@ pub struct CommonArgs {
     /// Write a redacted audit trail (one JSONL file per session) into DIR.
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
+    /// The offline and `script:` models wait MS milliseconds per call (load tests, demos).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub model_latency_ms: u64,
 }
 
 /// `kaos run`.

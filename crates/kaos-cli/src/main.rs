@@ -10,9 +10,11 @@ mod agent_file;
 mod chat;
 mod cli;
 mod exit;
+mod latency;
 mod models;
 mod plan;
 mod run;
+mod serve;
 mod tools;
 mod wiring;
 
@@ -73,5 +75,6 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
             run::resume(plan, run_id, deny).await
         }
         cli::Command::Audit(args) => wiring::audit_command(&args),
+        cli::Command::Serve(args) => serve::serve(args).await,
     }
 }

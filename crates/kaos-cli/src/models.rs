@@ -23,6 +23,8 @@ pub const OFFLINE: &str = "offline";
 #[derive(Default)]
 pub struct ModelRegistry {
     clients: Mutex<BTreeMap<String, Arc<dyn LlmClient>>>,
+    /// `--model-latency-ms`: what each call of the offline and `script:` models waits.
+    latency: std::time::Duration,
 }
 
 impl std::fmt::Debug for ModelRegistry {
@@ -39,6 +41,14 @@ impl std::fmt::Debug for ModelRegistry {
 }
 
 impl ModelRegistry {
+    /// A registry whose offline and `script:` models wait `latency` per call.
+    pub fn with_latency(latency: std::time::Duration) -> Self {
+        Self {
+            latency,
+            ..Self::default()
+        }
+    }
+
     /// Validates `spec` (relative script paths resolve against `base_dir`), creates its
     /// client once, and returns the spec the agent should name.
     pub fn resolve(&self, spec: &str, base_dir: &Path) -> anyhow::Result<String> {
@@ -88,7 +98,11 @@ impl ModelRegistry {
             .lock()
             .map_err(|_| anyhow!("model registry lock poisoned"))?;
         if !clients.contains_key(&key) {
-            clients.insert(key.clone(), make()?);
+            let mut client = make()?;
+            if key == OFFLINE || key.starts_with("script:") {
+                client = crate::latency::Delayed::wrap(client, self.latency);
+            }
+            clients.insert(key.clone(), client);
         }
         Ok(key)
     }

@@ -135,7 +135,9 @@ impl RunPlan {
         };
         wiring::check_observability(&observability)?;
 
-        let models = Arc::new(ModelRegistry::default());
+        let models = Arc::new(ModelRegistry::with_latency(
+            std::time::Duration::from_millis(common.model_latency_ms),
+        ));
         let file = match &common.agent {
             Some(path) => Some(AgentFile::load(path)?),
             None => None,
@@ -182,12 +184,12 @@ impl RunPlan {
 }
 
 /// Sessions are kept in `<state-dir>/sessions` (audit trails will sit beside them).
-fn sessions_dir(state_dir: &Path) -> PathBuf {
+pub fn sessions_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions")
 }
 
 /// `$XDG_DATA_HOME/kaos`, else `~/.local/share/kaos`.
-fn default_state_dir() -> anyhow::Result<PathBuf> {
+pub fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("kaos"));
     }

@@ -11,7 +11,7 @@ use kaos_agents::otel::{
     CaptureContent, Exporter, OTelHook, Protocol, Telemetry, TelemetryBuilder, format_traceparent,
 };
 use kaos_agents::tree::{self, TreeOptions};
-use kaos_agents::{RunOptions, Runner};
+use kaos_agents::{Hook, RunOptions, Runner};
 
 use crate::cli::{self, AuditAction, AuditArgs, OtlpProtocol};
 use crate::exit::CliError;
@@ -109,6 +109,40 @@ impl Observers {
             eprintln!("kaos: exported {} span(s) to {target}", stats.exported);
         }
     }
+}
+
+impl Observers {
+    /// The span pipeline, when tracing is on.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+}
+
+/// The OTel and audit hooks as shared hooks (for `kaos serve`, which attaches them to
+/// every runner it builds).
+pub fn shared_hooks(o: &Observability) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Observers)> {
+    let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
+    let mut observers = Observers::default();
+    if let Some(builder) = tracing_settings(o)? {
+        let telemetry = builder
+            .service_name(service_name())
+            .build()
+            .context("setting up OTLP export")?;
+        let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
+        let _ = TRACE_HOOK.set(hook.clone());
+        hooks.push(hook);
+        observers.telemetry = Some(telemetry);
+    }
+    if let Some(dir) = &o.audit {
+        let hook = AuditHook::new(dir).with_context(|| {
+            format!(
+                "--audit {}: cannot create the audit directory",
+                dir.display()
+            )
+        })?;
+        hooks.push(Arc::new(hook));
+    }
+    Ok((hooks, observers))
 }
 
 /// Adds the OTel and audit hooks to `runner`.

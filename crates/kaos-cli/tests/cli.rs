@@ -9,6 +9,8 @@ use serde_json::Value;
 
 const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
 
+mod serve;
+
 /// A fresh temp dir, removed on drop.
 struct TempDir(PathBuf);
 

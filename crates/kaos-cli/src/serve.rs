@@ -1,0 +1,199 @@
+//! `kaos serve`: the agent files, the tokens and the limits turned into a
+//! [`kaos_server::Server`], run until SIGTERM/SIGINT, drained, flushed; exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use kaos_agents::KaosRuntime;
+use kaos_server::{Limits, ServedAgent, Server, ServerConfig, TokenSet, check_bind};
+
+use crate::agent_file::{AgentFile, LoadedAgent};
+use crate::cli::ServeArgs;
+use crate::exit::{self, CliError};
+use crate::models::ModelRegistry;
+use crate::plan::{Observability, default_state_dir, sessions_dir};
+use crate::wiring;
+
+/// How long the exporter may take to flush on the way out.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+fn secs(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !value.is_finite() || value < 0.0 {
+        bail!("--{flag} must be a non-negative number of seconds, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// The tokens from `KAOS_API_TOKENS` and `--tokens-file`.
+fn tokens(args: &ServeArgs) -> anyhow::Result<TokenSet> {
+    let mut set = match std::env::var("KAOS_API_TOKENS") {
+        Ok(list) if !list.trim().is_empty() => TokenSet::from_list(&list)?,
+        _ => TokenSet::empty(),
+    };
+    if let Some(file) = &args.tokens_file {
+        set.extend(TokenSet::from_file(file)?);
+    }
+    Ok(set)
+}
+
+/// The server's limits from the flags.
+fn limits(args: &ServeArgs) -> anyhow::Result<Limits> {
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_message_chars: args.max_message_chars,
+        max_concurrent_turns: args.max_concurrent_turns,
+        turn_timeout: secs("turn-timeout", args.turn_timeout)?,
+        busy_wait: secs("busy-wait", args.busy_wait)?,
+        keep_alive: secs("keep-alive", args.keep_alive)?,
+        ..Limits::default()
+    };
+    Ok(limits)
+}
+
+/// The agents, each on its own runtime (its tools and delegates) over one session store.
+fn agents(args: &ServeArgs) -> anyhow::Result<Vec<ServedAgent>> {
+    let models = ModelRegistry::with_latency(Duration::from_millis(args.model_latency_ms));
+    let mut loaded = Vec::new();
+    if args.agent.is_empty() {
+        loaded.push(LoadedAgent::build(None, args.model.as_deref(), &models, 0)?);
+    }
+    for path in &args.agent {
+        let file = AgentFile::load(path)?;
+        loaded.push(LoadedAgent::build(
+            Some(file),
+            args.model.as_deref(),
+            &models,
+            0,
+        )?);
+    }
+    let base = if args.ephemeral {
+        KaosRuntime::test_mode()
+    } else {
+        let dir: PathBuf = match &args.state_dir {
+            Some(d) => d.clone(),
+            None => default_state_dir()?,
+        };
+        KaosRuntime::with_state_dir(sessions_dir(&dir))
+    };
+    let base = models.register_all(base);
+    Ok(loaded
+        .iter()
+        .map(|l| {
+            let (agent, runtime) = l.agent_and_runtime(base.clone());
+            ServedAgent { agent, runtime }
+        })
+        .collect())
+}
+
+/// Prints the server's `tracing` lines (the access log) on stderr.
+fn init_logging(quiet: bool) {
+    let level = if quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `kaos serve`.
+pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
+    let addr: SocketAddr = args
+        .bind
+        .parse()
+        .map_err(|e| CliError::usage(anyhow!("--bind {:?}: {e} (use IP:PORT)", args.bind)))?;
+    let tokens = tokens(&args).map_err(CliError::usage)?;
+    check_bind(&addr, &tokens, args.insecure_localhost).map_err(|e| CliError::usage(e.into()))?;
+    let limits = limits(&args).map_err(CliError::usage)?;
+    let agents = agents(&args).map_err(CliError::usage)?;
+    let observability = Observability {
+        otlp: args.otlp.clone().filter(|s| !s.trim().is_empty()),
+        otlp_protocol: args.otlp_protocol,
+        traceparent: None,
+        capture_content: args.capture_content,
+        audit: args.audit.clone(),
+    };
+    wiring::check_observability(&observability).map_err(CliError::usage)?;
+    let (hooks, observers) = wiring::shared_hooks(&observability).map_err(CliError::usage)?;
+    init_logging(args.quiet);
+
+    let names: Vec<String> = agents.iter().map(|a| a.agent.name.clone()).collect();
+    let tenants = tokens.len();
+    let server = Server::new(ServerConfig {
+        agents,
+        tokens,
+        limits,
+        tracer: observers.telemetry().map(|t| t.tracer()),
+        hooks,
+    })
+    .map_err(|e| CliError::usage(e.into()))?;
+    let drain_timeout = secs("drain-timeout", args.drain_timeout).map_err(CliError::usage)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+        .map_err(CliError::usage)?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {addr}"))
+        .map_err(CliError::usage)?;
+    eprintln!(
+        "kaos serve: listening on http://{local} (agents: {}; {}) — OpenAPI at /openapi.json",
+        names.join(", "),
+        if tenants == 0 {
+            "no auth, loopback only".to_string()
+        } else {
+            format!("{tenants} token(s)")
+        }
+    );
+    let report = server
+        .serve(listener, shutdown_signal(), drain_timeout)
+        .await
+        .context("serving")
+        .map_err(CliError::failed)?;
+    for failure in server.flush_hooks() {
+        eprintln!("kaos serve: {failure}");
+    }
+    if let Some(t) = observers.telemetry() {
+        let stats = t.shutdown_with_deadline(FLUSH_DEADLINE);
+        let lost = stats.failed + stats.pending_or_dropped;
+        if lost > 0 {
+            eprintln!(
+                "kaos serve: warning: {lost} of {} span(s) were not exported",
+                stats.ended
+            );
+        }
+    }
+    eprintln!(
+        "kaos serve: stopped ({} turn(s) in flight at the signal, {} cancelled at the drain timeout)",
+        report.turns_at_signal, report.cancelled_turns
+    );
+    Ok(exit::OK)
+}

@@ -54,8 +54,7 @@ async fn hanging_up_mid_tool_cancels_the_turn_and_kills_the_tool() {
     for name in ["agent.turn", "agent.tool_call.slowproc"] {
         let s = spans
             .iter()
-            .filter(|s| s.name == name)
-            .last()
+            .rfind(|s| s.name == name)
             .unwrap_or_else(|| panic!("no {name}"));
         assert!(
             s.attributes

@@ -19,6 +19,7 @@ mod otel_runner;
 mod plan;
 mod properties;
 mod redact;
+mod redact_corpus;
 mod resume;
 mod runner;
 mod support;

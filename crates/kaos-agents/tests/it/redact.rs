@@ -25,7 +25,7 @@ fn each_secret_kind_is_named() {
         (format!("key={ANTHROPIC}"), "anthropic_key"),
         (format!("use {OPENAI} now"), "openai_key"),
         ("old sk-abcdefghijklmnopqrstuvwx1234".to_string(), "openai_key"),
-        ("aws AKIAIOSFODNN7EXAMPLE here".to_string(), "aws_access_key"),
+        ("aws AKIAIOSFODNN7EXAMPLE here".to_string(), "aws_access_key_id"),
         ("Authorization: Bearer abcDEF123456789.xyz".to_string(), "bearer_token"),
         (
             "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end".to_string(),
@@ -38,7 +38,7 @@ fn each_secret_kind_is_named() {
         ("login password=hunter2CANARY ok".to_string(), "password"),
         (r#"{"password": "hunter2CANARY"}"#.to_string(), "password"),
         ("api_key: abcd1234efgh".to_string(), "credential"),
-        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789".to_string(), "github_token"),
+        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789".to_string(), "github_pat"),
         (format!("card {CARD} thanks"), "card_number"),
         ("card 4242-4242-4242-4242".to_string(), "card_number"),
         ("ssn 123-45-6789.".to_string(), "ssn"),

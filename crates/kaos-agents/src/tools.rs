@@ -36,6 +36,10 @@ pub struct ToolOutput {
     pub structured: Option<Value>,
     /// Whether the tool reported an error.
     pub is_error: bool,
+    /// Whether the tool cut its own output short (e.g. a command's stdout past a cap); the
+    /// text says where.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl ToolOutput {
@@ -52,8 +56,14 @@ impl ToolOutput {
         Self {
             text: text.into(),
             is_error: true,
-            structured: None,
+            ..Self::default()
         }
+    }
+
+    /// Marks the output as cut short by the tool itself.
+    pub fn mark_truncated(mut self) -> Self {
+        self.truncated = true;
+        self
     }
 
     /// Adds a structured result.

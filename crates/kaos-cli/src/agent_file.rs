@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::models::{ModelRegistry, OFFLINE};
-use crate::tools::{CommandSpec, command_tool};
+use crate::tools::{CommandSpec, DEFAULT_MAX_OUTPUT_BYTES, TraceContext, command_tool};
 
 /// How deep delegates may nest in files (guards against a file delegating to itself).
 const MAX_FILE_DEPTH: usize = 8;
@@ -49,6 +49,7 @@ struct ToolToml {
     parameters: Option<toml::Value>,
     command: Spanned<Vec<String>>,
     timeout_ms: Option<u64>,
+    max_output_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     read_only: bool,
     #[serde(default)]
@@ -139,6 +140,7 @@ impl LoadedAgent {
         model_override: Option<&str>,
         models: &ModelRegistry,
         depth: usize,
+        trace: &TraceContext,
     ) -> anyhow::Result<Self> {
         let cwd = PathBuf::from(".");
         let Some(file) = file else {
@@ -239,6 +241,14 @@ impl LoadedAgent {
                     file.at(t.name.span())
                 );
             }
+            let max_output_bytes = match &t.max_output_bytes {
+                Some(n) if *n.get_ref() == 0 => bail!(
+                    "{}: field `tools[{i}].max_output_bytes`: must be at least 1",
+                    file.at(n.span())
+                ),
+                Some(n) => *n.get_ref(),
+                None => DEFAULT_MAX_OUTPUT_BYTES,
+            };
             let annotations = ToolAnnotations {
                 read_only: t.read_only,
                 idempotent: t.read_only,
@@ -253,6 +263,8 @@ impl LoadedAgent {
                 argv: argv.clone(),
                 timeout_ms: t.timeout_ms,
                 annotations,
+                max_output_bytes,
+                trace: Some(Arc::clone(trace)),
             })));
         }
 
@@ -278,7 +290,7 @@ impl LoadedAgent {
                     file.at(d.agent.span())
                 )
             })?;
-            let child = LoadedAgent::build(Some(child_file), None, models, depth + 1)?;
+            let child = LoadedAgent::build(Some(child_file), None, models, depth + 1, trace)?;
             delegates.push((name.clone(), d.description.clone(), child));
         }
 

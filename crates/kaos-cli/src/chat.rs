@@ -17,6 +17,7 @@ pub async fn chat(plan: RunPlan) -> Result<u8, CliError> {
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
+        &plan.trace,
     )
     .map_err(CliError::usage)?;
     let previous: Option<Session> = runner

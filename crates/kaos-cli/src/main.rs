@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod agent_file;
+mod audit_cmd;
 mod chat;
 mod cli;
 mod exit;
@@ -74,7 +75,7 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
             let plan = plan::RunPlan::from_resume_args(args).map_err(CliError::usage)?;
             run::resume(plan, run_id, deny).await
         }
-        cli::Command::Audit(args) => wiring::audit_command(&args),
+        cli::Command::Audit(args) => audit_cmd::audit_command(&args),
         cli::Command::Serve(args) => serve::serve(args).await,
     }
 }

@@ -69,6 +69,8 @@ pub struct RunPlan {
     pub models: Arc<ModelRegistry>,
     /// OTLP, traceparent, content capture, audit.
     pub observability: Observability,
+    /// Where the command tools find the OTel hook once it is attached.
+    pub trace: wiring::TraceSlot,
 }
 
 impl RunPlan {
@@ -142,7 +144,9 @@ impl RunPlan {
             Some(path) => Some(AgentFile::load(path)?),
             None => None,
         };
-        let agent = LoadedAgent::build(file, common.model.as_deref(), &models, 0)?;
+        let trace = wiring::TraceSlot::default();
+        let agent =
+            LoadedAgent::build(file, common.model.as_deref(), &models, 0, &trace.context())?;
 
         let stderr_tty = std::io::stderr().is_terminal();
         let display = Display {
@@ -160,6 +164,7 @@ impl RunPlan {
             agent,
             models,
             observability,
+            trace,
         })
     }
 

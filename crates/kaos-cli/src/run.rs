@@ -170,6 +170,7 @@ pub async fn resume(plan: RunPlan, run_id: String, deny: Option<String>) -> Resu
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
+        &plan.trace,
     )
     .map_err(CliError::usage)?;
     let approval = match deny {
@@ -199,6 +200,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
         plan.runner(plan.runtime())
             .with_shared_hook(recorder.clone()),
         &plan.observability,
+        &plan.trace,
     )
     .map_err(CliError::usage)?;
     if plan.session_generated && plan.display.notes {

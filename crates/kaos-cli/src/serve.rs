@@ -53,11 +53,17 @@ fn limits(args: &ServeArgs) -> anyhow::Result<Limits> {
 }
 
 /// The agents, each on its own runtime (its tools and delegates) over one session store.
-fn agents(args: &ServeArgs) -> anyhow::Result<Vec<ServedAgent>> {
+fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<ServedAgent>> {
     let models = ModelRegistry::with_latency(Duration::from_millis(args.model_latency_ms));
     let mut loaded = Vec::new();
     if args.agent.is_empty() {
-        loaded.push(LoadedAgent::build(None, args.model.as_deref(), &models, 0)?);
+        loaded.push(LoadedAgent::build(
+            None,
+            args.model.as_deref(),
+            &models,
+            0,
+            &trace.context(),
+        )?);
     }
     for path in &args.agent {
         let file = AgentFile::load(path)?;
@@ -66,6 +72,7 @@ fn agents(args: &ServeArgs) -> anyhow::Result<Vec<ServedAgent>> {
             args.model.as_deref(),
             &models,
             0,
+            &trace.context(),
         )?);
     }
     let base = if args.ephemeral {
@@ -133,7 +140,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     let tokens = tokens(&args).map_err(CliError::usage)?;
     check_bind(&addr, &tokens, args.insecure_localhost).map_err(|e| CliError::usage(e.into()))?;
     let limits = limits(&args).map_err(CliError::usage)?;
-    let agents = agents(&args).map_err(CliError::usage)?;
+    let trace = wiring::TraceSlot::default();
+    let agents = agents(&args, &trace).map_err(CliError::usage)?;
     let observability = Observability {
         otlp: args.otlp.clone().filter(|s| !s.trim().is_empty()),
         otlp_protocol: args.otlp_protocol,
@@ -142,7 +150,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         audit: args.audit.clone(),
     };
     wiring::check_observability(&observability).map_err(CliError::usage)?;
-    let (hooks, observers) = wiring::shared_hooks(&observability).map_err(CliError::usage)?;
+    let (hooks, observers) =
+        wiring::shared_hooks(&observability, &trace).map_err(CliError::usage)?;
     init_logging(args.quiet);
 
     let names: Vec<String> = agents.iter().map(|a| a.agent.name.clone()).collect();

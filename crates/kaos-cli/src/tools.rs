@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use kaos_agents::{FnTool, ToolAnnotations, ToolContext, ToolOutput};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Most bytes of a command's stdout (and, apart, of its stderr) kept for the result, unless
+/// the tool sets `max_output_bytes`. The rest is read and discarded, so the child never
+/// blocks on a full pipe and memory stays bounded whatever it prints.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// What `[[tools]]` says about one command tool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CommandSpec {
     /// The tool's name.
     pub name: String,
@@ -23,11 +28,32 @@ pub struct CommandSpec {
     pub timeout_ms: Option<u64>,
     /// Permission hints.
     pub annotations: ToolAnnotations,
+    /// Most bytes of stdout (and of stderr) kept ([`DEFAULT_MAX_OUTPUT_BYTES`] by default).
+    pub max_output_bytes: usize,
+    /// Hands the child the trace context of its tool-call span, when tracing is on.
+    pub trace: Option<TraceContext>,
 }
 
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandSpec")
+            .field("name", &self.name)
+            .field("argv", &self.argv)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_output_bytes", &self.max_output_bytes)
+            .field("traced", &self.trace.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The W3C `traceparent` of a tool call's span (from its run and span ids), when tracing is
+/// on: given to command tools explicitly, so they need no process-global hook.
+pub type TraceContext = std::sync::Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
 /// A tool that runs `argv` with the JSON arguments on stdin; stdout is the result, a
-/// non-zero exit is an error result carrying stderr. The child is killed when the call is
-/// dropped (timeout, Ctrl-C, cancelled turn).
+/// non-zero exit is an error result carrying stderr. Output past `max_output_bytes` is
+/// discarded and the result [marked truncated](ToolOutput::mark_truncated). The child is
+/// killed when the call is dropped (timeout, Ctrl-C, cancelled turn).
 pub fn command_tool(spec: CommandSpec) -> FnTool {
     let CommandSpec {
         name,
@@ -36,11 +62,14 @@ pub fn command_tool(spec: CommandSpec) -> FnTool {
         argv,
         timeout_ms,
         annotations,
+        max_output_bytes,
+        trace,
     } = spec;
     FnTool::from_json(name, description, parameters, move |args, ctx| {
         let argv = argv.clone();
+        let trace = trace.clone();
         async move {
-            let run = run_command(argv.clone(), args, ctx);
+            let run = run_command(argv.clone(), args, ctx, max_output_bytes, trace);
             match timeout_ms {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), run).await {
                     Ok(out) => out,
@@ -56,7 +85,13 @@ pub fn command_tool(spec: CommandSpec) -> FnTool {
     .with_annotations(annotations)
 }
 
-async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOutput {
+async fn run_command(
+    argv: Vec<String>,
+    args: Value,
+    ctx: ToolContext,
+    max_output_bytes: usize,
+    trace: Option<TraceContext>,
+) -> ToolOutput {
     let Some((program, rest)) = argv.split_first() else {
         return ToolOutput::error("the tool has an empty command");
     };
@@ -72,7 +107,7 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
         .env("KAOS_SPAN_ID", &*ctx.span_id);
     // With tracing on, the child continues the trace under this tool call's span; otherwise
     // a TRACEPARENT in our own environment is inherited as is.
-    if let Some(traceparent) = crate::wiring::traceparent_for(&ctx.run_id, &ctx.span_id) {
+    if let Some(traceparent) = trace.and_then(|t| t(&ctx.run_id, &ctx.span_id)) {
         cmd.env("TRACEPARENT", traceparent);
     }
     // Its own process group, so a cancelled call can kill the command's children too
@@ -93,20 +128,84 @@ async fn run_command(argv: Vec<String>, args: Value, ctx: ToolContext) -> ToolOu
             let _ = stdin.shutdown().await;
         });
     }
-    let output = child.wait_with_output().await;
+    let (stdout, stderr) = tokio::join!(
+        capture(child.stdout.take(), max_output_bytes),
+        capture(child.stderr.take(), max_output_bytes)
+    );
+    let status = child.wait().await;
     group.disarm();
-    match output {
-        Ok(out) if out.status.success() => {
-            ToolOutput::text(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => return ToolOutput::error(format!("`{program}` could not be awaited: {e}")),
+    };
+    if status.success() {
+        let text = String::from_utf8_lossy(&stdout.kept).trim_end().to_string();
+        if stdout.truncated() {
+            return ToolOutput::text(format!("{}\n{text}", stdout.notice("stdout")))
+                .mark_truncated();
         }
-        Ok(out) => ToolOutput::error(format!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        )),
-        Err(e) => ToolOutput::error(format!("`{program}` could not be awaited: {e}")),
+        return ToolOutput::text(text);
     }
+    let notice = if stderr.truncated() {
+        format!("{}\n", stderr.notice("stderr"))
+    } else {
+        String::new()
+    };
+    let output = ToolOutput::error(format!(
+        "`{}` failed ({status}): {notice}{}",
+        argv.join(" "),
+        String::from_utf8_lossy(&stderr.kept).trim_end()
+    ));
+    if stderr.truncated() {
+        output.mark_truncated()
+    } else {
+        output
+    }
+}
+
+/// What was read from one of a child's pipes.
+struct Captured {
+    /// The first bytes, up to the cap.
+    kept: Vec<u8>,
+    /// Every byte read (kept or discarded).
+    total: u64,
+}
+
+impl Captured {
+    fn truncated(&self) -> bool {
+        self.total > self.kept.len() as u64
+    }
+
+    /// The first line of a truncated result, saying how much was kept.
+    fn notice(&self, stream: &str) -> String {
+        format!(
+            "[output truncated by kaos: the first {} of {} bytes of {stream} are shown]",
+            self.kept.len(),
+            self.total
+        )
+    }
+}
+
+/// Reads a pipe to its end, keeping the first `cap` bytes and discarding the rest (still
+/// reading, so the child never blocks on a full pipe). A read error ends the capture.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captured {
+    let mut captured = Captured {
+        kept: Vec::new(),
+        total: 0,
+    };
+    let Some(mut pipe) = pipe else {
+        return captured;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        captured.total = captured.total.saturating_add(n as u64);
+        let room = cap.saturating_sub(captured.kept.len());
+        captured.kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    captured
 }
 
 /// Kills a command's whole process group when a call is dropped before the command ended.

@@ -1,21 +1,19 @@
-//! Observability wiring: OTLP export, content capture, trace continuation, the audit trail,
-//! and the `kaos audit` commands.
+//! Observability wiring of a turn: OTLP export, content capture, trace continuation (also
+//! into command tools) and the audit trail. (`kaos audit` is [`crate::audit_cmd`].)
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kaos_agents::audit::{self, AuditHook, AuditLog};
+use kaos_agents::audit::AuditHook;
 use kaos_agents::otel::{
     CaptureContent, Exporter, OTelHook, Protocol, Telemetry, TelemetryBuilder, format_traceparent,
 };
-use kaos_agents::tree::{self, TreeOptions};
 use kaos_agents::{Hook, RunOptions, Runner};
 
-use crate::cli::{self, AuditAction, AuditArgs, OtlpProtocol};
-use crate::exit::CliError;
+use crate::cli::{self, OtlpProtocol};
 use crate::plan::Observability;
+use crate::tools::TraceContext;
 
 /// How long the exporter may take to flush after a turn.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
@@ -70,15 +68,31 @@ fn capture_mode(o: &Observability) -> CaptureContent {
     }
 }
 
-/// The process's OTel hook, once tracing is on (one per `kaos` process).
-static TRACE_HOOK: OnceLock<Arc<OTelHook>> = OnceLock::new();
+/// Where a plan's command tools find the OTel hook once [`attach_hooks`] has made it: the
+/// tools are built with the agent, before the hooks, so they get this slot (not a
+/// process-global) and read it at call time.
+#[derive(Clone, Default)]
+pub struct TraceSlot(Arc<OnceLock<Arc<OTelHook>>>);
 
-/// The W3C `traceparent` of the span `span_id` of run `run_id`, when tracing is on: command
-/// tools pass it to their child process as `TRACEPARENT`, so the child's own spans join the
-/// turn's trace under the tool call.
-pub fn traceparent_for(run_id: &str, span_id: &str) -> Option<String> {
-    let cx = TRACE_HOOK.get()?.context_of(run_id, span_id)?;
-    format_traceparent(&cx)
+impl std::fmt::Debug for TraceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceSlot")
+            .field("tracing", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl TraceSlot {
+    /// The W3C `traceparent` of a tool call's span (by run and span id), when tracing is on:
+    /// command tools pass it to their child process as `TRACEPARENT`, so the child's own
+    /// spans join the turn's trace under the tool call.
+    pub fn context(&self) -> TraceContext {
+        let slot = Arc::clone(&self.0);
+        Arc::new(move |run_id: &str, span_id: &str| {
+            let cx = slot.get()?.context_of(run_id, span_id)?;
+            format_traceparent(&cx)
+        })
+    }
 }
 
 /// The hooks' resources that need closing after the run.
@@ -120,7 +134,10 @@ impl Observers {
 
 /// The OTel and audit hooks as shared hooks (for `kaos serve`, which attaches them to
 /// every runner it builds).
-pub fn shared_hooks(o: &Observability) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Observers)> {
+pub fn shared_hooks(
+    o: &Observability,
+    trace: &TraceSlot,
+) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Observers)> {
     let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
@@ -129,7 +146,7 @@ pub fn shared_hooks(o: &Observability) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Ob
             .build()
             .context("setting up OTLP export")?;
         let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
-        let _ = TRACE_HOOK.set(hook.clone());
+        let _ = trace.0.set(hook.clone());
         hooks.push(hook);
         observers.telemetry = Some(telemetry);
     }
@@ -145,8 +162,13 @@ pub fn shared_hooks(o: &Observability) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Ob
     Ok((hooks, observers))
 }
 
-/// Adds the OTel and audit hooks to `runner`.
-pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<(Runner, Observers)> {
+/// Adds the OTel and audit hooks to `runner`; the OTel hook also goes into `trace` for the
+/// command tools.
+pub fn attach_hooks(
+    runner: Runner,
+    o: &Observability,
+    trace: &TraceSlot,
+) -> anyhow::Result<(Runner, Observers)> {
     let mut runner = runner;
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
@@ -155,8 +177,8 @@ pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<(Runner
             .build()
             .context("setting up OTLP export")?;
         let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
-        // Command tools look the hook up to hand their span's context to the child process.
-        let _ = TRACE_HOOK.set(hook.clone());
+        // Command tools read the hook to hand their span's context to the child process.
+        let _ = trace.0.set(hook.clone());
         runner = runner.with_shared_hook(hook);
         observers.telemetry = Some(telemetry);
     }
@@ -173,7 +195,7 @@ pub fn attach_hooks(runner: Runner, o: &Observability) -> anyhow::Result<(Runner
 }
 
 /// `OTEL_SERVICE_NAME`, else `kaos`.
-fn service_name() -> String {
+pub fn service_name() -> String {
     std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|s| !s.trim().is_empty())
@@ -184,102 +206,5 @@ fn service_name() -> String {
 pub fn run_options(o: &Observability) -> RunOptions {
     RunOptions {
         traceparent: o.traceparent.clone(),
-    }
-}
-
-/// Reads an audit file with its sub-agent files, reporting a torn tail on stderr.
-fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
-    let mut log = audit::read_file(file).with_context(|| format!("reading {}", file.display()))?;
-    if let Some(line) = log.torn_tail {
-        eprintln!(
-            "kaos: {}: line {line} is incomplete (torn write); it was skipped",
-            file.display()
-        );
-    }
-    log.include_subagents()
-        .with_context(|| format!("reading the sub-agent trails next to {}", file.display()))?;
-    Ok(log)
-}
-
-/// `kaos audit show|export|html FILE`: an unreadable trail or bad settings exit 2; a
-/// failed export (collector down) exits 1.
-pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
-    match &args.action {
-        AuditAction::Show { file } => {
-            let log = read_trail(file).map_err(CliError::usage)?;
-            print!(
-                "{}",
-                tree::render_tree(&log.events, &TreeOptions::default())
-            );
-            let mut redacted = kaos_agents::redact::RedactionStats::default();
-            for trailer in &log.trailers {
-                redacted.merge(&trailer.redactions);
-            }
-            if redacted.total() > 0 {
-                let kinds: Vec<String> = redacted
-                    .counts
-                    .iter()
-                    .map(|(k, n)| format!("{k}={n}"))
-                    .collect();
-                println!("redacted before writing: {}", kinds.join(", "));
-            }
-            Ok(0)
-        }
-        AuditAction::Html { file, output } => {
-            let log = read_trail(file).map_err(CliError::usage)?;
-            let page = audit::html::render_html(&log);
-            match output {
-                Some(out) => {
-                    std::fs::write(out, page)
-                        .with_context(|| format!("writing {}", out.display()))
-                        .map_err(CliError::failed)?;
-                    eprintln!("kaos: wrote {}", out.display());
-                }
-                None => print!("{page}"),
-            }
-            Ok(0)
-        }
-        AuditAction::Export { file, otlp } => {
-            let log = read_trail(file).map_err(CliError::usage)?;
-            let mut builder = TelemetryBuilder::from_env()
-                .context("reading the OTEL_* variables")
-                .map_err(CliError::usage)?;
-            if let Some(url) = otlp {
-                builder = if url.trim_end_matches('/').ends_with("/v1/traces") {
-                    builder.traces_endpoint(url.clone())
-                } else {
-                    builder.endpoint(url.clone())
-                };
-            }
-            let builder = builder.service_name(service_name());
-            let target = builder.resolved_endpoint();
-            // The OTLP/HTTP exporter uses a blocking client that must not be created or
-            // dropped on an async runtime's thread: export from a plain thread.
-            let export = || -> anyhow::Result<usize> {
-                let exporter = builder.otlp_exporter().context("setting up OTLP export")?;
-                let resource = builder.resource();
-                kaos_agents::otel::export_recorded(
-                    &log.events,
-                    exporter,
-                    &resource,
-                    CaptureContent::None,
-                )
-                .with_context(|| format!("exporting {} to {target}", file.display()))
-            };
-            let n = std::thread::scope(|scope| scope.spawn(export).join())
-                .map_err(|_| CliError::failed(anyhow::anyhow!("the export thread crashed")))?
-                .map_err(CliError::failed)?;
-            if n == 0 {
-                return Err(CliError::usage(anyhow::anyhow!(
-                    "{}: the trail holds no spans to export",
-                    file.display()
-                )));
-            }
-            eprintln!(
-                "kaos: exported {n} span(s) from {} to {target} with their recorded times",
-                file.display()
-            );
-            Ok(0)
-        }
     }
 }

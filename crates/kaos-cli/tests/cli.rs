@@ -891,3 +891,63 @@ fn chat_keeps_history_across_launches() {
     assert!(text(&second.stderr).contains("resuming session c1"));
     assert!(text(&second.stdout).contains("1 earlier user message"));
 }
+
+/// A command tool printing 100 MiB: the turn completes, the result says it was truncated,
+/// and kaos's peak memory (read by the tool itself from /proc/$PPID after printing) stays
+/// far below what keeping the output would take.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_command_printing_100_mib_is_truncated_with_bounded_memory() {
+    let dir = TempDir::new("flood");
+    dir.write(
+        "agent.toml",
+        r#"
+model = "script:replies.json"
+[[tools]]
+name = "flood"
+description = "Prints a lot."
+command = ["sh", "-c", "head -c 104857600 /dev/zero | tr '\\0' x; grep VmHWM /proc/$PPID/status > hwm.txt"]
+"#,
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\"}", {"tool_calls":[{"name":"flood","arguments":{}}]}, "Done."]"#,
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--json",
+            "flood it",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    assert_spans_closed(&events);
+    let tool_end = events
+        .iter()
+        .find(|e| e["kind"]["name"] == "tool.flood" && e["kind"]["phase"] == "complete")
+        .expect("a completed tool.flood span");
+    let summary = tool_end["kind"]["attributes"]["result_summary"]
+        .as_str()
+        .unwrap();
+    assert!(
+        summary.starts_with(
+            "[output truncated by kaos: the first 1048576 of 104857600 bytes of stdout are shown]"
+        ),
+        "{summary}"
+    );
+    assert_eq!(events.last().unwrap()["kind"]["text"], "Done.");
+    let hwm = std::fs::read_to_string(dir.path().join("hwm.txt")).unwrap();
+    let kib: u64 = hwm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected /proc status line {hwm:?}"));
+    // Keeping the output would need > 100 MiB (more with the text copies).
+    assert!(kib < 64 * 1024, "kaos peaked at {kib} KiB");
+    eprintln!("kaos peak RSS while the tool printed 100 MiB: {kib} KiB");
+}

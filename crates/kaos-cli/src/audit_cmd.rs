@@ -1,0 +1,110 @@
+//! `kaos audit show|export|html FILE`: reading audit trails back, drawing them, turning them
+//! into a self-contained HTML page, and replaying them to an OTLP collector.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use kaos_agents::audit::{self, AuditLog};
+use kaos_agents::otel::{CaptureContent, TelemetryBuilder};
+use kaos_agents::tree::{self, TreeOptions};
+
+use crate::cli::{AuditAction, AuditArgs};
+use crate::exit::CliError;
+use crate::wiring::service_name;
+
+/// Reads an audit file with its sub-agent files, reporting a torn tail on stderr.
+fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
+    let mut log = audit::read_file(file).with_context(|| format!("reading {}", file.display()))?;
+    if let Some(line) = log.torn_tail {
+        eprintln!(
+            "kaos: {}: line {line} is incomplete (torn write); it was skipped",
+            file.display()
+        );
+    }
+    log.include_subagents()
+        .with_context(|| format!("reading the sub-agent trails next to {}", file.display()))?;
+    Ok(log)
+}
+
+/// `kaos audit show|export|html FILE`: an unreadable trail or bad settings exit 2; a
+/// failed export (collector down) exits 1.
+pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
+    match &args.action {
+        AuditAction::Show { file } => {
+            let log = read_trail(file).map_err(CliError::usage)?;
+            print!(
+                "{}",
+                tree::render_tree(&log.events, &TreeOptions::default())
+            );
+            let mut redacted = kaos_agents::redact::RedactionStats::default();
+            for trailer in &log.trailers {
+                redacted.merge(&trailer.redactions);
+            }
+            if redacted.total() > 0 {
+                let kinds: Vec<String> = redacted
+                    .counts
+                    .iter()
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect();
+                println!("redacted before writing: {}", kinds.join(", "));
+            }
+            Ok(0)
+        }
+        AuditAction::Html { file, output } => {
+            let log = read_trail(file).map_err(CliError::usage)?;
+            let page = audit::html::render_html(&log);
+            match output {
+                Some(out) => {
+                    std::fs::write(out, page)
+                        .with_context(|| format!("writing {}", out.display()))
+                        .map_err(CliError::failed)?;
+                    eprintln!("kaos: wrote {}", out.display());
+                }
+                None => print!("{page}"),
+            }
+            Ok(0)
+        }
+        AuditAction::Export { file, otlp } => {
+            let log = read_trail(file).map_err(CliError::usage)?;
+            let mut builder = TelemetryBuilder::from_env()
+                .context("reading the OTEL_* variables")
+                .map_err(CliError::usage)?;
+            if let Some(url) = otlp {
+                builder = if url.trim_end_matches('/').ends_with("/v1/traces") {
+                    builder.traces_endpoint(url.clone())
+                } else {
+                    builder.endpoint(url.clone())
+                };
+            }
+            let builder = builder.service_name(service_name());
+            let target = builder.resolved_endpoint();
+            // The OTLP/HTTP exporter uses a blocking client that must not be created or
+            // dropped on an async runtime's thread: export from a plain thread.
+            let export = || -> anyhow::Result<usize> {
+                let exporter = builder.otlp_exporter().context("setting up OTLP export")?;
+                let resource = builder.resource();
+                kaos_agents::otel::export_recorded(
+                    &log.events,
+                    exporter,
+                    &resource,
+                    CaptureContent::None,
+                )
+                .with_context(|| format!("exporting {} to {target}", file.display()))
+            };
+            let n = std::thread::scope(|scope| scope.spawn(export).join())
+                .map_err(|_| CliError::failed(anyhow::anyhow!("the export thread crashed")))?
+                .map_err(CliError::failed)?;
+            if n == 0 {
+                return Err(CliError::usage(anyhow::anyhow!(
+                    "{}: the trail holds no spans to export",
+                    file.display()
+                )));
+            }
+            eprintln!(
+                "kaos: exported {n} span(s) from {} to {target} with their recorded times",
+                file.display()
+            );
+            Ok(0)
+        }
+    }
+}

@@ -18,8 +18,13 @@ pub mod runner;
 pub mod runtime;
 pub mod scope;
 pub mod session;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod tools;
 pub mod tree;
+
+#[cfg(not(feature = "test-support"))]
+pub(crate) use scope::attrs;
 
 pub use agent::{Agent, AgentBuilder, AgentPattern, Budget, ConfigError};
 pub use events::{

@@ -2,11 +2,24 @@
 //! open spans, dispatches each event to the hooks and buffers it for the stream's consumer.
 //!
 //! Every span that starts ends exactly once: ending a span first ends its open descendants
-//! (children first, as `cancelled`), and [`TurnScope::cancel_open`] ends whatever is left when
-//! a turn is dropped, aborted or paused.
+//! (children first, as `cancelled`), and `cancel_open` ends whatever is left when a turn is
+//! dropped, aborted or paused.
+//!
+//! Hooks are called **outside** the scope's lock: an emit records its events (sequence
+//! numbers, the open-span stack) under the lock, releases it, then delivers them to the hooks
+//! in sequence order, and only then buffers them for the stream's consumer. While one thread
+//! delivers, another thread's emit on the same scope waits for it (so the hooks see one
+//! scope's events in sequence order). A hook may call back into the scope: reads
+//! ([`TurnScope::current_span`], [`TurnScope::halted`], …) see the bookkeeping already done,
+//! and an event recorded from inside a hook is delivered right after the current one (its
+//! hook action is `Continue`).
+//!
+//! Emitting is crate-private, so only the runner mints spans; the `test-support` feature
+//! exposes it to tests through [`crate::testing::ScopeDriver`].
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -26,8 +39,13 @@ struct OpenSpan {
 struct ScopeState {
     sequence: u64,
     open: Vec<OpenSpan>,
+    /// Recorded, not yet delivered to the hooks.
+    pending: VecDeque<Event>,
+    /// Delivered, waiting for the stream's consumer.
     buffer: VecDeque<Event>,
     halted: Option<String>,
+    /// The thread delivering this scope's events to the hooks right now.
+    deliverer: Option<ThreadId>,
 }
 
 struct ScopeInner {
@@ -38,6 +56,8 @@ struct ScopeInner {
     root_parent: Option<Arc<str>>,
     forward_to: Option<TurnScope>,
     state: Mutex<ScopeState>,
+    /// Signalled when a delivery ends (another thread may be waiting to deliver).
+    delivered: Condvar,
 }
 
 /// A live run's emitter. Cheap to clone; clones share the run.
@@ -99,13 +119,18 @@ fn now_unix_nanos() -> u64 {
 
 impl TurnScope {
     /// A root run.
-    pub fn new(session_id: Arc<str>, run_id: Arc<str>, agent: Arc<str>, hooks: HookSet) -> Self {
+    pub(crate) fn new(
+        session_id: Arc<str>,
+        run_id: Arc<str>,
+        agent: Arc<str>,
+        hooks: HookSet,
+    ) -> Self {
         Self::build(session_id, run_id, agent, hooks, None, None)
     }
 
     /// A run nested in another (a sub-agent or handoff target): its spans' root parent is
     /// `parent_span_id`, its events go through `hooks` and then into `parent`'s stream.
-    pub fn nested(
+    pub(crate) fn nested(
         parent: &TurnScope,
         parent_span_id: Arc<str>,
         session_id: Arc<str>,
@@ -138,6 +163,7 @@ impl TurnScope {
                 root_parent,
                 forward_to,
                 state: Mutex::new(ScopeState::default()),
+                delivered: Condvar::new(),
             }),
         }
     }
@@ -187,12 +213,12 @@ impl TurnScope {
     }
 
     /// Emits a value event (or a hand-built span) and returns the hooks' combined action.
-    pub fn emit(&self, kind: EventKind) -> HookAction {
-        let mut state = self.state();
-        self.emit_locked(&mut state, kind)
+    pub(crate) fn emit(&self, kind: EventKind) -> HookAction {
+        self.commit(|scope, state| scope.record(state, kind)).1
     }
 
-    fn emit_locked(&self, state: &mut ScopeState, kind: EventKind) -> HookAction {
+    /// Records an event under the lock: its sequence number, then into `pending`.
+    fn record(&self, state: &mut ScopeState, kind: EventKind) {
         let event = Event {
             timestamp: now_unix_nanos(),
             sequence: state.sequence,
@@ -202,21 +228,72 @@ impl TurnScope {
             kind,
         };
         state.sequence += 1;
+        state.pending.push_back(event);
+    }
+
+    /// Runs `record` under the lock (span bookkeeping; it records events into `pending`),
+    /// then delivers the pending events to the hooks with the lock released, in sequence
+    /// order, then hands them to the stream. Returns `record`'s value and the hooks' combined
+    /// action over the events `record` recorded.
+    fn commit<R>(&self, record: impl FnOnce(&Self, &mut ScopeState) -> R) -> (R, HookAction) {
         let hooks = &self.inner.hooks;
-        let action = if hooks.is_empty() {
-            HookAction::Continue
-        } else {
-            let action = hooks.dispatch(&event);
-            if state.halted.is_none() {
-                state.halted = hooks.halt_reason();
+        let mut state = self.state();
+        if hooks.is_empty() {
+            let value = record(self, &mut state);
+            while let Some(event) = state.pending.pop_front() {
+                self.to_stream(&mut state, event);
             }
-            action
-        };
+            return (value, HookAction::Continue);
+        }
+        let me = std::thread::current().id();
+        // Another thread is delivering: wait for it, so hooks see events in sequence order.
+        while state.deliverer.is_some_and(|t| t != me) {
+            state = self
+                .inner
+                .delivered
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let first = state.sequence;
+        let value = record(self, &mut state);
+        let end = state.sequence;
+        if state.deliverer == Some(me) {
+            // A hook re-entered the scope: the delivery running below us on this thread
+            // delivers these right after the current event.
+            return (value, HookAction::Continue);
+        }
+        state.deliverer = Some(me);
+        let delivering = Delivering(self);
+        let mut action = HookAction::Continue;
+        while let Some(event) = state.pending.pop_front() {
+            let check_halt = state.halted.is_none();
+            drop(state);
+            let a = hooks.dispatch(&event);
+            if (first..end).contains(&event.sequence) {
+                action = action.max(a);
+            }
+            let halt = if check_halt {
+                hooks.halt_reason()
+            } else {
+                None
+            };
+            state = self.state();
+            if state.halted.is_none() {
+                state.halted = halt;
+            }
+            self.to_stream(&mut state, event);
+        }
+        drop(state);
+        drop(delivering);
+        (value, action)
+    }
+
+    /// Hands a delivered event to the stream: into the root run's buffer.
+    fn to_stream(&self, state: &mut ScopeState, event: Event) {
         match &self.inner.forward_to {
             Some(parent) => parent.push_forwarded(event),
             None => state.buffer.push_back(event),
         }
-        action
     }
 
     fn push_forwarded(&self, event: Event) {
@@ -228,20 +305,29 @@ impl TurnScope {
 
     /// Starts a span under the innermost open one; returns its id and the hooks' action
     /// (meaningful for `tool_call`).
-    pub fn start_span(
+    pub(crate) fn start_span(
         &self,
         subject: SpanSubject,
         name: impl Into<String>,
         attributes: Map<String, Value>,
     ) -> (Arc<str>, HookAction) {
-        let mut state = self.state();
+        let name = name.into();
+        self.commit(|scope, state| scope.record_start(state, subject, name, attributes))
+    }
+
+    fn record_start(
+        &self,
+        state: &mut ScopeState,
+        subject: SpanSubject,
+        name: String,
+        attributes: Map<String, Value>,
+    ) -> Arc<str> {
         let parent = state
             .open
             .last()
             .map(|s| s.id.clone())
             .or_else(|| self.inner.root_parent.clone());
         let id = new_span_id();
-        let name = name.into();
         state.open.push(OpenSpan {
             id: id.clone(),
             parent: parent.clone(),
@@ -249,8 +335,8 @@ impl TurnScope {
             name: name.clone(),
             started: Instant::now(),
         });
-        let action = self.emit_locked(
-            &mut state,
+        self.record(
+            state,
             EventKind::Span(SpanEvent {
                 subject,
                 phase: SpanPhase::Start,
@@ -262,23 +348,34 @@ impl TurnScope {
                 error: None,
             }),
         );
-        (id, action)
+        id
     }
 
     /// Ends the span `id` with `phase`; open descendants are first ended as `cancelled`.
     /// Returns the measured duration, or `None` if the span was not open.
-    pub fn end_span(
+    pub(crate) fn end_span(
         &self,
         id: &str,
         phase: SpanPhase,
         attributes: Map<String, Value>,
         error: Option<SpanError>,
     ) -> Option<f64> {
-        let mut state = self.state();
+        self.commit(|scope, state| scope.record_end(state, id, phase, attributes, error))
+            .0
+    }
+
+    fn record_end(
+        &self,
+        state: &mut ScopeState,
+        id: &str,
+        phase: SpanPhase,
+        attributes: Map<String, Value>,
+        error: Option<SpanError>,
+    ) -> Option<f64> {
         let pos = state.open.iter().rposition(|s| &*s.id == id)?;
         while state.open.len() > pos + 1 {
             self.close_top(
-                &mut state,
+                state,
                 SpanPhase::Cancelled,
                 Map::new(),
                 Some(SpanError {
@@ -287,7 +384,7 @@ impl TurnScope {
                 }),
             );
         }
-        self.close_top(&mut state, phase, attributes, error)
+        self.close_top(state, phase, attributes, error)
     }
 
     fn close_top(
@@ -299,7 +396,7 @@ impl TurnScope {
     ) -> Option<f64> {
         let span = state.open.pop()?;
         let duration_ms = span.started.elapsed().as_secs_f64() * 1000.0;
-        self.emit_locked(
+        self.record(
             state,
             EventKind::Span(SpanEvent {
                 subject: span.subject,
@@ -320,14 +417,18 @@ impl TurnScope {
     }
 
     /// Ends every open span, innermost first, as `cancelled` with `reason`. Returns how many.
-    pub fn cancel_open(&self, reason: &str) -> usize {
-        let mut state = self.state();
+    pub(crate) fn cancel_open(&self, reason: &str) -> usize {
+        self.commit(|scope, state| scope.record_cancel_open(state, reason))
+            .0
+    }
+
+    fn record_cancel_open(&self, state: &mut ScopeState, reason: &str) -> usize {
         let mut n = 0;
         while !state.open.is_empty() {
             let mut attributes = Map::new();
             attributes.insert("cancel_reason".into(), Value::String(reason.to_string()));
             self.close_top(
-                &mut state,
+                state,
                 SpanPhase::Cancelled,
                 attributes,
                 Some(SpanError {
@@ -346,13 +447,23 @@ impl TurnScope {
     }
 
     /// Takes the next buffered event for the consumer.
-    pub fn pop(&self) -> Option<Event> {
+    pub(crate) fn pop(&self) -> Option<Event> {
         self.state().buffer.pop_front()
     }
 }
 
-/// Builds an attribute map from key/value pairs.
-#[macro_export]
+/// Ends a delivery: frees the scope for the next deliverer (also if a hook call unwound).
+struct Delivering<'a>(&'a TurnScope);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.state().deliverer = None;
+        self.0.inner.delivered.notify_all();
+    }
+}
+
+/// Builds an attribute map from key/value pairs (exported only with `test-support`).
+#[cfg_attr(feature = "test-support", macro_export)]
 macro_rules! attrs {
     () => { ::serde_json::Map::new() };
     ($($key:expr => $value:expr),+ $(,)?) => {{
@@ -361,6 +472,8 @@ macro_rules! attrs {
         map
     }};
 }
+#[cfg(not(feature = "test-support"))]
+pub(crate) use attrs;
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,17 @@
 //! Hooks observe a turn's event stream.
 //!
-//! A [`Hook`] sees every event of every run, synchronously, in registration order, before
-//! the event is yielded to the stream's consumer. All methods have defaults: override
+//! A [`Hook`] sees every event of every run, synchronously, in registration order and in
+//! each run's sequence order, before the event is yielded to the stream's consumer. Hooks
+//! are called with no lock of the run held, so a hook may call back into the run's
+//! [`crate::TurnScope`] (or anything else) without deadlocking. All methods have defaults: override
 //! [`Hook::on_event`] to see everything, or the typed conveniences for what you need. On a
 //! `tool_call` START a hook may answer [`HookAction::Skip`] or
 //! [`HookAction::RequireApproval`]; the runner applies the most restrictive answer of all
 //! hooks **before** the tool runs.
 //!
 //! A hook that panics is caught, counted ([`HookSet::panic_count`]) and skipped for that
-//! event; the turn and the other hooks go on.
+//! event; the turn and the other hooks go on. The same holds for `flush` and `shutdown`
+//! ([`HookSet::flush`], [`HookSet::shutdown`]): a panic there is an error in the result.
 
 mod builtin;
 mod circuit;
@@ -192,6 +195,15 @@ where
     }
 }
 
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
+}
+
 /// Calls one hook's catch-all and typed methods for an event; returns its action.
 fn dispatch_one<H: Hook + ?Sized>(hook: &H, event: &Event) -> HookAction {
     let mut action = hook.on_event(event);
@@ -286,16 +298,38 @@ impl HookSet {
         })
     }
 
-    /// Flushes every hook; returns every error.
+    /// Flushes every hook; returns every error. A hook whose `flush` panics is counted and
+    /// reported as an error; the others are still flushed.
     pub fn flush(&self) -> Vec<HookError> {
-        self.hooks.iter().filter_map(|h| h.flush().err()).collect()
+        self.each_lifecycle("flush", |h| h.flush())
     }
 
-    /// Shuts every hook down; returns every error.
+    /// Shuts every hook down; returns every error. A hook whose `shutdown` panics is counted
+    /// and reported as an error; the others are still shut down.
     pub fn shutdown(&self) -> Vec<HookError> {
-        self.hooks
-            .iter()
-            .filter_map(|h| h.shutdown().err())
-            .collect()
+        self.each_lifecycle("shutdown", |h| h.shutdown())
+    }
+
+    fn each_lifecycle(
+        &self,
+        what: &str,
+        call: impl Fn(&dyn Hook) -> Result<(), HookError>,
+    ) -> Vec<HookError> {
+        let mut errors = Vec::new();
+        for hook in &self.hooks {
+            match catch_unwind(AssertUnwindSafe(|| call(&**hook))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(payload) => {
+                    self.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(hook = hook.name(), "hook {what} panicked");
+                    errors.push(HookError {
+                        hook: hook.name().to_string(),
+                        message: format!("{what} panicked: {}", panic_text(&*payload)),
+                    });
+                }
+            }
+        }
+        errors
     }
 }

@@ -1,5 +1,6 @@
 //! AuditHook + reader: redaction before writing, durability, concurrency, strict decoding.
 
+use kaos_agents::testing::ScopeDriver;
 use std::sync::Arc;
 
 use kaos_agents::audit::{self, AuditHook, AuditReadError, FsyncPolicy};

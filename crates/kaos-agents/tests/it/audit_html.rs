@@ -1,6 +1,7 @@
 //! The HTML viewer, rendered by a real headless Chromium when `KAOS_BROWSER_TESTS=1` (set by
 //! `.ci/run`, which installs Chromium); otherwise the browser check says it did not run.
 
+use kaos_agents::testing::ScopeDriver;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

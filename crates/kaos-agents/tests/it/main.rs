@@ -6,6 +6,7 @@ mod audit_e2e;
 mod audit_html;
 mod circuit;
 mod delegation;
+mod hooks;
 #[cfg(feature = "otel")]
 mod otel_export;
 #[cfg(feature = "otel")]

@@ -1,5 +1,6 @@
 //! Wire output over OTLP/HTTP to a local receiver, a refused collector, and replay.
 
+use kaos_agents::testing::ScopeDriver;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! OTelHook span trees from realistic event streams (TurnScope) into the in-memory exporter.
 
+use kaos_agents::testing::ScopeDriver;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

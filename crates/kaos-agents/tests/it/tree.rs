@@ -1,6 +1,7 @@
 //! Text span tree.
 
 use kaos_agents::scope::TurnScope;
+use kaos_agents::testing::ScopeDriver;
 use kaos_agents::tree::{TreeOptions, render_tree};
 use kaos_agents::{Event, EventKind, HookSet, SpanEvent, SpanPhase, SpanSubject, attrs};
 use serde_json::Map;

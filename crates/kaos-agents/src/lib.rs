@@ -41,7 +41,7 @@ pub use runtime::KaosRuntime;
 pub use scope::TurnScope;
 pub use session::{DirStore, InMemoryStore, Session, SessionStore};
 pub use tools::{
-    FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolOutput, ToolRegistry,
+    FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolHost, ToolOutput, ToolRegistry,
 };
 
 pub use kaos_llm;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use kaos_llm::{LlmClient, LlmError};
 
 use crate::session::{DirStore, InMemoryStore, SessionStore};
-use crate::tools::{Tool, ToolRegistry};
+use crate::tools::{Tool, ToolHost, ToolRegistry};
 
 /// Tools, a session store and a model-client registry.
 ///
@@ -158,5 +158,15 @@ impl KaosRuntime {
         })?;
         created.insert(spec.to_string(), client.clone());
         Ok(client)
+    }
+}
+
+impl ToolHost for KaosRuntime {
+    fn client(&self, spec: &str) -> Result<Arc<dyn LlmClient>, LlmError> {
+        KaosRuntime::client(self, spec)
+    }
+
+    fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        self.tools.get(name).cloned()
     }
 }

@@ -11,6 +11,16 @@ use serde_json::Value;
 
 use crate::scope::TurnScope;
 
+/// What a tool may ask of the runtime that runs it: model clients and the other tools.
+/// [`crate::KaosRuntime`] is the host of every turn; tools see only this.
+pub trait ToolHost: std::any::Any + Send + Sync {
+    /// The model client for a model spec (`provider:model`).
+    fn client(&self, spec: &str) -> Result<Arc<dyn kaos_llm::LlmClient>, kaos_llm::LlmError>;
+
+    /// The host's tool named `name`.
+    fn tool(&self, name: &str) -> Option<Arc<dyn Tool>>;
+}
+
 /// Hints about what a tool does; the permission policy reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -117,7 +127,7 @@ pub struct ToolContext {
     /// The tool_call span's id (for nesting work under it).
     pub span_id: Arc<str>,
     pub(crate) scope: Option<TurnScope>,
-    pub(crate) runtime: Option<crate::runtime::KaosRuntime>,
+    pub(crate) host: Option<Arc<dyn ToolHost>>,
     pub(crate) nested_usage: Option<Arc<std::sync::Mutex<NestedUsage>>>,
 }
 
@@ -153,14 +163,14 @@ impl ToolContext {
             agent: Arc::from(""),
             span_id: Arc::from(""),
             scope: None,
-            runtime: None,
+            host: None,
             nested_usage: None,
         }
     }
 
-    /// The runtime of the calling turn, if any.
-    pub fn runtime(&self) -> Option<&crate::runtime::KaosRuntime> {
-        self.runtime.as_ref()
+    /// The host (runtime) of the calling turn, if any.
+    pub fn host(&self) -> Option<&dyn ToolHost> {
+        self.host.as_deref()
     }
 
     /// Reports tokens and cost this call spent on model calls of its own (e.g. a sub-agent's

@@ -242,7 +242,10 @@ impl Tool for AgentTool {
                 self.max_depth, self.agent.name
             ));
         }
-        let Some(runtime) = self.runtime.clone().or_else(|| ctx.runtime().cloned()) else {
+        let calling = ctx
+            .host()
+            .and_then(|host| (host as &dyn std::any::Any).downcast_ref::<KaosRuntime>());
+        let Some(runtime) = self.runtime.clone().or_else(|| calling.cloned()) else {
             return ToolOutput::error(format!(
                 "{} has no runtime: pass one to agent_as_tool or call it inside a turn",
                 self.name

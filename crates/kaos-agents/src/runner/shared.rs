@@ -11,7 +11,7 @@ use crate::agent::Agent;
 use crate::hooks::HookSet;
 use crate::permissions::PermissionPolicy;
 use crate::runtime::KaosRuntime;
-use crate::tools::Tool;
+use crate::tools::{Tool, ToolHost};
 
 /// A runner's configuration, shared by its clones and by every turn it runs.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     pub agent: Arc<Agent>,
     pub agent_name: Arc<str>,
     pub runtime: KaosRuntime,
+    /// The runtime as tools see it.
+    pub host: Arc<dyn ToolHost>,
     pub hooks: HookSet,
     pub policy: PermissionPolicy,
     pub config_error: Option<String>,
@@ -54,6 +56,7 @@ impl Shared {
         Self {
             agent_name: Arc::from(agent.name.as_str()),
             agent: Arc::new(agent),
+            host: Arc::new(runtime.clone()),
             runtime,
             hooks: HookSet::default(),
             policy,

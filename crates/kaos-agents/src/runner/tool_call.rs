@@ -142,7 +142,7 @@ pub(crate) async fn call_tool(
         agent: turn.scope.agent().clone(),
         span_id: span.clone(),
         scope: Some(turn.scope.clone()),
-        runtime: Some(shared.runtime.clone()),
+        host: Some(shared.host.clone()),
         nested_usage: Some(Arc::new(std::sync::Mutex::new(NestedUsage {
             usage: kaos_llm::Usage::default(),
             cost_usd: Some(0.0),

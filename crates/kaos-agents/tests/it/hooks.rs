@@ -229,3 +229,34 @@ fn a_panic_in_flush_or_shutdown_is_isolated_counted_and_reported() {
     );
     assert_eq!(hooks.panic_count(), 2);
 }
+
+/// A tool sees its turn's runtime only through the narrow `ToolHost`: the other tools and
+/// the model clients.
+#[tokio::test]
+async fn a_tool_reaches_other_tools_and_clients_through_its_host() {
+    let inner = FnTool::new("inner", "Says hi.", |_: serde_json::Value| async { "hi" });
+    let outer = FnTool::from_json(
+        "outer",
+        "Calls inner.",
+        json!({"type": "object"}),
+        |_, ctx: kaos_agents::ToolContext| async move {
+            let host = ctx.host().expect("a turn's tool has a host");
+            assert!(host.client("fake").is_ok());
+            let inner = host.tool("inner").expect("inner is registered");
+            inner.call(json!({}), &ctx).await.text
+        },
+    );
+    let runtime = KaosRuntime::test_mode()
+        .with_client(
+            "fake",
+            FunctionClient::new(routing_model("outer", json!({}))),
+        )
+        .with_tool(inner)
+        .with_tool(outer);
+    let agent = Agent::builder().model("fake").build().unwrap();
+    let response = Runner::new(agent, runtime)
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    assert_eq!(response.text, "result was: hi");
+}

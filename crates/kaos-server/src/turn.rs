@@ -14,7 +14,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::{Future, Stream, StreamExt};
-use kaos_agents::{Event, EventKind, EventStream, SpanPhase, SpanSubject, TurnOutcome, TurnScope};
+use kaos_agents::{Event, EventKind, EventStream, SpanPhase, SpanSubject, TurnOutcome};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, watch};
 
 use crate::api::{ToolCallResult, TurnResponse};
@@ -39,7 +39,6 @@ pub(crate) struct Held {
 /// A running turn.
 pub(crate) struct TurnStream {
     events: Option<EventStream>,
-    scope: TurnScope,
     server: ServerContext,
     external_session: Arc<str>,
     deadline: Pin<Box<tokio::time::Sleep>>,
@@ -67,7 +66,6 @@ impl TurnStream {
         held: Held,
     ) -> Self {
         Self {
-            scope: events.scope().clone(),
             events: Some(events),
             server,
             external_session,
@@ -105,17 +103,8 @@ impl TurnStream {
                 "Send the message again; another replica (or this one, restarted) will run it.",
             ),
         };
-        self.scope.cancel_open(&message);
-        // Dropping the run drops its tool futures (command tools kill their processes).
-        drop(events);
-        self.scope.emit(EventKind::RunError {
-            error_type: error_type.into(),
-            message: message.clone(),
-            recovery_hint: hint.into(),
-        });
-        while let Some(e) = self.scope.pop() {
-            self.tail.push_back(e);
-        }
+        // Aborting drops the run's tool futures (command tools kill their processes).
+        self.tail.extend(events.abort(error_type, &message, hint));
         self.server.note_cancel(error_type, true);
         self.cut = Some(cut);
     }
@@ -167,10 +156,9 @@ impl Stream for TurnStream {
 
 impl Drop for TurnStream {
     fn drop(&mut self) {
-        if let Some(events) = self.events.take() {
+        if let Some(mut events) = self.events.take() {
             // The client went away mid-turn.
-            self.scope
-                .cancel_open("the client disconnected before the turn ended");
+            events.cancel("the client disconnected before the turn ended");
             drop(events);
             self.server.note_cancel("client_disconnected", false);
         }

@@ -312,6 +312,29 @@ impl EventStream {
     pub fn scope(&self) -> &TurnScope {
         &self.scope
     }
+
+    /// Cancels the turn now: ends every open span as `cancelled` with `reason`, then drops
+    /// the turn's work (its tool futures). Events not yet taken stay readable; the stream
+    /// then ends.
+    pub fn cancel(&mut self, reason: &str) {
+        if let Some(fut) = self.fut.take() {
+            self.scope.cancel_open(reason);
+            drop(fut);
+        }
+    }
+
+    /// Cuts the turn short with an error: [`EventStream::cancel`] with `message`, then a
+    /// `RunError` (`error_type`, `message`, `recovery_hint`). Returns the events not yet
+    /// taken from the stream, that error last.
+    pub fn abort(mut self, error_type: &str, message: &str, recovery_hint: &str) -> Vec<Event> {
+        self.cancel(message);
+        self.scope.emit(crate::events::EventKind::RunError {
+            error_type: error_type.to_string(),
+            message: message.to_string(),
+            recovery_hint: recovery_hint.to_string(),
+        });
+        std::iter::from_fn(|| self.scope.pop()).collect()
+    }
 }
 
 impl Stream for EventStream {

@@ -37,6 +37,15 @@ struct AgentToml {
     permissions: Vec<Spanned<RuleConfig>>,
     #[serde(default)]
     delegates: Vec<DelegateToml>,
+    fallback: Option<FallbackToml>,
+}
+
+/// `[fallback]`: models tried in order when the agent's model fails with a provider,
+/// transport or exhausted-retry error (a `FallbackClient`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackToml {
+    models: Spanned<Vec<Spanned<String>>>,
 }
 
 /// `[[tools]]`: a command run as a child process.
@@ -206,6 +215,26 @@ impl LoadedAgent {
                 .map_err(|e| anyhow!("{}: field `model`: {e:#}", file.at(spec.span())))?,
             (None, None) => models.resolve(OFFLINE, &cwd)?,
         };
+        if let Some(fallback) = &doc.fallback {
+            let listed = fallback.models.get_ref();
+            if listed.is_empty() {
+                bail!(
+                    "{}: field `fallback.models`: list at least one model to fall back to",
+                    file.at(fallback.models.span())
+                );
+            }
+            let mut chain = vec![agent.model.clone()];
+            for (i, spec) in listed.iter().enumerate() {
+                let key = models.resolve(spec.get_ref(), &file.dir()).map_err(|e| {
+                    anyhow!(
+                        "{}: field `fallback.models[{i}]`: {e:#}",
+                        file.at(spec.span())
+                    )
+                })?;
+                chain.push(key);
+            }
+            agent.model = models.fallback(&chain)?;
+        }
 
         let mut names = std::collections::HashSet::new();
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();

@@ -107,6 +107,29 @@ impl ModelRegistry {
         Ok(key)
     }
 
+    /// A [`FallbackClient`](kaos_llm::FallbackClient) over already resolved specs, tried in
+    /// this order; returns the spec the agent should name (`fallback:a|b|...`).
+    pub fn fallback(&self, keys: &[String]) -> anyhow::Result<String> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| anyhow!("model registry lock poisoned"))?;
+        let chain = keys
+            .iter()
+            .map(|k| {
+                clients
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("model {k:?} was not resolved"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let key = format!("fallback:{}", keys.join("|"));
+        clients
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(kaos_llm::FallbackClient::new(chain)));
+        Ok(key)
+    }
+
     /// Registers every client on `runtime`.
     pub fn register_all(&self, mut runtime: KaosRuntime) -> KaosRuntime {
         if let Ok(clients) = self.clients.lock() {

@@ -9,11 +9,22 @@ use kaos_agents::audit::AuditHook;
 use kaos_agents::otel::{
     CaptureContent, Exporter, OTelHook, Protocol, Telemetry, TelemetryBuilder, format_traceparent,
 };
-use kaos_agents::{Hook, RunOptions, Runner};
+use kaos_agents::{CircuitBreaker, Hook, RunOptions, Runner};
 
 use crate::cli::{self, OtlpProtocol};
 use crate::plan::Observability;
 use crate::tools::TraceContext;
+
+/// The circuit breaker every `kaos` runner gets (as the reference auto-installs it): a tool
+/// that failed this many times in a row is skipped ...
+const CIRCUIT_FAILURES: u32 = 5;
+/// ... until this long has passed; then one probe call runs.
+const CIRCUIT_RESET: Duration = Duration::from_secs(30);
+
+/// A fresh circuit breaker with the reference's defaults (5 failures, 30 s).
+pub fn circuit_breaker() -> CircuitBreaker {
+    CircuitBreaker::new(CIRCUIT_FAILURES, CIRCUIT_RESET)
+}
 
 /// How long the exporter may take to flush after a turn.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
@@ -162,14 +173,14 @@ pub fn shared_hooks(
     Ok((hooks, observers))
 }
 
-/// Adds the OTel and audit hooks to `runner`; the OTel hook also goes into `trace` for the
-/// command tools.
+/// Adds the circuit breaker, the OTel and the audit hooks to `runner`; the OTel hook also
+/// goes into `trace` for the command tools.
 pub fn attach_hooks(
     runner: Runner,
     o: &Observability,
     trace: &TraceSlot,
 ) -> anyhow::Result<(Runner, Observers)> {
-    let mut runner = runner;
+    let mut runner = runner.with_hook(circuit_breaker());
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
         let telemetry = builder

@@ -951,3 +951,114 @@ command = ["sh", "-c", "head -c 104857600 /dev/zero | tr '\\0' x; grep VmHWM /pr
     assert!(kib < 64 * 1024, "kaos peaked at {kib} KiB");
     eprintln!("kaos peak RSS while the tool printed 100 MiB: {kib} KiB");
 }
+
+/// `kaos` installs the circuit breaker: after five failures in a row the sixth call of the
+/// same tool is skipped (it does not run) and the model is told why.
+#[test]
+fn the_circuit_breaker_skips_a_tool_that_keeps_failing() {
+    let dir = TempDir::new("circuit");
+    dir.write(
+        "agent.toml",
+        r#"
+model = "script:replies.json"
+[[tools]]
+name = "broken"
+command = ["sh", "-c", "echo run >> runs.txt; echo down >&2; exit 1"]
+"#,
+    );
+    let call = r#"{"tool_calls":[{"name":"broken","arguments":{}}]}"#;
+    dir.write(
+        "replies.json",
+        &format!(
+            r#"["{{\"intent\":\"tool_use\"}}", {call}, {call}, {call}, {call}, {call}, {call}, "Gave up."]"#
+        ),
+    );
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--json",
+            "try",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"]["name"] == "tool.broken" && e["kind"]["phase"] != "start")
+        .collect();
+    assert_eq!(ends.len(), 6, "{ends:?}");
+    let runs = std::fs::read_to_string(dir.path().join("runs.txt")).unwrap();
+    assert_eq!(runs.lines().count(), 5, "the sixth call did not run");
+    assert_eq!(
+        ends[5]["kind"]["error"]["error_type"], "skipped_by_hook",
+        "{}",
+        ends[5]
+    );
+    assert_eq!(events.last().unwrap()["kind"]["text"], "Gave up.");
+}
+
+/// A local provider that answers every request with 401 (failover-eligible, never retried).
+fn unauthorized_provider() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            let body = r#"{"error":{"message":"bad key"}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// `[fallback]` builds a FallbackClient: the agent's model fails, the next one answers.
+#[test]
+fn a_fallback_model_answers_when_the_first_fails() {
+    let dir = TempDir::new("fallback");
+    let url = unauthorized_provider();
+    dir.write(
+        "agent.toml",
+        &format!(
+            r#"
+model = "openai-compatible:broken@{url}"
+[fallback]
+models = ["script:backup.json"]
+"#
+        ),
+    );
+    dir.write(
+        "backup.json",
+        r#"["{\"intent\":\"respond\"}", "{\"response\":\"answered by the backup\"}"]"#,
+    );
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "agent.toml", "--ephemeral", "hello"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "answered by the backup");
+
+    dir.write(
+        "agent.toml",
+        "model = \"offline\"\n[fallback]\nmodels = [\n  \"nope:x\",\n]\n",
+    );
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "agent.toml", "--ephemeral", "hello"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("agent.toml:4: field `fallback.models[0]`"),
+        "{err}"
+    );
+}

@@ -10,6 +10,7 @@
 //!   into a client.
 //! - [`pricing`]: USD cost of a response.
 //! - [`structured`]: typed JSON calls with a corrective retry.
+//! - [`stream_text`]: streaming a JSON field's text as it arrives, and what a stream delivered.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod client;
@@ -21,6 +22,7 @@ pub mod pricing;
 pub mod providers;
 pub mod retry;
 pub mod spec;
+pub mod stream_text;
 pub mod structured;
 pub mod types;
 
@@ -30,7 +32,7 @@ pub use fallback::FallbackClient;
 pub use providers::{AnthropicClient, OpenAiClient, create_client};
 pub use spec::ModelSpec;
 
-pub use function::{FunctionClient, IntoLlmResult};
+pub use function::{Chunking, FunctionClient, IntoLlmResult, chunked_events};
 pub use json::extract_json;
 pub use structured::{Signature, StructuredOutput, TypedOutcome};
 

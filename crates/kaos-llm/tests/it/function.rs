@@ -120,3 +120,59 @@ async fn script_may_hold_errors() {
     ));
     assert_eq!(client.complete(&request).await.unwrap().text(), "ok");
 }
+
+#[tokio::test]
+async fn chunking_streams_text_in_pieces_that_concatenate_to_the_answer() {
+    use futures::StreamExt;
+    use kaos_llm::{Chunking, StreamEvent};
+    let answer = "héllo, wörld 😀 — streamed";
+    let client = FunctionClient::new(move |_m: &[Message], _r: &LlmRequest| {
+        ProviderResponse::from_text(answer).with_tool_call(
+            "c1",
+            "t",
+            serde_json::json!({"a": "bcdef"}),
+        )
+    })
+    .with_chunking(Chunking::chars(3));
+    let request = LlmRequest::new(vec![Message::user("hi")]);
+    let events: Vec<StreamEvent> = client.stream(&request).map(|e| e.unwrap()).collect().await;
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::TextDelta(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(deltas.iter().all(|d| d.chars().count() <= 3));
+    assert_eq!(deltas.concat(), answer);
+    let args: String = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCallDelta {
+                arguments_delta, ..
+            } => Some(arguments_delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(args, r#"{"a":"bcdef"}"#);
+    assert!(matches!(events.last(), Some(StreamEvent::Done(r)) if r.text() == answer));
+    assert_eq!(client.call_count(), 1);
+}
+
+#[tokio::test]
+async fn a_streaming_client_completes_with_its_done_response() {
+    use kaos_llm::{Chunking, chunked_events};
+    let client = FunctionClient::streaming(|request: LlmRequest| {
+        let n = request.messages.len();
+        chunked_events(
+            ProviderResponse::from_text(format!("{n} message(s)")),
+            Chunking::chars(2),
+        )
+    });
+    let answer = client
+        .complete(&LlmRequest::new(vec![Message::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(answer.text(), "1 message(s)");
+    assert_eq!(client.requests().len(), 1);
+}

@@ -11,5 +11,6 @@ mod properties;
 mod retry;
 mod secrets;
 mod spec;
+mod stream_text;
 mod structured;
 mod util;

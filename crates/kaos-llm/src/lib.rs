@@ -24,6 +24,7 @@ pub mod retry;
 pub mod spec;
 pub mod stream_text;
 pub mod structured;
+pub mod structured_stream;
 pub mod types;
 
 pub use client::{LlmClient, StreamEvent};

@@ -41,7 +41,7 @@ use serde_json::Value;
 use crate::client::LlmClient;
 use crate::error::LlmError;
 use crate::json::extract_json;
-use crate::types::{LlmRequest, Message, RequestOptions, Usage};
+use crate::types::{LlmRequest, Message, RequestOptions, StopReason, Usage};
 
 /// An output type of a typed call: deserializable and with a JSON schema.
 ///
@@ -93,6 +93,8 @@ struct SignatureInner {
     /// The rendered user/assistant pairs of `examples`.
     example_messages: Vec<Message>,
     max_retries: u32,
+    /// An answer with no JSON object in it is returned as invalid at once (no retry).
+    plain_text_fallback: bool,
     schema: Value,
     system_prompt: String,
 }
@@ -138,6 +140,12 @@ pub struct TypedOutcome<O> {
     pub response_id: Option<String>,
     /// The text of the last response.
     pub raw_text: String,
+    /// Why the last response ended (`end_turn`, `max_tokens`, ...), when the provider said.
+    pub stop_reason: Option<StopReason>,
+    /// Streamed calls: time from the first request to its first content chunk.
+    pub time_to_first_chunk: Option<Duration>,
+    /// Streamed calls: content chunks received over all attempts.
+    pub chunks: u64,
 }
 
 impl<O: StructuredOutput> Signature<O> {
@@ -160,6 +168,7 @@ impl<O: StructuredOutput> Signature<O> {
                 examples: Vec::new(),
                 example_messages: Vec::new(),
                 max_retries: 1,
+                plain_text_fallback: false,
                 schema,
                 system_prompt,
             }),
@@ -194,6 +203,39 @@ impl<O: StructuredOutput> Signature<O> {
     pub fn max_retries(mut self, n: u32) -> Self {
         Arc::make_mut(&mut self.inner).max_retries = n;
         self
+    }
+
+    /// When the model answers without any JSON object (plain prose), skip the corrective
+    /// retry and return [`LlmError::InvalidOutput`] at once, so the caller can use the prose.
+    /// Answers that attempt JSON and break it are still retried.
+    pub fn plain_text_fallback(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.inner).plain_text_fallback = on;
+        self
+    }
+
+    /// Whether an answer's failure should end the call without a corrective retry.
+    pub(crate) fn gives_up_on(&self, text: &str, attempts: u32) -> bool {
+        attempts >= self.inner.max_retries.saturating_add(1)
+            || (self.inner.plain_text_fallback && !text.contains('{'))
+    }
+
+    /// The corrective message that follows an unparseable answer.
+    pub(crate) fn correction(reason: &str) -> String {
+        format!(
+            "Your previous response could not be parsed: {reason}. Please try again \
+             and make sure your output matches the requested format exactly: one \
+             JSON object matching the schema, with no other text."
+        )
+    }
+
+    /// The request of a first attempt.
+    pub(crate) fn request(&self, inputs: &[(&str, &str)], options: &RequestOptions) -> LlmRequest {
+        LlmRequest {
+            messages: self.messages(inputs),
+            tools: Vec::new(),
+            tool_choice: None,
+            options: options.clone(),
+        }
     }
 
     /// The system prompt: instructions, output fields and the JSON schema.
@@ -264,13 +306,7 @@ impl<O: StructuredOutput> Signature<O> {
         options: &RequestOptions,
     ) -> Result<TypedOutcome<O>, LlmError> {
         let started = Instant::now();
-        let max_attempts = self.inner.max_retries.saturating_add(1);
-        let mut request = LlmRequest {
-            messages: self.messages(inputs),
-            tools: Vec::new(),
-            tool_choice: None,
-            options: options.clone(),
-        };
+        let mut request = self.request(inputs, options);
         let mut usage = Usage::default();
         let mut cost_usd = Some(0.0);
         let mut attempts = 0u32;
@@ -295,9 +331,12 @@ impl<O: StructuredOutput> Signature<O> {
                         model: response.model,
                         response_id: response.response_id,
                         raw_text: text,
+                        stop_reason: response.stop_reason,
+                        time_to_first_chunk: None,
+                        chunks: 0,
                     });
                 }
-                Err(reason) if attempts >= max_attempts => {
+                Err(reason) if self.gives_up_on(&text, attempts) => {
                     return Err(LlmError::InvalidOutput {
                         attempts,
                         message: reason,
@@ -307,13 +346,10 @@ impl<O: StructuredOutput> Signature<O> {
                 }
                 Err(reason) => {
                     tracing::debug!(attempt = attempts, %reason, "typed call: invalid output, retrying");
-                    let correction = format!(
-                        "Your previous response could not be parsed: {reason}. Please try again \
-                         and make sure your output matches the requested format exactly: one \
-                         JSON object matching the schema, with no other text."
-                    );
                     request.messages.push(Message::assistant(text));
-                    request.messages.push(Message::user(correction));
+                    request
+                        .messages
+                        .push(Message::user(Self::correction(&reason)));
                 }
             }
         }

@@ -390,3 +390,67 @@ fn nested_types_are_listed_and_decoded() {
     assert_eq!(review.issues, ["typo"]);
     assert!(sig.parse(r#"{"verdict": "FAIL", "issues": []}"#).is_err());
 }
+
+mod streaming {
+    use kaos_llm::structured::Signature;
+    use kaos_llm::structured_stream::TypedStreamUpdate;
+    use kaos_llm::{Chunking, FunctionClient, LlmError, ProviderResponse, RequestOptions};
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct Reply {
+        /// The reply.
+        response: String,
+        /// A count.
+        n: u32,
+    }
+
+    /// What the updates said, in order: `F:` field text, `R:` a retry.
+    async fn run(
+        client: &FunctionClient,
+        signature: &Signature<Reply>,
+    ) -> (Result<u32, LlmError>, Vec<String>) {
+        let mut log: Vec<String> = Vec::new();
+        let result = signature
+            .call_streaming(
+                client,
+                &[],
+                &RequestOptions::default(),
+                "response",
+                &mut |u| match u {
+                    TypedStreamUpdate::Field(t) => match log.last_mut() {
+                        Some(last) if last.starts_with("F:") => last.push_str(t),
+                        _ => log.push(format!("F:{t}")),
+                    },
+                    TypedStreamUpdate::Retry { attempt, .. } => log.push(format!("R:{attempt}")),
+                    TypedStreamUpdate::Event(_) => {}
+                },
+            )
+            .await
+            .map(|o| o.value.n);
+        (result, log)
+    }
+
+    #[tokio::test]
+    async fn a_broken_object_after_streaming_is_retried_and_the_retry_announced() {
+        let client = FunctionClient::scripted([
+            ProviderResponse::from_text(r#"{"response": "first \"try\"", "n": "oops"}"#),
+            ProviderResponse::from_text(r#"{"response": "second", "n": 2}"#),
+        ])
+        .with_chunking(Chunking::chars(2));
+        let (result, log) = run(&client, &Signature::new("Reply.")).await;
+        assert_eq!(result.unwrap(), 2);
+        assert_eq!(log, ["F:first \"try\"", "R:2", "F:second"]);
+    }
+
+    #[tokio::test]
+    async fn plain_prose_skips_the_retry_when_asked() {
+        let client = FunctionClient::scripted([ProviderResponse::from_text("just prose")])
+            .with_chunking(Chunking::chars(2));
+        let signature = Signature::new("Reply.").plain_text_fallback(true);
+        let (result, log) = run(&client, &signature).await;
+        assert!(
+            matches!(result, Err(LlmError::InvalidOutput { attempts: 1, ref raw, .. }) if raw == "just prose")
+        );
+        assert!(log.is_empty());
+    }
+}

@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             None => (0, ""),
         };
-        if let kaos_agents::EventKind::TextDelta { content } = &event.kind {
+        if let kaos_agents::EventKind::TextDelta { content, .. } = &event.kind {
             answer.push_str(content);
         }
         println!(

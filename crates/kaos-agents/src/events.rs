@@ -299,10 +299,38 @@ pub enum EventKind {
         /// What the call was for (`intent_classification`, `respond`, `react`, ...).
         source: String,
     },
-    /// Answer text.
+    /// Answer text: one event per streamed chunk of a model call, in order. The
+    /// concatenation of a call's deltas (after its last [`EventKind::TextRetracted`], if
+    /// any) is that call's text.
     TextDelta {
         /// The text.
         content: String,
+        /// The `llm_call` span that produced it (`None` for text the runner wrote itself,
+        /// such as a budget notice, or in trails written before streaming).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span_id: Option<Arc<str>>,
+    },
+    /// Reasoning ("thinking") text of a model call, as the provider streams it. Not part of
+    /// the answer.
+    ThinkingDelta {
+        /// The text.
+        content: String,
+        /// The `llm_call` span it belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span_id: Option<Arc<str>>,
+    },
+    /// The text a model call streamed so far is void (its answer could not be used). When
+    /// `retry_attempt` is set a corrective retry follows and streams anew; otherwise the
+    /// deltas that follow replace the void text.
+    TextRetracted {
+        /// The `llm_call` span whose text is void.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span_id: Option<Arc<str>>,
+        /// Why (the parse error of the streamed answer, for example).
+        reason: String,
+        /// The attempt number of the corrective retry that follows, if one does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_attempt: Option<u32>,
     },
     /// The classified intent does not fit the agent's pattern; the runner falls back.
     PatternMismatch {
@@ -361,6 +389,8 @@ impl EventKind {
             EventKind::PlanProposed { .. } => "plan_proposed",
             EventKind::UsageObserved { .. } => "usage_observed",
             EventKind::TextDelta { .. } => "text_delta",
+            EventKind::ThinkingDelta { .. } => "thinking_delta",
+            EventKind::TextRetracted { .. } => "text_retracted",
             EventKind::PatternMismatch { .. } => "pattern_mismatch",
             EventKind::ToolCallApprovalRequired { .. } => "tool_call_approval_required",
             EventKind::BudgetExceeded { .. } => "budget_exceeded",

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod coalesce;
 pub mod events;
 pub mod hooks;
 pub mod naming;

@@ -479,7 +479,9 @@ impl Renderer<'_> {
         for &e in &span.events {
             let quiet = matches!(
                 self.events[e].kind,
-                EventKind::UsageObserved { .. } | EventKind::TextDelta { .. }
+                EventKind::UsageObserved { .. }
+                    | EventKind::TextDelta { .. }
+                    | EventKind::ThinkingDelta { .. }
             );
             if self.opts.verbose || !quiet {
                 items.push((key(e), Item::Event(e)));
@@ -659,7 +661,18 @@ impl Renderer<'_> {
                 source,
                 ..
             } => format!("usage {source} {model} tokens={input_tokens}/{output_tokens}"),
-            EventKind::TextDelta { content } => format!("text {}", self.quote(content)),
+            EventKind::TextDelta { content, .. } => format!("text {}", self.quote(content)),
+            EventKind::ThinkingDelta { content, .. } => {
+                format!("thinking {}", self.quote(content))
+            }
+            EventKind::TextRetracted {
+                reason,
+                retry_attempt,
+                ..
+            } => match retry_attempt {
+                Some(n) => format!("text retracted, retry #{n}: {}", self.quote(reason)),
+                None => format!("text retracted: {}", self.quote(reason)),
+            },
             EventKind::PatternMismatch {
                 classified_intent,
                 agent_pattern,

@@ -408,6 +408,7 @@ pub(crate) fn hook_dispatch_ns(sizes: Sizes) -> f64 {
         })),
         base(EventKind::TextDelta {
             content: "Hello from the agent.".into(),
+            span_id: None,
         }),
     ];
     for event in &events {

@@ -218,6 +218,10 @@ pub struct CommonArgs {
     /// Print nothing on stderr but errors (no tree, no spinner, no session id).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Print the answer on stdout as the model streams it even when stdout is not a
+    /// terminal (on a terminal it always streams). Ignored with --json, which streams events.
+    #[arg(long)]
+    pub stream: bool,
     /// Export spans over OTLP to this collector (base URL such as http://127.0.0.1:4318;
     /// default: the OTEL_EXPORTER_OTLP_* variables, if set).
     #[arg(long, value_name = "URL")]

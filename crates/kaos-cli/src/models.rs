@@ -1,14 +1,24 @@
 //! Model specs the CLI accepts, and the two offline models: `offline` (a deterministic demo
 //! model) and `script:FILE.json` (replies read from a file, one per model call).
+//!
+//! Both stream their answers in chunks like a live model: the offline model in pieces of
+//! [`OFFLINE_CHUNK_CHARS`] characters (with `KAOS_OFFLINE_CHUNK_DELAY_MS` milliseconds between
+//! pieces, 0 by default), a script reply in pieces of its `chunk_chars` (default
+//! [`SCRIPT_CHUNK_CHARS`]) with its `chunk_delay_ms` between them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
 use kaos_agents::{KaosRuntime, LlmClient, LlmError};
-use kaos_llm::{FunctionClient, LlmRequest, Message, ModelSpec, ProviderResponse, Role};
+use kaos_llm::{
+    Chunking, FunctionClient, LlmRequest, Message, ModelSpec, ProviderResponse, Role,
+    chunked_events,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -17,6 +27,15 @@ type MakeClient = Box<dyn FnOnce() -> anyhow::Result<Arc<dyn LlmClient>>>;
 
 /// The built-in offline model's spec.
 pub const OFFLINE: &str = "offline";
+
+/// Characters per streamed piece of the offline model.
+pub const OFFLINE_CHUNK_CHARS: usize = 12;
+
+/// The environment variable that sets the offline model's pause between pieces (ms).
+pub const OFFLINE_CHUNK_DELAY_ENV: &str = "KAOS_OFFLINE_CHUNK_DELAY_MS";
+
+/// Characters per streamed piece of a script reply that does not set `chunk_chars`.
+pub const SCRIPT_CHUNK_CHARS: usize = 16;
 
 /// Every model client of one process, by the spec agents name. Agents naming the same
 /// script file share one client, so replies are consumed in call order across them.
@@ -161,6 +180,12 @@ struct FullReply {
     tool_calls: Vec<ScriptToolCall>,
     #[serde(default)]
     usage: Option<ScriptUsage>,
+    /// Characters per streamed piece.
+    #[serde(default)]
+    chunk_chars: Option<usize>,
+    /// Pause before each streamed piece after the first, in milliseconds.
+    #[serde(default)]
+    chunk_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +210,7 @@ struct ScriptUsage {
 }
 
 /// Parses a script file; errors name the file and line.
-fn load_script(path: &Path) -> anyhow::Result<Vec<ProviderResponse>> {
+fn load_script(path: &Path) -> anyhow::Result<Vec<(ProviderResponse, Chunking)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read script file {}", path.display()))?;
     let values: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
@@ -200,14 +225,17 @@ fn load_script(path: &Path) -> anyhow::Result<Vec<ProviderResponse>> {
     for (i, value) in values.into_iter().enumerate() {
         let reply: ScriptReply = serde_json::from_value(value).map_err(|e| {
             anyhow!(
-                "{}: reply #{} is neither a string nor an object {{\"text\"?, \"tool_calls\"?, \"usage\"?}}: {e}",
+                "{}: reply #{} is neither a string nor an object {{\"text\"?, \"tool_calls\"?, \"usage\"?, \"chunk_chars\"?, \"chunk_delay_ms\"?}}: {e}",
                 path.display(),
                 i + 1
             )
         })?;
+        let default_chunking = Chunking::chars(SCRIPT_CHUNK_CHARS);
         replies.push(match reply {
-            ScriptReply::Text(text) => ProviderResponse::from_text(text),
+            ScriptReply::Text(text) => (ProviderResponse::from_text(text), default_chunking),
             ScriptReply::Full(full) => {
+                let chunking = Chunking::chars(full.chunk_chars.unwrap_or(SCRIPT_CHUNK_CHARS))
+                    .with_delay(Duration::from_millis(full.chunk_delay_ms.unwrap_or(0)));
                 let mut r = ProviderResponse::from_text(full.text.unwrap_or_default());
                 for (j, call) in full.tool_calls.into_iter().enumerate() {
                     let id = call
@@ -218,7 +246,7 @@ fn load_script(path: &Path) -> anyhow::Result<Vec<ProviderResponse>> {
                 if let Some(u) = full.usage {
                     r = r.with_usage(u.input_tokens, u.output_tokens);
                 }
-                r
+                (r, chunking)
             }
         });
     }
@@ -230,19 +258,23 @@ fn script_client(path: &Path) -> anyhow::Result<FunctionClient> {
     let total = replies.len();
     let state = Mutex::new((VecDeque::from(replies), 0usize));
     let file = path.display().to_string();
-    let client = FunctionClient::new(move |_messages: &[Message], _request: &LlmRequest| {
+    let next = move || -> Result<(ProviderResponse, Chunking), LlmError> {
         let mut guard = state
             .lock()
             .map_err(|_| LlmError::Function("script lock poisoned".into()))?;
         guard.1 += 1;
         let call = guard.1;
         match guard.0.pop_front() {
-            Some(reply) => Ok(reply.with_model("script", "script")),
+            Some((reply, chunking)) => Ok((reply.with_model("script", "script"), chunking)),
             None => Err(LlmError::Function(format!(
                 "script {file} has no reply for model call #{call} (it holds {total} replies; \
                  every model call, the intent classifier included, consumes one)"
             ))),
         }
+    };
+    let client = FunctionClient::streaming(move |_request: LlmRequest| match next() {
+        Ok((reply, chunking)) => chunked_events(reply, chunking),
+        Err(e) => futures::stream::iter([Err(e)]).boxed(),
     })
     .with_model("script")
     .without_recording();
@@ -253,10 +285,15 @@ fn script_client(path: &Path) -> anyhow::Result<FunctionClient> {
 // offline
 
 fn offline_client() -> FunctionClient {
+    let delay = std::env::var(OFFLINE_CHUNK_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     FunctionClient::new(|messages: &[Message], request: &LlmRequest| {
         offline_reply(messages, request)
     })
     .with_model(OFFLINE)
+    .with_chunking(Chunking::chars(OFFLINE_CHUNK_CHARS).with_delay(Duration::from_millis(delay)))
     .without_recording()
 }
 

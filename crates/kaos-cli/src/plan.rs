@@ -46,6 +46,9 @@ pub struct Display {
     pub spinner: bool,
     /// Print notes such as the new session id.
     pub notes: bool,
+    /// Print the answer on stdout as it streams (a terminal, or `--stream`; never with
+    /// `--json`).
+    pub stream: bool,
 }
 
 /// A validated `run` or `chat` invocation.
@@ -153,6 +156,7 @@ impl RunPlan {
             tree: !common.quiet && (common.trace || stderr_tty),
             spinner: !common.quiet && stderr_tty,
             notes: !common.quiet,
+            stream: !json && (common.stream || std::io::stdout().is_terminal()),
         };
         Ok(Self {
             message,

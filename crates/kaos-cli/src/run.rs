@@ -111,6 +111,79 @@ pub struct TurnRun {
     pub events: Vec<Event>,
     /// Ctrl-C cut it short.
     pub interrupted: bool,
+    /// The text printed on stdout while the turn streamed (since its last retraction), when
+    /// the answer was streamed live.
+    pub streamed: Option<String>,
+}
+
+/// Prints a turn's answer on stdout as it streams (its own run's text deltas only: a
+/// sub-agent's text is its caller's tool result, not the answer).
+struct LiveText {
+    run_id: Arc<str>,
+    /// The span whose text was printed last.
+    span: Option<Arc<str>>,
+    /// What was printed since the last retraction.
+    printed: String,
+}
+
+impl LiveText {
+    fn new(run_id: Arc<str>) -> Self {
+        Self {
+            run_id,
+            span: None,
+            printed: String::new(),
+        }
+    }
+
+    /// Prints what `event` adds; returns true when it printed something.
+    fn on_event(&mut self, event: &Event) -> bool {
+        if event.run_id != self.run_id {
+            return false;
+        }
+        let mut out = std::io::stdout().lock();
+        match &event.kind {
+            EventKind::TextDelta { content, span_id } if !content.is_empty() => {
+                if !self.printed.is_empty() && span_id.is_some() && *span_id != self.span {
+                    // Text of another model call (after a tool round): start a new line.
+                    let _ = writeln!(out);
+                    self.printed.push('\n');
+                }
+                self.span.clone_from(span_id);
+                self.printed.push_str(content);
+                let _ = write!(out, "{content}");
+                let _ = out.flush();
+                true
+            }
+            EventKind::TextRetracted {
+                reason,
+                retry_attempt,
+                ..
+            } => {
+                if !self.printed.is_empty() {
+                    let _ = writeln!(out);
+                    let _ = out.flush();
+                }
+                match retry_attempt {
+                    Some(n) => eprintln!("kaos: the text above is void ({reason}); retry #{n}:"),
+                    None => eprintln!("kaos: the text above is void ({reason}); the answer:"),
+                }
+                self.printed.clear();
+                self.span = None;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the streamed text with a newline; returns what was printed.
+    fn finish(self) -> String {
+        if !self.printed.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out);
+            let _ = out.flush();
+        }
+        self.printed
+    }
 }
 
 /// Runs one turn of `runner`, cancelling it on Ctrl-C: the stream is dropped (every open
@@ -138,17 +211,33 @@ pub async fn drive_stream(
     interrupt: &mut Interrupt,
     mut stream: EventStream,
 ) -> TurnRun {
-    let spinner = plan
+    let mut spinner = plan
         .display
         .spinner
         .then(|| Spinner::start(recorder.clone()));
+    let mut live = plan
+        .display
+        .stream
+        .then(|| LiveText::new(stream.run_id().clone()));
     let interrupted = loop {
         tokio::select! {
-            event = stream.next() => if event.is_none() { break false },
+            event = stream.next() => match event {
+                None => break false,
+                Some(event) => {
+                    if let Some(live) = live.as_mut()
+                        && live.on_event(&event)
+                        && let Some(s) = spinner.take()
+                    {
+                        // The answer is on the terminal now: the spinner would write over it.
+                        s.stop();
+                    }
+                }
+            },
             () = interrupt.wait() => break true,
         }
     };
     drop(stream);
+    let streamed = live.map(LiveText::finish);
     for e in runner.hooks().flush() {
         eprintln!("kaos: hook {} failed to flush: {}", e.hook, e.message);
     }
@@ -158,6 +247,7 @@ pub async fn drive_stream(
     TurnRun {
         events: recorder.take(),
         interrupted,
+        streamed,
     }
 }
 
@@ -242,7 +332,13 @@ pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, 
                     p.reason
                 )));
             }
-            if print_answer && !plan.json {
+            // A streamed answer is on stdout already (unless the turn's final text is not
+            // what streamed, such as a budget notice): print only what is missing.
+            let shown = turn
+                .streamed
+                .as_deref()
+                .is_some_and(|s| !response.text.is_empty() && s.ends_with(response.text.trim()));
+            if print_answer && !plan.json && !shown {
                 println!("{}", response.text);
             }
             if plan.display.tree {

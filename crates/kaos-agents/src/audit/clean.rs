@@ -98,7 +98,19 @@ impl CleanMemo {
                 recommended_pattern: _,
                 fallback: _,
             } => true,
-            EventKind::TextDelta { content } => c.str(content),
+            EventKind::TextDelta {
+                content,
+                span_id: _,
+            } => c.str(content),
+            EventKind::ThinkingDelta {
+                content,
+                span_id: _,
+            } => c.str(content),
+            EventKind::TextRetracted {
+                span_id: _,
+                reason,
+                retry_attempt: _,
+            } => c.str(reason),
             EventKind::ToolCallApprovalRequired {
                 call_id: _,
                 tool_name: _,

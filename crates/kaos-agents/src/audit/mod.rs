@@ -49,6 +49,7 @@ use sha2::{Digest, Sha256};
 
 pub use reader::{AuditLog, AuditReadError, read_dir, read_file};
 
+use crate::coalesce::{Coalesce, DeltaCoalescer};
 use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
 use crate::hooks::{Hook, HookAction, HookError};
 use crate::redact::{RedactionStats, Redactor};
@@ -193,6 +194,7 @@ pub struct AuditHook {
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
     halt: OnceLock<String>,
+    coalescer: Option<DeltaCoalescer>,
 }
 
 impl std::fmt::Debug for AuditHook {
@@ -239,6 +241,7 @@ impl AuditHook {
             failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
             halt: OnceLock::new(),
+            coalescer: Some(DeltaCoalescer::new(Coalesce::default())),
         })
     }
 
@@ -300,6 +303,29 @@ impl AuditHook {
     }
 
     /// Writes one event; errors are counted by the caller.
+    /// Writes one event, counting a failure.
+    fn record(&self, event: &Event) {
+        if let Err((what, error)) = self.write_event(event) {
+            self.fail(what, &event.session_id, &error);
+        }
+    }
+
+    /// Writes the deltas the coalescer still holds.
+    fn release_deltas(&self) {
+        if let Some(coalescer) = &self.coalescer {
+            coalescer.flush(&mut |e| self.record(e));
+        }
+    }
+
+    /// Merges consecutive text/thinking deltas of one model call before writing them (by
+    /// default [`Coalesce::default`]: up to 4 KiB or 250 ms per line), so a long streamed
+    /// answer is a few lines rather than one per chunk; `None` writes every delta as it came.
+    /// Merging also lets redaction see a secret the model streamed across several chunks.
+    pub fn with_coalescing(mut self, coalesce: Option<Coalesce>) -> Self {
+        self.coalescer = coalesce.map(DeltaCoalescer::new);
+        self
+    }
+
     fn write_event(&self, event: &Event) -> Result<(), (&'static str, std::io::Error)> {
         let reused = LINE.try_with(|cell| {
             let mut line = cell.try_borrow_mut().ok()?;
@@ -467,8 +493,9 @@ impl Hook for AuditHook {
     }
 
     fn on_event(&self, event: &Event) -> HookAction {
-        if let Err((what, error)) = self.write_event(event) {
-            self.fail(what, &event.session_id, &error);
+        match &self.coalescer {
+            Some(coalescer) => coalescer.push(event, &mut |e| self.record(e)),
+            None => self.record(event),
         }
         HookAction::Continue
     }
@@ -477,13 +504,16 @@ impl Hook for AuditHook {
         self.halt.get().cloned()
     }
 
-    /// Syncs open files; an error if any write failed so far.
+    /// Writes buffered deltas and syncs open files; an error if any write failed so far.
     fn flush(&self) -> Result<(), HookError> {
+        self.release_deltas();
         self.sync_all(false)
     }
 
-    /// Syncs and closes every open file; an error if any write failed so far.
+    /// Writes buffered deltas, syncs and closes every open file; an error if any write
+    /// failed so far.
     fn shutdown(&self) -> Result<(), HookError> {
+        self.release_deltas();
         self.sync_all(true)
     }
 }

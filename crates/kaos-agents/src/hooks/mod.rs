@@ -228,7 +228,7 @@ fn dispatch_one<H: Hook + ?Sized>(hook: &H, event: &Event) -> HookAction {
             }
         }
         EventKind::IntentClassified { .. } => hook.on_intent_classified(event),
-        EventKind::TextDelta { content } => hook.on_text_delta(event, content),
+        EventKind::TextDelta { content, .. } => hook.on_text_delta(event, content),
         EventKind::RunError { .. } => hook.on_run_error(event),
         EventKind::TurnSummary(summary) => hook.on_turn_summary(event, summary),
         _ => {}

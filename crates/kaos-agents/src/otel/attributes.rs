@@ -18,6 +18,16 @@ pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
 pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
 /// `gen_ai.response.finish_reasons` (string array).
 pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+/// `gen_ai.request.stream` (bool): the call was streamed.
+pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
+/// `gen_ai.response.time_to_first_chunk` (seconds, streamed calls).
+pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+/// `kaos.stream.chunks`: content chunks a streamed call received (also on a cut stream).
+pub const KAOS_STREAM_CHUNKS: &str = "kaos.stream.chunks";
+/// `kaos.stream.chars`: characters of text a streamed call received.
+pub const KAOS_STREAM_CHARS: &str = "kaos.stream.chars";
+/// The span event a streamed `chat` span records at its first chunk.
+pub const EVENT_FIRST_CHUNK: &str = "gen_ai.first_chunk";
 /// `gen_ai.usage.input_tokens` (cached tokens included).
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 /// `gen_ai.usage.output_tokens`.

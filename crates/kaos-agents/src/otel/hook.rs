@@ -349,6 +349,8 @@ impl OTelHook {
             }
             EventKind::PlanProposed { .. }
             | EventKind::TextDelta { .. }
+            | EventKind::ThinkingDelta { .. }
+            | EventKind::TextRetracted { .. }
             | EventKind::PatternMismatch { .. } => {}
         }
     }
@@ -489,6 +491,20 @@ impl OTelHook {
         let otel = open.cx.span();
         let a = &span.attributes;
         otel.set_attributes(end_attributes(open.kind, span));
+        if open.kind == Kind::Llm
+            && let Some(at) = a.get("first_chunk_unix_nano").and_then(Value::as_u64)
+        {
+            // The first chunk's moment, recorded when the span ends (the event stream says
+            // when it was; the exported span is the same as if it had been added live).
+            let ttfc = a.get("time_to_first_chunk_ms").and_then(Value::as_f64);
+            otel.add_event_with_timestamp(
+                EVENT_FIRST_CHUNK,
+                system_time(at),
+                ttfc.map(|ms| KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ms / 1000.0))
+                    .into_iter()
+                    .collect(),
+            );
+        }
         let duration_ms = span
             .duration_ms
             .unwrap_or_else(|| event.timestamp.saturating_sub(open.start_ns) as f64 / 1_000_000.0);

@@ -67,6 +67,9 @@ pub(super) fn start_shape(
                 KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
                 KeyValue::new(KAOS_PURPOSE, s("purpose")),
             ]);
+            if a.get("stream").and_then(Value::as_bool) == Some(true) {
+                attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
+            }
             SpanKind::Client
         }
         SpanSubject::ToolCall => {
@@ -154,6 +157,11 @@ pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
                 &mut out,
             );
             int_attr("attempts", KAOS_ATTEMPTS, &mut out);
+            int_attr("chunks", KAOS_STREAM_CHUNKS, &mut out);
+            int_attr("streamed_chars", KAOS_STREAM_CHARS, &mut out);
+            if let Some(ms) = a.get("time_to_first_chunk_ms").and_then(Value::as_f64) {
+                out.push(KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ms / 1000.0));
+            }
             if let Some(c) = a.get("cost_usd").and_then(Value::as_f64) {
                 out.push(KeyValue::new(KAOS_COST_USD, c));
             }

@@ -581,7 +581,10 @@ impl Redactor {
                 }
             }
             EventKind::UsageObserved { .. } | EventKind::PatternMismatch { .. } => {}
-            EventKind::TextDelta { content } => s(content, stats),
+            EventKind::TextDelta { content, .. } | EventKind::ThinkingDelta { content, .. } => {
+                s(content, stats)
+            }
+            EventKind::TextRetracted { reason, .. } => s(reason, stats),
             EventKind::ToolCallApprovalRequired {
                 arguments, reason, ..
             } => {

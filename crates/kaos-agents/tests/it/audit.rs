@@ -76,6 +76,7 @@ fn llm(scope: &TurnScope, purpose: &str, input: u64, output: u64, text: Option<&
     if let Some(text) = text {
         scope.emit(EventKind::TextDelta {
             content: text.into(),
+            span_id: None,
         });
     }
     scope.end_span(
@@ -495,6 +496,7 @@ fn fail_closed_halts_the_turn() {
     let s = scope("blocked", "run_c", hooks(&open));
     s.emit(EventKind::TextDelta {
         content: "x".into(),
+        span_id: None,
     });
     assert_eq!(open.stats().failures, 1);
     assert!(kaos_agents::Hook::halt_reason(&*open).is_none());
@@ -636,6 +638,7 @@ fn every_kind(s: &TurnScope, secret: &str) {
     });
     s.emit(EventKind::TextDelta {
         content: secret.into(),
+        span_id: None,
     });
     s.emit(EventKind::ToolCallApprovalRequired {
         call_id: "call_1".into(),

@@ -220,6 +220,7 @@ pub fn respond_turn(scope: &TurnScope) {
     llm(scope, "respond", 200, 20);
     scope.emit(EventKind::TextDelta {
         content: "Hello from the agent.".into(),
+        span_id: None,
     });
     end_turn(scope, &turn, "completed");
     scope.emit(summary(
@@ -476,6 +477,7 @@ fn turn_end_without_summary_closes_open_children() {
     // No TurnSummary: the next event of the run (here a hand-built one) ends the turn.
     scope.emit(EventKind::TextDelta {
         content: String::new(),
+        span_id: None,
     });
     let spans = h.spans();
     assert_eq!(names(&spans), ["agent.tool_call.orphan", "agent.turn"]);

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod coalesce;
 pub mod events;
 pub mod hooks;
+mod model_stream;
 pub mod naming;
 #[cfg(feature = "otel")]
 pub mod otel;

@@ -110,7 +110,7 @@ fn arc_from_ascii(bytes: &[u8]) -> Arc<str> {
     Arc::from(std::str::from_utf8(bytes).unwrap_or_default())
 }
 
-fn now_unix_nanos() -> u64 {
+pub(crate) fn now_unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

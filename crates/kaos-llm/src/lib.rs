@@ -15,6 +15,8 @@
 
 pub mod client;
 pub mod error;
+#[cfg(feature = "fake-provider")]
+pub mod fake_provider;
 pub mod fallback;
 pub mod function;
 pub mod json;

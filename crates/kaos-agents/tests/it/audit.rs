@@ -492,7 +492,8 @@ fn fail_closed_halts_the_turn() {
     assert!(err.message.contains("audit write failure"), "{err}");
 
     // Fail-open (default): failures are counted and reported, the turn goes on.
-    let open = Arc::new(AuditHook::new(dir.path()).unwrap());
+    // (Uncoalesced: a coalesced delta waits in memory for the next event.)
+    let open = Arc::new(AuditHook::new(dir.path()).unwrap().with_coalescing(None));
     let s = scope("blocked", "run_c", hooks(&open));
     s.emit(EventKind::TextDelta {
         content: "x".into(),

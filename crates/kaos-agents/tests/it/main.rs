@@ -23,6 +23,7 @@ mod redact;
 mod redact_corpus;
 mod resume;
 mod runner;
+mod stream;
 mod support;
 mod tree;
 mod util;

@@ -110,9 +110,9 @@ async fn pause_then_approve_runs_the_tool_exactly_once() {
             "  span(tool_call,start) tool.delete_file",
             "  span(tool_call,complete) tool.delete_file",
             "  span(llm_call,start) llm_call.react",
+            "    text_delta",
             "  span(llm_call,complete) llm_call.react",
             "  usage_observed",
-            "  text_delta",
             "span(turn,complete) turn.1",
             "turn_summary",
         ]

@@ -65,9 +65,9 @@ async fn respond_turn_golden_sequence() {
             "intent_classified",
             "usage_observed",
             "span(llm_call,start)",
+            "text_delta",
             "span(llm_call,complete)",
             "usage_observed",
-            "text_delta",
             "span(turn,complete)",
             "turn_summary",
         ]
@@ -133,9 +133,9 @@ async fn tool_turn_golden_sequence() {
             "span(tool_call,start)",
             "span(tool_call,complete)",
             "span(llm_call,start)",
+            "text_delta",
             "span(llm_call,complete)",
             "usage_observed",
-            "text_delta",
             "span(turn,complete)",
             "turn_summary",
         ]

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "cli/stream.rs"]
+mod stream;
+
 const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
 
 mod serve;

@@ -160,7 +160,10 @@ pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
             int_attr("chunks", KAOS_STREAM_CHUNKS, &mut out);
             int_attr("streamed_chars", KAOS_STREAM_CHARS, &mut out);
             if let Some(ms) = a.get("time_to_first_chunk_ms").and_then(Value::as_f64) {
-                out.push(KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ms / 1000.0));
+                out.push(KeyValue::new(
+                    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                    ms / 1000.0,
+                ));
             }
             if let Some(c) = a.get("cost_usd").and_then(Value::as_f64) {
                 out.push(KeyValue::new(KAOS_COST_USD, c));

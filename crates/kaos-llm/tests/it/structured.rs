@@ -426,7 +426,10 @@ mod streaming {
                 },
             )
             .await
-            .map(|o| o.value.n);
+            .map(|o| {
+                assert!(!o.value.response.is_empty());
+                o.value.n
+            });
         (result, log)
     }
 

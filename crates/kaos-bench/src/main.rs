@@ -10,7 +10,10 @@
 //! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed).
 //! `--json` prints one JSON object instead of the table.
 
+#![recursion_limit = "256"]
+
 mod alloc;
+mod streaming;
 mod workloads;
 
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use serde_json::{Map, Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
-const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent";
+const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +43,9 @@ pub(crate) struct Sizes {
     idle_sessions: usize,
     dispatch_events: usize,
     baseline_iters: usize,
+    stream_turns: usize,
+    stream_delta_chars: usize,
+    stream_delta_turns: usize,
 }
 
 impl Sizes {
@@ -60,6 +66,9 @@ impl Sizes {
             idle_sessions: 5_000,
             dispatch_events: 1_000_000,
             baseline_iters: 50_000,
+            stream_turns: 3,
+            stream_delta_chars: 2_000,
+            stream_delta_turns: 50,
         }
     }
 
@@ -80,6 +89,9 @@ impl Sizes {
             idle_sessions: 100,
             dispatch_events: 10_000,
             baseline_iters: 200,
+            stream_turns: 1,
+            stream_delta_chars: 200,
+            stream_delta_turns: 5,
         }
     }
 }
@@ -185,6 +197,7 @@ fn main() -> Result<(), BoxError> {
     let dispatch_ns = workloads::hook_dispatch_ns(sizes);
     drop(single);
     let concurrent = workloads::concurrent(sizes)?;
+    let stream = streaming::streaming(sizes)?;
 
     let mut notes = Map::new();
     notes.insert(
@@ -214,6 +227,14 @@ fn main() -> Result<(), BoxError> {
     notes.insert(
         "audit_fsync_turn_ratio".into(),
         format!("as audit_ratio with FsyncPolicy::EveryTurn (one sync_data per turn, at the TurnSummary) on {audit_fs}, over {} batches of {} turns: bounded by the disk's sync latency", sizes.fsync_batches, sizes.fsync_batch_turns).into(),
+    );
+    notes.insert(
+        "stream_first_delta_ms".into(),
+        "a local fake provider (Anthropic SSE over 127.0.0.1) streams a respond answer in 100 chunks 20 ms apart: server wrote the chunk → the turn's consumer got its TextDelta (first chunk; lag p50/max over all chunks); stream_cli_json_*: the same read from `kaos run --json` stdout (the kaos binary next to kaos-bench; null when it is not built)".into(),
+    );
+    notes.insert(
+        "stream_delta_event_ns".into(),
+        format!("respond turn streaming a {}-char answer one char per chunk minus the same answer in one chunk, ÷ chunks: the JSON field extractor, one TextDelta event, a counting hook and the coalescing AuditHook (FsyncPolicy::Never)", sizes.stream_delta_chars).into(),
     );
     notes.insert(
         "idle_session_bytes".into(),
@@ -254,6 +275,11 @@ fn main() -> Result<(), BoxError> {
         "concurrent_sessions": sizes.concurrent_sessions,
         "idle_session_bytes": idle.round(),
         "hook_dispatch_ns_per_event": round(dispatch_ns, 1),
+        "stream_first_delta_ms": round(stream.first_delta_ms, 3),
+        "stream_delta_lag_ms_p50_max": [round(stream.delta_lag_p50_ms, 3), round(stream.delta_lag_max_ms, 3)],
+        "stream_delta_event_ns": round(stream.delta_event_ns, 0),
+        "stream_cli_json_first_delta_ms": stream.cli.map(|c| round(c.0, 3)),
+        "stream_cli_json_lag_ms_p50_max": stream.cli.map(|c| [round(c.1, 3), round(c.2, 3)]),
         "peak_rss_mb": peak_rss_mb().map(|m| round(m, 1)),
         "quick": quick,
         "elapsed_s": round(started.elapsed().as_secs_f64(), 1),
@@ -284,6 +310,7 @@ fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
         "audit_fsync" => drop(single.block_on(workloads::audit_fsync_turn_ratio(sizes))?),
         "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
         "concurrent" => drop(workloads::concurrent(sizes)?),
+        "stream" => drop(streaming::streaming(sizes)?),
         other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,6 +59,7 @@ struct Shared {
     bodies: Mutex<Vec<String>>,
     disconnects: Mutex<u64>,
     last_chunk_sent: Mutex<u64>,
+    sent_at: Mutex<Vec<Instant>>,
     changed: Notify,
     gate: Semaphore,
 }
@@ -94,6 +95,7 @@ impl FakeProvider {
             bodies: Mutex::new(Vec::new()),
             disconnects: Mutex::new(0),
             last_chunk_sent: Mutex::new(0),
+            sent_at: Mutex::new(Vec::new()),
             changed: Notify::new(),
             gate: Semaphore::new(0),
         });
@@ -128,6 +130,12 @@ impl FakeProvider {
     /// Lets one gated stream send its last chunk.
     pub fn release_last_chunk(&self) {
         self.shared.gate.add_permits(1);
+    }
+
+    /// When each SSE chunk was written and flushed (every stream's, in order), for
+    /// measuring how long a chunk takes to reach a consumer.
+    pub fn chunk_times(&self) -> Vec<Instant> {
+        lock(&self.shared.sent_at).clone()
     }
 
     /// How many streams sent their last chunk so far.
@@ -241,6 +249,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
                 {
                     return note_disconnect(&shared);
                 }
+                lock(&shared.sent_at).push(Instant::now());
                 if i == last {
                     *lock(&shared.last_chunk_sent) += 1;
                     shared.changed.notify_waiters();

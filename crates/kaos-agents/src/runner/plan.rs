@@ -8,7 +8,7 @@
 //!    tool, or a tool the agent does not have) is a typed call.
 //! 3. A failed step triggers a replan (with the failures as context), up to
 //!    `budget.max_replans`.
-//! 4. A typed synthesis call writes the answer.
+//! 4. A typed synthesis call writes the answer; its `answer` field streams as it arrives.
 //!
 //! Budgets (`steps`, `replans`, `tokens`, `cost`, `wall_clock`) are checked before every
 //! step; crossing one emits `BudgetExceeded` and the answer says the plan stopped and why.
@@ -308,8 +308,16 @@ pub(crate) async fn run_from(
     }
     let step_results = results.join("\n");
     let inputs = [("goal", goal), ("step_results", step_results.as_str())];
+    // The answer streams to the user as the model writes it (the `answer` field).
     match turn
-        .typed_call("plan_synthesis", &synthesis_signature(), &inputs)
+        .streamed_typed_call(
+            "plan_synthesis",
+            &synthesis_signature(),
+            &inputs,
+            "answer",
+            |out| out.answer.as_str(),
+            false,
+        )
         .await
     {
         Ok(out) => {

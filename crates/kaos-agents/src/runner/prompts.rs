@@ -75,7 +75,8 @@ pub(crate) static CLASSIFIER: LazyLock<Signature<IntentOutput>> = LazyLock::new(
 });
 
 /// The respond call for an agent's instructions. Plain text is accepted when the model
-/// ignores the JSON format, so no corrective retry is spent.
+/// ignores the JSON format (no corrective retry is spent on prose); an answer that attempts
+/// JSON and breaks it gets one corrective retry, announced in the stream.
 pub(crate) fn respond_signature(instructions: &str) -> Signature<RespondOutput> {
     Signature::new(instructions)
         .input("message", "The user's message.")
@@ -83,7 +84,8 @@ pub(crate) fn respond_signature(instructions: &str) -> Signature<RespondOutput> 
             "conversation_history",
             "The conversation so far, oldest first.",
         )
-        .max_retries(0)
+        .max_retries(1)
+        .plain_text_fallback(true)
 }
 
 /// The note added to a clarify intent's respond call.

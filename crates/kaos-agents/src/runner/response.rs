@@ -133,7 +133,7 @@ impl AgentResponse {
                         reasoning: reasoning.clone(),
                     });
                 }
-                EventKind::TextDelta { content } => deltas.push_str(content),
+                EventKind::TextDelta { content, .. } => deltas.push_str(content),
                 EventKind::ToolCallApprovalRequired {
                     call_id,
                     tool_name,

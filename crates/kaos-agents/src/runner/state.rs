@@ -18,6 +18,7 @@ use crate::attrs;
 use crate::events::{
     EventKind, Intent, SpanError, SpanPhase, SpanSubject, ToolCallSummary, TurnOutcome, TurnSummary,
 };
+use crate::model_stream;
 use crate::scope::TurnScope;
 use crate::session::{Session, ToolAction};
 
@@ -78,6 +79,9 @@ pub(crate) struct Turn {
     cost: Option<f64>,
     tool_calls: Vec<ToolCallSummary>,
     client: Option<Arc<dyn LlmClient>>,
+    /// The text the last streamed model call delivered as `TextDelta`s (the answer, unless
+    /// the runner wrote one itself).
+    streamed: Option<String>,
 }
 
 impl Turn {
@@ -106,6 +110,7 @@ impl Turn {
             cost: Some(0.0),
             tool_calls: Vec::new(),
             client: None,
+            streamed: None,
         };
         if let Some(message) = load_error {
             return Err(turn.fail(Failure::store(&message)));
@@ -221,7 +226,97 @@ impl Turn {
         result
     }
 
-    /// A plain model call (tool loop) inside an `llm_call` span; emits its usage.
+    /// A typed call whose string field `field` is the text the user reads, streamed: the
+    /// field's characters become `TextDelta`s under the `llm_call` span as they arrive, a
+    /// corrective retry is announced (`TextRetracted`), and the validated `text_of(value)`
+    /// is settled against what streamed. With `prose_fallback`, an answer that is not JSON
+    /// at all is the text (the caller uses `raw`), streamed whole at the end.
+    pub(crate) async fn streamed_typed_call<O: StructuredOutput>(
+        &mut self,
+        purpose: &str,
+        signature: &Signature<O>,
+        inputs: &[(&str, &str)],
+        field: &str,
+        text_of: fn(&O) -> &str,
+        prose_fallback: bool,
+    ) -> Result<TypedOutcome<O>, LlmError> {
+        let client = self.client()?;
+        let (span, _) = self.scope.start_span(
+            SpanSubject::LlmCall,
+            format!("llm_call.{purpose}"),
+            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true},
+        );
+        let (result, stats, streamed) = model_stream::stream_typed(
+            &self.scope,
+            &span,
+            client.as_ref(),
+            signature,
+            inputs,
+            field,
+        )
+        .await;
+        let mut a = Map::new();
+        match &result {
+            Ok(out) => {
+                let text = text_of(&out.value);
+                model_stream::settle_text(
+                    &self.scope,
+                    &span,
+                    &streamed,
+                    text,
+                    "the validated answer differs from the streamed text",
+                );
+                self.streamed = Some(text.to_string());
+                a = usage_attrs(&out.usage, out.cost_usd);
+                a.insert("attempts".into(), out.attempts.into());
+                a.insert("response_model".into(), out.model.clone().into());
+                if let Some(id) = &out.response_id {
+                    a.insert("response_id".into(), id.clone().into());
+                }
+                if let Some(reason) = &out.stop_reason {
+                    a.insert(
+                        "stop_reason".into(),
+                        serde_json::to_value(reason).unwrap_or(Value::Null),
+                    );
+                }
+                stats.write(&mut a);
+                self.scope.end_span(&span, SpanPhase::Complete, a, None);
+            }
+            Err(e) => {
+                if let LlmError::InvalidOutput {
+                    raw,
+                    message,
+                    usage,
+                    attempts,
+                } = e
+                {
+                    if prose_fallback {
+                        let text = raw.trim();
+                        model_stream::settle_text(
+                            &self.scope,
+                            &span,
+                            &streamed,
+                            text,
+                            &format!(
+                                "the answer could not be parsed ({message}); its raw text is the answer"
+                            ),
+                        );
+                        self.streamed = Some(text.to_string());
+                    }
+                    a = usage_attrs(usage, kaos_llm::pricing::cost_usd(client.model(), usage));
+                    a.insert("attempts".into(), (*attempts).into());
+                }
+                // What arrived before a break is counted on the error span.
+                stats.write(&mut a);
+                self.scope
+                    .end_span(&span, SpanPhase::Error, a, Some(llm_span_error(e)));
+            }
+        }
+        result
+    }
+
+    /// A plain model call (tool loop) inside an `llm_call` span, streamed: text chunks
+    /// become `TextDelta`s under the span as they arrive; emits its usage.
     pub(crate) async fn chat_call(
         &mut self,
         purpose: &str,
@@ -231,12 +326,16 @@ impl Turn {
         let (span, _) = self.scope.start_span(
             SpanSubject::LlmCall,
             format!("llm_call.{purpose}"),
-            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()},
+            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true},
         );
-        match client.complete(request).await {
+        let (result, stats) =
+            model_stream::stream_chat(&self.scope, &span, client.as_ref(), request).await;
+        match result {
             Ok(response) => {
+                self.streamed = Some(response.text());
                 let cost = response.cost_usd();
                 let mut a = usage_attrs(&response.usage, cost);
+                stats.write(&mut a);
                 a.insert("attempts".into(), 1.into());
                 a.insert("response_model".into(), response.model.clone().into());
                 if let Some(id) = &response.response_id {
@@ -258,12 +357,11 @@ impl Turn {
                 Ok(response)
             }
             Err(e) => {
-                self.scope.end_span(
-                    &span,
-                    SpanPhase::Error,
-                    Map::new(),
-                    Some(llm_span_error(&e)),
-                );
+                // What arrived before the break is counted on the error span.
+                let mut a = Map::new();
+                stats.write(&mut a);
+                self.scope
+                    .end_span(&span, SpanPhase::Error, a, Some(llm_span_error(&e)));
                 Err(e)
             }
         }
@@ -315,9 +413,14 @@ impl Turn {
     }
 
     async fn complete(mut self, text: String) -> TurnSummary {
-        self.scope.emit(EventKind::TextDelta {
-            content: text.clone(),
-        });
+        // A streamed answer is in the stream already; text the runner wrote itself (a budget
+        // notice, a stop message) is emitted here, outside any model call.
+        if self.streamed.as_deref() != Some(text.as_str()) {
+            self.scope.emit(EventKind::TextDelta {
+                content: text.clone(),
+                span_id: None,
+            });
+        }
         self.session.push_message("assistant", &text);
         self.session.turn_count = self.turn_number;
         if let Err(failure) = self.persist().await {

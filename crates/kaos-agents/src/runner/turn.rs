@@ -224,7 +224,17 @@ async fn respond(turn: &mut Turn, message: &str, note: Option<&str>) -> Outcome 
         ("conversation_history", history.as_str()),
     ];
     let respond = turn.shared.respond.clone();
-    let text = match turn.typed_call("respond", &respond, &inputs).await {
+    let text = match turn
+        .streamed_typed_call(
+            "respond",
+            &respond,
+            &inputs,
+            "response",
+            |out| out.response.as_str(),
+            true,
+        )
+        .await
+    {
         Ok(out) => {
             turn.emit_usage(&out.usage, out.cost_usd, &out.model, "respond");
             out.value.response

@@ -483,3 +483,75 @@ fn coalescing_merges_a_calls_deltas_and_releases_them_before_other_events() {
         .collect();
     assert_eq!(shape, ["s1:abcdefghi@0", "s1:jk@3", "s2:lm@4", "run_error"]);
 }
+
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn the_chat_span_lasts_to_the_last_chunk_and_records_time_to_first_chunk() {
+    use crate::otel_hook::{Harness, attr};
+    use opentelemetry::Value as OValue;
+    use opentelemetry::trace::Status;
+
+    let mut cut = anthropic_stream(
+        &[StreamPart::Text(pieces(&[r#"{"response": "Hi"#]))],
+        "end_turn",
+    );
+    cut.truncate(3);
+    let server = FakeProvider::start(vec![
+        anthropic_json(RESPOND),
+        FakeReply::sse(anthropic_stream(
+            &[StreamPart::Text(pieces(&[
+                r#"{"response": "Hel"#,
+                r#"lo"}"#,
+            ]))],
+            "end_turn",
+        )),
+        anthropic_json(RESPOND),
+        FakeReply::sse(cut),
+    ])
+    .await
+    .unwrap();
+    let h = Harness::new();
+    let (runner, _) = runner(anthropic(&server), false);
+    let runner = runner.with_shared_hook(h.hook.clone());
+    runner.turn("hello", "s").await.unwrap();
+    runner.turn("again", "s").await.unwrap_err();
+    let spans = h.spans();
+    let respond: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            attr(s, "kaos.purpose").map(|v| v.as_str().to_string()) == Some("respond".into())
+        })
+        .collect();
+    assert_eq!(respond.len(), 2);
+    let (ok, broken) = (respond[0], respond[1]);
+    assert_eq!(attr(ok, "gen_ai.request.stream"), Some(OValue::Bool(true)));
+    assert_eq!(
+        attr(ok, "gen_ai.usage.output_tokens"),
+        Some(OValue::I64(34))
+    );
+    assert!(attr(ok, "gen_ai.response.finish_reasons").is_some());
+    let Some(OValue::F64(ttfc)) = attr(ok, "gen_ai.response.time_to_first_chunk") else {
+        panic!("no time to first chunk on {ok:?}")
+    };
+    let first = ok
+        .events
+        .iter()
+        .find(|e| e.name == "gen_ai.first_chunk")
+        .expect("a first-chunk span event");
+    assert!(ok.start_time <= first.timestamp && first.timestamp <= ok.end_time);
+    let since_start = first
+        .timestamp
+        .duration_since(ok.start_time)
+        .unwrap()
+        .as_secs_f64();
+    assert!((since_start - ttfc).abs() < 0.05, "{since_start} vs {ttfc}");
+    assert!(ttfc >= 0.0);
+    // The cut stream: an error span with what arrived counted.
+    assert!(
+        matches!(broken.status, Status::Error { .. }),
+        "{:?}",
+        broken.status
+    );
+    assert_eq!(attr(broken, "kaos.stream.chunks"), Some(OValue::I64(1)));
+    assert_eq!(attr(broken, "kaos.stream.chars"), Some(OValue::I64(16)));
+}

@@ -157,10 +157,10 @@ impl DeltaCoalescer {
             }
             _ => true,
         };
-        if full || entry.since.elapsed() >= self.options.max_age {
-            if let Some(p) = pending.remove(&event.run_id) {
-                emit(&p.event);
-            }
+        if (full || entry.since.elapsed() >= self.options.max_age)
+            && let Some(p) = pending.remove(&event.run_id)
+        {
+            emit(&p.event);
         }
     }
 

@@ -310,7 +310,9 @@ fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
         "audit_fsync" => drop(single.block_on(workloads::audit_fsync_turn_ratio(sizes))?),
         "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
         "concurrent" => drop(workloads::concurrent(sizes)?),
-        "stream" => drop(streaming::streaming(sizes)?),
+        "stream" => {
+            streaming::streaming(sizes)?;
+        }
         other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())

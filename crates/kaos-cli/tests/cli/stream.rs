@@ -154,8 +154,7 @@ async fn run_json_flushes_each_text_delta_line_as_it_happens() {
     assert_eq!(deltas, "Hello streaming world");
     let llm_end = rest
         .iter()
-        .filter(|e| e["kind"]["subject"] == "llm_call" && e["kind"]["phase"] == "complete")
-        .last()
+        .rfind(|e| e["kind"]["subject"] == "llm_call" && e["kind"]["phase"] == "complete")
         .unwrap();
     assert!(llm_end["kind"]["attributes"]["time_to_first_chunk_ms"].is_number());
     assert_eq!(llm_end["kind"]["attributes"]["stop_reason"], "end_turn");

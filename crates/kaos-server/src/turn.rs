@@ -214,7 +214,7 @@ pub(crate) fn fold(events: &[Event], session_id: &str, cut: Option<Cut>) -> Turn
                 });
             }
             EventKind::IntentClassified { intent, .. } => r.intent = Some(intent.to_string()),
-            EventKind::TextDelta { content } => deltas.push_str(content),
+            EventKind::TextDelta { content, .. } => deltas.push_str(content),
             EventKind::ToolCallApprovalRequired { tool_name, .. } => {
                 r.paused_for_approval = true;
                 r.pending_tool_name = Some(tool_name.clone());

@@ -99,6 +99,7 @@ fn an_event_emitted_from_inside_a_hook_is_delivered_right_after_the_current_one(
         {
             scope.emit(EventKind::TextDelta {
                 content: "from a hook".into(),
+                span_id: None,
             });
         }
         hook_inside.store(false, Ordering::SeqCst);
@@ -151,6 +152,7 @@ fn events_from_two_threads_reach_the_hooks_in_sequence_order() {
                 for i in 0..500 {
                     scope.emit(EventKind::TextDelta {
                         content: format!("{t}-{i}"),
+                        span_id: None,
                     });
                 }
             });

@@ -614,6 +614,13 @@ impl Renderer<'_> {
                 if let Some(n) = get("attempts").and_then(Value::as_u64).filter(|n| *n > 1) {
                     let _ = write!(line, " attempts={n}");
                 }
+                // A streamed call: time to its first chunk and how many chunks arrived.
+                if let Some(ms) = get("time_to_first_chunk_ms").and_then(Value::as_f64) {
+                    let _ = write!(line, " first_chunk={ms:.1}ms");
+                }
+                if let Some(n) = get("chunks").and_then(Value::as_u64).filter(|n| *n > 0) {
+                    let _ = write!(line, " chunks={n}");
+                }
             }
             SpanSubject::ToolCall => {
                 if get("is_error").and_then(Value::as_bool) == Some(true) {

@@ -225,6 +225,13 @@ async fn anthropic_stream_golden_sequence_with_interleaved_text_and_tool_call() 
     let response = runner.turn("count the words of a b c", "s").await.unwrap();
     assert_eq!(response.text, "The text has 3 words.");
     tool_turn_golden(&rec.events());
+    let tree = kaos_agents::tree::render_tree(&rec.events(), &Default::default());
+    let streamed: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.contains("first_chunk="))
+        .collect();
+    assert_eq!(streamed.len(), 2, "{tree}");
+    assert!(streamed[0].contains("chunks=7"), "{tree}");
     let bodies = server.bodies();
     assert!(bodies[1].contains(r#""stream":true"#), "{}", bodies[1]);
 }

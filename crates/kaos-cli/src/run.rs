@@ -135,6 +135,12 @@ impl LiveText {
         }
     }
 
+    /// Whether `event` is answer text this printer shows.
+    fn prints(&self, event: &Event) -> bool {
+        event.run_id == self.run_id
+            && matches!(&event.kind, EventKind::TextDelta { content, .. } if !content.is_empty())
+    }
+
     /// Prints what `event` adds; returns true when it printed something.
     fn on_event(&mut self, event: &Event) -> bool {
         if event.run_id != self.run_id {
@@ -143,7 +149,7 @@ impl LiveText {
         let mut out = std::io::stdout().lock();
         match &event.kind {
             EventKind::TextDelta { content, span_id } if !content.is_empty() => {
-                if !self.printed.is_empty() && span_id.is_some() && *span_id != self.span {
+                if !self.printed.is_empty() && *span_id != self.span {
                     // Text of another model call (after a tool round): start a new line.
                     let _ = writeln!(out);
                     self.printed.push('\n');
@@ -224,12 +230,14 @@ pub async fn drive_stream(
             event = stream.next() => match event {
                 None => break false,
                 Some(event) => {
-                    if let Some(live) = live.as_mut()
-                        && live.on_event(&event)
-                        && let Some(s) = spinner.take()
-                    {
-                        // The answer is on the terminal now: the spinner would write over it.
-                        s.stop();
+                    if let Some(live) = live.as_mut() {
+                        if live.prints(&event)
+                            && let Some(s) = spinner.take()
+                        {
+                            // Clear the spinner's line before the answer goes there.
+                            s.stop();
+                        }
+                        live.on_event(&event);
                     }
                 }
             },

@@ -36,13 +36,16 @@ pub struct Budget {
     pub max_steps: u32,
     /// Most replans after failed steps.
     pub max_replans: u32,
-    /// Most tokens one turn may spend (plan turns).
+    /// Most tokens one turn may spend: plan turns always; chat turns when their cost is
+    /// unknown (it stands in for `chat_max_cost_usd`).
     pub max_tokens: Option<u64>,
-    /// Most USD one plan turn may spend.
+    /// Most USD one plan turn may spend. With a model whose price is unknown, `max_tokens`
+    /// stands in; without it the turn refuses to start (never silently unlimited).
     pub max_cost_usd: Option<f64>,
     /// Most wall-clock seconds one plan turn may take.
     pub max_wall_clock_secs: Option<f64>,
-    /// Most USD one chat turn may spend; checked between model calls.
+    /// Most USD one chat turn may spend; checked between model calls. With a model whose
+    /// price is unknown, `max_tokens` stands in; without it the turn refuses to start.
     pub chat_max_cost_usd: Option<f64>,
 }
 

@@ -17,6 +17,7 @@
 //! guarded tool call) → `state` (the running turn's one data type and its model calls) →
 //! `shared` / `run_state` (configuration and persisted pause data).
 
+mod budget;
 mod delegation;
 mod plan;
 mod prompts;

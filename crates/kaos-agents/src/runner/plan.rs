@@ -24,6 +24,7 @@ use kaos_llm::structured::Signature;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::budget;
 use super::run_state::{Approval, Pause, PlanProgress, PlanStepRecord};
 use super::state::{Failure, Outcome, Turn};
 use super::tool_call::{CallResult, RESULT_SUMMARY_CHARS, call_tool, truncate_chars};
@@ -286,6 +287,7 @@ pub(crate) async fn run_from(
                 "the plan used {} tokens, over its {} limit",
                 stop.actual, stop.limit
             ),
+            "cost_unknown" => budget::unknown_cost_reason(stop.limit),
             "cost" => format!(
                 "the plan spent ${:.4}, over its ${:.4} limit",
                 stop.actual, stop.limit
@@ -353,6 +355,14 @@ fn check_plan_budget(turn: &Turn, executed: usize, elapsed: f64) -> Option<Stop>
             kind: "cost",
             limit: max,
             actual: spent,
+        });
+    }
+    // An unknown cost with no token cap to stand in: never silently unlimited.
+    if let (Some(max), None, None) = (b.max_cost_usd, turn.cost(), b.max_tokens) {
+        return Some(Stop {
+            kind: "cost_unknown",
+            limit: max,
+            actual: 0.0,
         });
     }
     if let Some(max) = b.max_wall_clock_secs

@@ -12,6 +12,7 @@ use kaos_llm::structured::{Signature, StructuredOutput, TypedOutcome};
 use kaos_llm::{LlmClient, LlmError, LlmRequest, ProviderResponse, RequestOptions, Usage};
 use serde_json::{Map, Value};
 
+use super::budget;
 use super::run_state::{Pause, RunState};
 use super::shared::Shared;
 use crate::attrs;
@@ -125,6 +126,9 @@ impl Turn {
         match turn.shared.runtime.client(&turn.shared.agent.model) {
             Ok(c) => turn.client = Some(c),
             Err(e) => return Err(turn.fail(Failure::llm(&e))),
+        }
+        if let Some(failure) = budget::unenforceable(&turn.shared.agent.budget, &turn.model()) {
+            return Err(turn.fail(failure));
         }
         Ok(turn)
     }

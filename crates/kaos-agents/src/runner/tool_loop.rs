@@ -3,6 +3,7 @@
 
 use kaos_llm::{LlmRequest, Message, ToolCall};
 
+use super::budget;
 use super::prompts::REACT_NOTE;
 use super::run_state::{Approval, Pause};
 use super::state::{Failure, Outcome, Turn};
@@ -129,22 +130,54 @@ async fn run_calls(
     None
 }
 
-/// The chat cost cap, checked between model calls.
+/// The chat cost cap, checked between model calls. When the turn's cost is unknown, the
+/// token cap stands in for it, or the turn stops (see the `budget` module).
 fn check_chat_cost(turn: &mut Turn) -> Option<Outcome> {
     let limit = turn.shared.agent.budget.chat_max_cost_usd?;
-    let spent = turn.cost().unwrap_or(0.0);
-    if spent < limit {
-        return None;
-    }
+    let (kind, cap, actual, reason, answer) = match turn.cost() {
+        Some(spent) if spent < limit => return None,
+        Some(spent) => (
+            "chat_cost",
+            limit,
+            spent,
+            format!("the turn spent ${spent:.4}, at or over its ${limit:.4} cap"),
+            format!("I stopped before finishing: this turn reached its cost cap (${limit:.4})."),
+        ),
+        None => match turn.shared.agent.budget.max_tokens {
+            Some(max) if turn.usage().total_tokens < max => return None,
+            Some(max) => {
+                let used = turn.usage().total_tokens;
+                (
+                    "chat_tokens",
+                    max as f64,
+                    used as f64,
+                    format!(
+                        "the turn used {used} tokens, at or over its {max}-token cap (standing \
+                         in for the ${limit:.4} cost cap: a model's price is unknown)"
+                    ),
+                    format!(
+                        "I stopped before finishing: this turn reached its token cap ({max} tokens)."
+                    ),
+                )
+            }
+            None => (
+                "cost_unknown",
+                limit,
+                0.0,
+                budget::unknown_cost_reason(limit),
+                format!(
+                    "I stopped before finishing: this turn's cost cannot be checked against its cap (${limit:.4}) because a model's price is unknown."
+                ),
+            ),
+        },
+    };
     turn.scope.emit(EventKind::BudgetExceeded {
-        kind: "chat_cost".into(),
-        limit,
-        actual: spent,
-        reason: format!("the turn spent ${spent:.4}, at or over its ${limit:.4} cap"),
+        kind: kind.into(),
+        limit: cap,
+        actual,
+        reason,
     });
-    Some(Outcome::Answer(format!(
-        "I stopped before finishing: this turn reached its cost cap (${limit:.4})."
-    )))
+    Some(Outcome::Answer(answer))
 }
 
 /// No tools are available: answer directly.

@@ -190,7 +190,7 @@ async fn chat_cost_cap_stops_the_tool_loop_between_model_calls() {
         .with_model("anthropic", "claude-haiku-4-5")
     });
     let rt = KaosRuntime::test_mode()
-        .with_client("m", m)
+        .with_client("m", m.with_model("claude-haiku-4-5"))
         .with_tool(FnTool::new("flaky", "x", |_: Empty| async { "ok" }).read_only());
     let agent = Agent::builder()
         .name("a")

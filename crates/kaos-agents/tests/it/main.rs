@@ -4,6 +4,7 @@
 mod audit;
 mod audit_e2e;
 mod audit_html;
+mod budget;
 mod circuit;
 mod delegation;
 mod hooks;

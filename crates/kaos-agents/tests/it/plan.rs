@@ -65,6 +65,12 @@ fn setup(fail_first: bool, budget: Budget, priced: bool) -> (Runner, Arc<AtomicU
             r
         }
     });
+    // A priced fake reports a priced model, so a cost cap can be enforced from the start.
+    let m = if priced {
+        m.with_model("claude-haiku-4-5")
+    } else {
+        m
+    };
     let rt = KaosRuntime::test_mode()
         .with_client("m", m)
         .with_tool(

@@ -130,7 +130,13 @@ pub struct Agent {
     pub budget: Budget,
     /// Most nested delegations.
     pub max_delegation_depth: u32,
+    /// Most bytes of one tool result that go back into the prompt; the rest is cut and a
+    /// marker says how much (the tool span carries `kaos.result_truncated`).
+    pub max_tool_result_bytes: usize,
 }
+
+/// The default [`Agent::max_tool_result_bytes`]: 64 KiB (about 16k tokens).
+pub const DEFAULT_MAX_TOOL_RESULT_BYTES: usize = 64 * 1024;
 
 impl Default for Agent {
     fn default() -> Self {
@@ -146,6 +152,7 @@ impl Default for Agent {
             history_budget_chars: 24_000,
             budget: Budget::default(),
             max_delegation_depth: 3,
+            max_tool_result_bytes: DEFAULT_MAX_TOOL_RESULT_BYTES,
         }
     }
 }
@@ -194,6 +201,12 @@ impl Agent {
         }
         if self.tool_timeout_ms == 0 {
             return Err(ConfigError::field("tool_timeout_ms", "must be at least 1"));
+        }
+        if self.max_tool_result_bytes < 256 {
+            return Err(ConfigError::field(
+                "max_tool_result_bytes",
+                "must be at least 256",
+            ));
         }
         for (i, glob) in self.tools.iter().enumerate() {
             globset::Glob::new(glob).map_err(|e| {
@@ -299,6 +312,11 @@ impl AgentBuilder {
     /// Sets the tool timeout.
     pub fn tool_timeout(mut self, timeout: Duration) -> Self {
         self.agent.tool_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+    /// Sets the most bytes of one tool result that go back into the prompt.
+    pub fn max_tool_result_bytes(mut self, bytes: usize) -> Self {
+        self.agent.max_tool_result_bytes = bytes;
         self
     }
     /// Sets the history budget in characters.

@@ -28,6 +28,25 @@ pub(crate) enum CallResult {
     Paused,
 }
 
+/// Caps a tool result bound for the prompt at `max` bytes (cut at a character boundary),
+/// appending a marker that says how much was cut. Returns the original size when cut.
+pub(crate) fn cap_result(text: &mut String, max: usize) -> Option<usize> {
+    let original = text.len();
+    if original <= max {
+        return None;
+    }
+    let mut keep = max;
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    text.push_str(&format!(
+        "\n\n[kaos: tool result truncated: {original} bytes, the first {keep} kept, {} cut]",
+        original - keep
+    ));
+    Some(original)
+}
+
 /// Cuts a string to at most `max` characters, adding "…" when cut.
 pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -199,6 +218,8 @@ impl ToolEnd<'_> {
     fn finish(self, turn: &mut Turn, text: String, error_type: Option<&str>) -> CallResult {
         let call = self.call;
         let is_error = error_type.is_some();
+        let mut text = text;
+        let cut_from = cap_result(&mut text, turn.shared.agent.max_tool_result_bytes);
         let summary = truncate_chars(&text, RESULT_SUMMARY_CHARS);
         let mut end: Map<String, Value> = attrs! {
             "tool_name" => call.name.as_str(),
@@ -208,6 +229,10 @@ impl ToolEnd<'_> {
         };
         if let Some(step) = self.step_id {
             end.insert("step_id".into(), step.into());
+        }
+        end.insert("kaos.result_truncated".into(), cut_from.is_some().into());
+        if let Some(original) = cut_from {
+            end.insert("kaos.result_original_bytes".into(), original.into());
         }
         let (phase, error) = match error_type {
             Some(kind) => (

@@ -26,5 +26,6 @@ mod resume;
 mod runner;
 mod stream;
 mod support;
+mod tool_result_cap;
 mod tree;
 mod util;

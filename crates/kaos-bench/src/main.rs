@@ -14,6 +14,7 @@
 
 mod alloc;
 mod streaming;
+mod serve;
 mod workloads;
 
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use serde_json::{Map, Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
-const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream";
+const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +174,7 @@ fn main() -> Result<(), BoxError> {
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
     let started = Instant::now();
     if let Some(name) = only {
-        return run_only(&name, sizes);
+        return run_only(&name, sizes, quick);
     }
 
     let single = tokio::runtime::Builder::new_current_thread()
@@ -198,6 +199,7 @@ fn main() -> Result<(), BoxError> {
     drop(single);
     let concurrent = workloads::concurrent(sizes)?;
     let stream = streaming::streaming(sizes)?;
+    let served = serve::serve(quick)?;
 
     let mut notes = Map::new();
     notes.insert(
@@ -241,6 +243,7 @@ fn main() -> Result<(), BoxError> {
         "live heap bytes after N one-turn sessions in InMemoryStore minus before, / N (includes the store's map slot; the runner's session-lock map is bounded at ~1024 entries)".into(),
     );
 
+    serve::notes(&mut notes, &served);
     let report = json!({
         "chat_turns_per_s": round(chat.per_s, 0),
         "chat_turn_us_p50": round(chat.p50_us, 2),
@@ -280,6 +283,7 @@ fn main() -> Result<(), BoxError> {
         "stream_delta_event_ns": round(stream.delta_event_ns, 0),
         "stream_cli_json_first_delta_ms": stream.cli.map(|c| round(c.0, 3)),
         "stream_cli_json_lag_ms_p50_max": stream.cli.map(|c| [round(c.1, 3), round(c.2, 3)]),
+        "serve": serve::report(&served),
         "peak_rss_mb": peak_rss_mb().map(|m| round(m, 1)),
         "quick": quick,
         "elapsed_s": round(started.elapsed().as_secs_f64(), 1),
@@ -296,7 +300,7 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// Runs one workload alone (for a profiler).
-fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
+fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
     let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -313,6 +317,8 @@ fn run_only(name: &str, sizes: Sizes) -> Result<(), BoxError> {
         "stream" => {
             streaming::streaming(sizes)?;
         }
+        // Prints its figures: the serve phases take seconds, not a profiler's loop.
+        "serve" => println!("{}", serve::report(&serve::serve(quick)?)),
         other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())

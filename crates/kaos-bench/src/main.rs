@@ -13,8 +13,8 @@
 #![recursion_limit = "256"]
 
 mod alloc;
-mod streaming;
 mod serve;
+mod streaming;
 mod workloads;
 
 use std::time::{Duration, Instant};

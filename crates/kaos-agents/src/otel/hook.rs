@@ -356,7 +356,8 @@ impl OTelHook {
     }
 
     /// The context of a span with no open parent: a turn continues a `traceparent` or its
-    /// session's parent; anything else starts from the current context.
+    /// session's parent; anything else starts from the caller's current context
+    /// ([`ambient_context`]).
     fn root_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
         if span.subject == SpanSubject::Turn {
             if let Some(cx) = span.attr_str("traceparent").and_then(parse_traceparent) {
@@ -366,7 +367,7 @@ impl OTelHook {
                 return cx.clone();
             }
         }
-        Context::current()
+        ambient_context()
     }
 
     fn on_start(&self, state: &mut State, event: &Event, span: &SpanEvent) {
@@ -638,4 +639,20 @@ impl Hook for OTelHook {
         self.close_all("shutdown");
         Ok(())
     }
+}
+
+/// The caller's current OTel context: the attached [`Context::current`] when it holds a span,
+/// else (feature `tracing`) the OTel context of the current `tracing` span, as bridged by
+/// `tracing-opentelemetry`.
+pub fn ambient_context() -> Context {
+    let cx = Context::current();
+    #[cfg(feature = "tracing")]
+    if !cx.span().span_context().is_valid() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let from_tracing = tracing::Span::current().context();
+        if from_tracing.span().span_context().is_valid() {
+            return from_tracing;
+        }
+    }
+    cx
 }

@@ -30,7 +30,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub use crate::naming::SpanNaming;
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
-pub use hook::OTelHook;
+pub use hook::{OTelHook, ambient_context};
 pub use meter::{Metrics, MetricsBuilder, MetricsExporter};
 pub use metrics::MetricsHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};

@@ -1,0 +1,72 @@
+//! Ambient context: with no explicit traceparent, `agent.turn` is a child of the caller's
+//! current OTel context, or (feature `tracing`) of the current `tracing` span.
+
+use kaos_agents::{Agent, KaosRuntime, Runner};
+use kaos_llm::FunctionClient;
+use opentelemetry::Context;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider as _};
+use serde_json::json;
+
+use crate::otel_hook::{Harness, named};
+use crate::util::routing_model;
+
+fn runner(h: &Harness) -> Runner {
+    let runtime = KaosRuntime::test_mode()
+        .with_client("fake", FunctionClient::new(routing_model("x", json!({}))));
+    let agent = Agent::builder().model("fake").build().unwrap();
+    Runner::new(agent, runtime).with_shared_hook(h.hook.clone())
+}
+
+#[tokio::test]
+async fn a_turn_continues_the_callers_otel_context() {
+    let h = Harness::new();
+    let app = h.provider.tracer("app");
+    let request = app.start("GET /summarize");
+    let cx = Context::current_with_span(request);
+    runner(&h)
+        .turn("Summarize the lease.", "s")
+        .with_context(cx.clone())
+        .await
+        .unwrap();
+    cx.span().end();
+    let spans = h.spans();
+    let parent = named(&spans, "GET /summarize");
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(turn.parent_span_id, parent.span_context.span_id());
+    assert_eq!(turn.span_context.trace_id(), parent.span_context.trace_id());
+    // Without a caller context, a turn is a root.
+    runner(&h).turn("again", "s2").await.unwrap();
+    let spans = h.spans();
+    let roots = spans
+        .iter()
+        .filter(|s| {
+            s.name == "agent.turn" && s.parent_span_id == opentelemetry::trace::SpanId::INVALID
+        })
+        .count();
+    assert_eq!(roots, 1);
+}
+
+#[cfg(feature = "tracing")]
+#[tokio::test]
+async fn a_turn_inside_a_tracing_span_is_its_child() {
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let h = Harness::new();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(h.provider.tracer("app")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let handler = tracing::info_span!("handler");
+    runner(&h)
+        .turn("Summarize the lease.", "s")
+        .instrument(handler.clone())
+        .await
+        .unwrap();
+    drop(handler);
+    let spans = h.spans();
+    let parent = named(&spans, "handler");
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(turn.parent_span_id, parent.span_context.span_id());
+    assert_eq!(turn.span_context.trace_id(), parent.span_context.trace_id());
+}

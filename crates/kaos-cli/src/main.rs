@@ -12,6 +12,7 @@ mod chat;
 mod cli;
 mod exit;
 mod latency;
+mod logging;
 mod models;
 mod plan;
 mod run;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
+    logging::install(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kaos_agents::audit::AuditHook;
 use kaos_agents::otel::{
-    CaptureContent, Exporter, OTelHook, Protocol, Telemetry, TelemetryBuilder, format_traceparent,
+    CaptureContent, Exporter, Metrics, MetricsBuilder, MetricsExporter, OTelHook, Protocol,
+    Telemetry, TelemetryBuilder, format_traceparent,
 };
 use kaos_agents::{CircuitBreaker, Hook, RunOptions, Runner};
 
@@ -32,6 +33,7 @@ const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
 /// Checks observability settings that can be checked before anything runs.
 pub fn check_observability(o: &Observability) -> anyhow::Result<()> {
     tracing_settings(o)?;
+    metrics_settings(o)?;
     Ok(())
 }
 
@@ -66,6 +68,31 @@ fn tracing_settings(o: &Observability) -> anyhow::Result<Option<TelemetryBuilder
             OtlpProtocol::Http => Protocol::HttpProtobuf,
             OtlpProtocol::Grpc => Protocol::Grpc,
         });
+    }
+    Ok(Some(builder))
+}
+
+/// The metrics settings: on when `OTEL_METRICS_EXPORTER` asks for them, or when spans are
+/// exported and it does not say `none`; they go to the same collector as the spans.
+fn metrics_settings(o: &Observability) -> anyhow::Result<Option<MetricsBuilder>> {
+    let asked = std::env::var("OTEL_METRICS_EXPORTER")
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase());
+    let on = match asked.as_deref() {
+        Some("otlp") | Some("console") => true,
+        Some("none") => false,
+        _ => export_requested(o),
+    };
+    if !on {
+        return Ok(None);
+    }
+    let mut builder = MetricsBuilder::from_env().context("reading the OTEL_* variables")?;
+    if let Some(url) = &o.otlp {
+        let base = url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1/traces").unwrap_or(base);
+        builder = builder
+            .exporter(MetricsExporter::Otlp)
+            .endpoint(base.to_string());
     }
     Ok(Some(builder))
 }
@@ -106,32 +133,52 @@ impl TraceSlot {
     }
 }
 
+/// The process's OTel hook, for log lines only (the `tracing` subscriber is process-wide):
+/// set by the first [`attach_hooks`] that turns tracing on.
+static LOG_HOOK: OnceLock<Arc<OTelHook>> = OnceLock::new();
+
+/// The OTel context of the open span `span_id` of run `run_id`, when tracing is on (log
+/// lines carry its trace and span ids).
+pub fn context_of(run_id: &str, span_id: &str) -> Option<opentelemetry::Context> {
+    LOG_HOOK.get()?.context_of(run_id, span_id)
+}
+
 /// The hooks' resources that need closing after the run.
 #[derive(Default)]
 pub struct Observers {
     telemetry: Option<Telemetry>,
+    metrics: Option<Metrics>,
 }
 
 impl Observers {
     /// Flushes the span exporter within a deadline and says on stderr what did not make it.
     /// Never fails the run.
     pub fn finish(&self, notes: bool) {
-        let Some(telemetry) = &self.telemetry else {
-            return;
-        };
-        let stats = telemetry.shutdown_with_deadline(EXPORT_DEADLINE);
-        let target = telemetry.endpoint().unwrap_or("the console");
-        let lost = stats.failed + stats.pending_or_dropped;
-        if lost > 0 {
+        // Spans first, so the metrics' last export counts what happened to them.
+        if let Some(telemetry) = &self.telemetry {
+            let stats = telemetry.shutdown_with_deadline(EXPORT_DEADLINE);
+            let target = telemetry.endpoint().unwrap_or("the console");
+            let lost = stats.failed + stats.pending_or_dropped;
+            if lost > 0 {
+                eprintln!(
+                    "kaos: warning: {lost} of {} span(s) were not exported to {target} ({} failed, {} dropped or still queued after {}s); the run itself is unaffected",
+                    stats.ended,
+                    stats.failed,
+                    stats.pending_or_dropped,
+                    EXPORT_DEADLINE.as_secs()
+                );
+            } else if notes && telemetry.exporter() == Exporter::Otlp {
+                eprintln!("kaos: exported {} span(s) to {target}", stats.exported);
+            }
+        }
+        if let Some(metrics) = &self.metrics
+            && !metrics.shutdown_with_deadline(EXPORT_DEADLINE)
+        {
             eprintln!(
-                "kaos: warning: {lost} of {} span(s) were not exported to {target} ({} failed, {} dropped or still queued after {}s); the run itself is unaffected",
-                stats.ended,
-                stats.failed,
-                stats.pending_or_dropped,
+                "kaos: warning: metrics were not exported to {} within {}s; the run itself is unaffected",
+                metrics.endpoint().unwrap_or("the console"),
                 EXPORT_DEADLINE.as_secs()
             );
-        } else if notes && telemetry.exporter() == Exporter::Otlp {
-            eprintln!("kaos: exported {} span(s) to {target}", stats.exported);
         }
     }
 }
@@ -143,8 +190,9 @@ impl Observers {
     }
 }
 
-/// The OTel and audit hooks as shared hooks (for `kaos serve`, which attaches them to
-/// every runner it builds).
+/// The observability hooks, in order: OTel (when tracing is on), logging (library events to
+/// the `tracing` subscriber), audit, metrics (when on). `kaos serve` attaches them to every
+/// runner it builds; the OTel hook also goes into `trace` for the command tools.
 pub fn shared_hooks(
     o: &Observability,
     trace: &TraceSlot,
@@ -157,51 +205,58 @@ pub fn shared_hooks(
             .build()
             .context("setting up OTLP export")?;
         let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
+        // Command tools read the hook to hand their span's context to the child process.
         let _ = trace.0.set(hook.clone());
+        let _ = LOG_HOOK.set(hook.clone());
         hooks.push(hook);
         observers.telemetry = Some(telemetry);
     }
+    // After the OTel hook, so a START's log line carries the OTel ids of the span it opened
+    // (`-vv` shows one line per event).
+    hooks.push(Arc::new(kaos_agents::hooks::LoggingHook));
+    let metrics_hook = match metrics_settings(o)? {
+        Some(builder) => {
+            let metrics = builder.build().context("setting up metrics export")?;
+            let hook = metrics.hook();
+            observers.metrics = Some(metrics);
+            hook
+        }
+        None => None,
+    };
+    if let (Some(hook), Some(telemetry)) = (&metrics_hook, &observers.telemetry) {
+        hook.observe_exports(telemetry.stats_source());
+    }
     if let Some(dir) = &o.audit {
-        let hook = AuditHook::new(dir).with_context(|| {
+        let hook = Arc::new(AuditHook::new(dir).with_context(|| {
             format!(
                 "--audit {}: cannot create the audit directory",
                 dir.display()
             )
-        })?;
-        hooks.push(Arc::new(hook));
+        })?);
+        if let Some(m) = &metrics_hook {
+            m.observe_audit(hook.clone());
+        }
+        hooks.push(hook);
+    }
+    if let Some(hook) = metrics_hook {
+        hooks.push(hook);
     }
     Ok((hooks, observers))
 }
 
-/// Adds the circuit breaker, the OTel and the audit hooks to `runner`; the OTel hook also
-/// goes into `trace` for the command tools.
+/// Adds the circuit breaker and the observability hooks ([`shared_hooks`]) to `runner`;
+/// the OTel hook also goes into `trace` for the command tools.
 pub fn attach_hooks(
     runner: Runner,
     o: &Observability,
     trace: &TraceSlot,
 ) -> anyhow::Result<(Runner, Observers)> {
-    let mut runner = runner.with_hook(circuit_breaker());
-    let mut observers = Observers::default();
-    if let Some(builder) = tracing_settings(o)? {
-        let telemetry = builder
-            .service_name(service_name())
-            .build()
-            .context("setting up OTLP export")?;
-        let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
-        // Command tools read the hook to hand their span's context to the child process.
-        let _ = trace.0.set(hook.clone());
-        runner = runner.with_shared_hook(hook);
-        observers.telemetry = Some(telemetry);
-    }
-    if let Some(dir) = &o.audit {
-        let hook = AuditHook::new(dir).with_context(|| {
-            format!(
-                "--audit {}: cannot create the audit directory",
-                dir.display()
-            )
-        })?;
-        runner = runner.with_hook(hook);
-    }
+    let (hooks, observers) = shared_hooks(o, trace)?;
+    let runner = hooks
+        .into_iter()
+        .fold(runner.with_hook(circuit_breaker()), |runner, hook| {
+            runner.with_shared_hook(hook)
+        });
     Ok((runner, observers))
 }
 

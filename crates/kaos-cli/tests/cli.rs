@@ -413,6 +413,12 @@ fn spans_go_to_an_otlp_collector_and_audit_trails_replay_there() {
         .unwrap();
     assert_eq!(path, "/v1/traces");
     assert!(length > 100, "an ExportTraceServiceRequest body");
+    // Metrics go to the same collector, after the spans (the exporter shuts down first).
+    let (path, length) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/metrics");
+    assert!(length > 100, "an ExportMetricsServiceRequest body");
 
     let file = trail.join("traced.jsonl");
     let out = kaos(
@@ -1064,4 +1070,61 @@ models = ["script:backup.json"]
         err.contains("agent.toml:4: field `fallback.models[0]`"),
         "{err}"
     );
+}
+
+#[test]
+fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
+    let dir = TempDir::new("logs");
+    let out = Command::new(KAOS)
+        .args([
+            "run",
+            "--ephemeral",
+            "-vv",
+            "--log-format",
+            "json",
+            "Summarize the lease.",
+        ])
+        .current_dir(dir.path())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("TRACEPARENT")
+        .env_remove("RUST_LOG")
+        .env("OTEL_TRACES_EXPORTER", "console")
+        .env("OTEL_METRICS_EXPORTER", "console")
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // The console exporter prints `span agent.turn trace=<id> ...`.
+    let turn_line = stdout
+        .lines()
+        .find(|l| l.starts_with("span agent.turn "))
+        .unwrap_or_else(|| panic!("no agent.turn span on stdout:\n{stdout}"));
+    let trace_id = turn_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("trace="))
+        .unwrap();
+    let logs: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let start = logs
+        .iter()
+        .find(|l| l["fields"]["event"] == "span(turn,start)")
+        .unwrap_or_else(|| panic!("no turn start line in {}", text(&out.stderr)));
+    assert_eq!(start["trace_id"], trace_id, "{start}");
+    assert_eq!(start["span_id"].as_str().unwrap().len(), 16);
+    assert!(
+        start["fields"]["run_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("run_")
+    );
+    assert!(
+        stdout.contains("[metric] gen_ai.client.token.usage")
+            && stdout.contains("gen_ai.token.type=input"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[metric] kaos.turn.duration"), "{stdout}");
 }

@@ -20,8 +20,8 @@ impl Hook for LoggingHook {
         match &event.kind {
             EventKind::Span(span) if span.phase == SpanPhase::Error => {
                 tracing::warn!(
-                    session = %event.session_id, run = %event.run_id, span = %span.name,
-                    error = ?span.error, "span failed"
+                    session_id = %event.session_id, run_id = %event.run_id,
+                    span_id = %span.span_id, span = %span.name, error = ?span.error, "span failed"
                 );
             }
             EventKind::RunError {
@@ -29,10 +29,14 @@ impl Hook for LoggingHook {
                 message,
                 ..
             } => {
-                tracing::warn!(session = %event.session_id, run = %event.run_id, %error_type, %message, "run error");
+                tracing::warn!(session_id = %event.session_id, run_id = %event.run_id, %error_type, %message, "run error");
             }
             _ => {
-                tracing::debug!(session = %event.session_id, run = %event.run_id, seq = event.sequence, event = %event.label(), "event");
+                tracing::debug!(
+                    session_id = %event.session_id, run_id = %event.run_id,
+                    span_id = event.span().map(|s| &*s.span_id), seq = event.sequence,
+                    event = %event.label(), "event"
+                );
             }
         }
         HookAction::Continue

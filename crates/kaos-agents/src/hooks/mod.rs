@@ -281,7 +281,11 @@ impl HookSet {
                 Ok(a) => action = action.max(a),
                 Err(_) => {
                     self.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(hook = hook.name(), event = %event.label(), "hook panicked; skipped");
+                    tracing::warn!(
+                        hook = hook.name(), run_id = %event.run_id,
+                        span_id = event.span().map(|s| &*s.span_id), event = %event.label(),
+                        "hook panicked; skipped"
+                    );
                 }
             }
         }

@@ -673,6 +673,12 @@ impl Telemetry {
         self.counters.snapshot()
     }
 
+    /// A reader of the export counters that outlives this value (for metrics callbacks).
+    pub fn stats_source(&self) -> impl Fn() -> TelemetryStats + Send + Sync + 'static {
+        let counters = self.counters.clone();
+        move || counters.snapshot()
+    }
+
     /// Exports what is queued; waits at most `deadline` (the flush goes on in the background
     /// if it is slower). Returns whether it finished in time.
     pub fn flush_with_deadline(&self, deadline: Duration) -> bool {

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    logging::install(cli.verbose, cli.log_format);
+    // `kaos serve` logs its access lines (INFO) unless --quiet.
+    let floor = u8::from(matches!(&cli.command, cli::Command::Serve(a) if !a.quiet));
+    logging::install(cli.verbose.max(floor), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

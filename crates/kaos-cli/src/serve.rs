@@ -94,20 +94,6 @@ fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<Ser
         .collect())
 }
 
-/// Prints the server's `tracing` lines (the access log) on stderr.
-fn init_logging(quiet: bool) {
-    let level = if quiet {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_ansi(false)
-        .try_init();
-}
-
 /// Resolves at the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -152,7 +138,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     wiring::check_observability(&observability).map_err(CliError::usage)?;
     let (hooks, observers) =
         wiring::shared_hooks(&observability, &trace).map_err(CliError::usage)?;
-    init_logging(args.quiet);
+    // The access log goes through the subscriber `main` installed (crate::logging).
 
     let names: Vec<String> = agents.iter().map(|a| a.agent.name.clone()).collect();
     let tenants = tokens.len();

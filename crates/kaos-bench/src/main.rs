@@ -13,6 +13,7 @@
 #![recursion_limit = "256"]
 
 mod alloc;
+mod redaction;
 mod serve;
 mod streaming;
 mod workloads;
@@ -24,7 +25,8 @@ use serde_json::{Map, Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
-const ONLY_NAMES: &str = "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve";
+const ONLY_NAMES: &str =
+    "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve|redact";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +49,8 @@ pub(crate) struct Sizes {
     stream_turns: usize,
     stream_delta_chars: usize,
     stream_delta_turns: usize,
+    redact_mb: usize,
+    redact_iters: usize,
 }
 
 impl Sizes {
@@ -70,6 +74,8 @@ impl Sizes {
             stream_turns: 3,
             stream_delta_chars: 2_000,
             stream_delta_turns: 50,
+            redact_mb: 1,
+            redact_iters: 40,
         }
     }
 
@@ -93,6 +99,8 @@ impl Sizes {
             stream_turns: 1,
             stream_delta_chars: 200,
             stream_delta_turns: 5,
+            redact_mb: 1,
+            redact_iters: 1,
         }
     }
 }
@@ -196,6 +204,7 @@ fn main() -> Result<(), BoxError> {
     let audit_fsync = single.block_on(workloads::audit_fsync_turn_ratio(sizes))?;
     let idle = single.block_on(workloads::idle_session_bytes(sizes))?;
     let dispatch_ns = workloads::hook_dispatch_ns(sizes);
+    let redact = redaction::redaction(sizes.redact_mb, sizes.redact_iters)?;
     drop(single);
     let concurrent = workloads::concurrent(sizes)?;
     let stream = streaming::streaming(sizes)?;
@@ -239,12 +248,16 @@ fn main() -> Result<(), BoxError> {
         format!("respond turn streaming a {}-char answer one char per chunk minus the same answer in one chunk, ÷ chunks: the JSON field extractor, one TextDelta event, a counting hook and the coalescing AuditHook (FsyncPolicy::Never)", sizes.stream_delta_chars).into(),
     );
     notes.insert(
+        "redact_clean_mb_per_s".into(),
+        format!("Redactor::default (truncation off: the scan alone) over {} MB of agent traffic with no secret (tool JSON, code, logs, prose, ids, hashes, token counts) on one core; redact_dense: one secret per 200 bytes ({} secrets); baselines in the same run: a plain byte scan (redact_scan_floor_mb_per_s) and the previous redactor (its regexes one after the other)", redact.text_bytes / 1_000_000, redact.dense_secrets).into(),
+    );
+    notes.insert(
         "idle_session_bytes".into(),
         "live heap bytes after N one-turn sessions in InMemoryStore minus before, / N (includes the store's map slot; the runner's session-lock map is bounded at ~1024 entries)".into(),
     );
 
     serve::notes(&mut notes, &served);
-    let report = json!({
+    let mut report = json!({
         "chat_turns_per_s": round(chat.per_s, 0),
         "chat_turn_us_p50": round(chat.p50_us, 2),
         "chat_turn_us_p99": round(chat.p99_us, 2),
@@ -291,6 +304,9 @@ fn main() -> Result<(), BoxError> {
         "notes": notes,
     });
 
+    if let Value::Object(map) = &mut report {
+        map.extend(redaction::figures(&redact));
+    }
     if as_json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -319,6 +335,9 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
         }
         // Prints its figures: the serve phases take seconds, not a profiler's loop.
         "serve" => println!("{}", serve::report(&serve::serve(quick)?)),
+        "redact" => {
+            redaction::redaction(sizes.redact_mb, sizes.redact_iters)?;
+        }
         other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())

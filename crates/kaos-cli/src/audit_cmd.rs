@@ -23,6 +23,7 @@ fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
     }
     log.include_subagents()
         .with_context(|| format!("reading the sub-agent trails next to {}", file.display()))?;
+    crate::out::redact_events(&mut log.events);
     Ok(log)
 }
 

@@ -256,6 +256,11 @@ pub struct CommonArgs {
     /// The offline and `script:` models wait MS milliseconds per call (load tests, demos).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub model_latency_ms: u64,
+    /// Print the CLI's own output (the --json events, the span tree, notes, warnings and
+    /// errors on stderr) without redacting secrets in it. The audit trail and redacted
+    /// content capture stay redacted; the plain answer is never redacted.
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 /// `kaos run`.
@@ -291,6 +296,9 @@ pub struct AuditArgs {
     /// What to do with the trail.
     #[command(subcommand)]
     pub action: AuditAction,
+    /// Show the trail as it is in the file, without redacting it again on the way out.
+    #[arg(long, global = true)]
+    pub no_redact: bool,
 }
 
 /// `kaos audit show|export|html FILE`.

@@ -6,6 +6,9 @@
 //! config error, 130 interrupted.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// First: its `eprintln!`/`eprint!` (redacting) shadow the standard ones in every module below.
+#[macro_use]
+mod out;
 mod agent_file;
 mod audit_cmd;
 mod chat;
@@ -64,6 +67,13 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
+    out::set_enabled(!match &cli.command {
+        cli::Command::Run(a) => a.common.no_redact,
+        cli::Command::Chat(a) => a.common.no_redact,
+        cli::Command::Resume(a) => a.common.no_redact,
+        cli::Command::Audit(a) => a.no_redact,
+        cli::Command::Serve(_) => false,
+    });
     match cli.command {
         cli::Command::Run(args) => {
             let plan = plan::RunPlan::from_args(args).map_err(CliError::usage)?;

@@ -55,7 +55,7 @@ impl Hook for Recorder {
     fn on_event(&self, event: &Event) -> kaos_agents::HookAction {
         if self.json {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", event.to_json());
+            let _ = writeln!(out, "{}", crate::out::event_json(event));
             let _ = out.flush();
         }
         if let Some(span) = event.span()

@@ -12,6 +12,7 @@ mod stream;
 
 const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
 
+mod redaction;
 mod serve;
 
 /// A fresh temp dir, removed on drop.

@@ -366,10 +366,21 @@ impl SessionStore for DirStore {
         let dir = self.dir.clone();
         let tmp = path.with_extension(format!("json.tmp-{}", uuid::Uuid::new_v4().simple()));
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            // Owner-only: sessions hold the conversation exactly as the model needs it.
+            let mut dirs = std::fs::DirBuilder::new();
+            dirs.recursive(true);
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                dirs.mode(0o700);
+                file.mode(0o600);
+            }
+            dirs.create(&dir)?;
             {
                 use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
+                let mut f = file.open(&tmp)?;
                 f.write_all(&bytes)?;
                 f.sync_data()?;
             }

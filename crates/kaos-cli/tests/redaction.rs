@@ -285,3 +285,46 @@ fn audit_show_html_and_export_redact_a_trail_written_in_the_clear() {
     );
     assert_eq!(leaked(&sent), Vec::<&str>::new());
 }
+
+#[cfg(unix)]
+#[test]
+fn state_on_disk_is_owner_only_and_exact() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("modes");
+    let state = dir.path().join("state");
+    let msg = message();
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--session",
+            "s1",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-q",
+            &msg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut stack = vec![state.clone()];
+    let mut files = 0;
+    let mut content = String::new();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", p.display());
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", p.display());
+            files += 1;
+            content.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+        }
+    }
+    assert!(files > 0);
+    // The session keeps the conversation exactly (the model needs it on the next turn).
+    assert!(
+        content.contains(ELEVEN[8].0),
+        "the session holds the message as it was"
+    );
+}

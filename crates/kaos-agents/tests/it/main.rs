@@ -24,6 +24,7 @@ mod plan;
 mod properties;
 mod redact;
 mod redact_corpus;
+mod redact_sinks;
 mod resume;
 mod runner;
 mod stream;

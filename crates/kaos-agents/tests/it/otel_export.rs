@@ -25,7 +25,7 @@ use prost::Message;
 use crate::otel_hook::{Harness, respond_turn};
 
 /// A minimal OTLP/HTTP receiver: every decoded request goes to the channel.
-fn receiver() -> (String, mpsc::Receiver<ExportTraceServiceRequest>) {
+pub(crate) fn receiver() -> (String, mpsc::Receiver<ExportTraceServiceRequest>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
@@ -70,7 +70,7 @@ fn serve(stream: TcpStream, tx: mpsc::Sender<ExportTraceServiceRequest>) {
     }
 }
 
-fn wire_spans(requests: &[ExportTraceServiceRequest]) -> Vec<ProtoSpan> {
+pub(crate) fn wire_spans(requests: &[ExportTraceServiceRequest]) -> Vec<ProtoSpan> {
     requests
         .iter()
         .flat_map(|r| &r.resource_spans)

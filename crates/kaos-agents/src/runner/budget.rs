@@ -10,7 +10,6 @@
 
 use kaos_llm::pricing;
 
-use super::state::Failure;
 use crate::agent::Budget;
 
 /// The cost cap a budget sets for a pattern's turns, with its field's name.
@@ -22,21 +21,19 @@ fn cost_cap(budget: &Budget) -> Option<(&'static str, f64)> {
     }
 }
 
-/// Why a turn on `model` cannot start under `budget`: a cost cap over a model without a
-/// known price, with no token cap to fall back on.
-pub(crate) fn unenforceable(budget: &Budget, model: &str) -> Option<Failure> {
+/// The recovery hint of a turn refused by [`unenforceable`].
+pub(crate) const UNENFORCEABLE_HINT: &str = "Set budget.max_tokens (it caps turns whose cost is unknown), remove the cost cap, or use a model with a known price.";
+
+/// Why a turn on `model` cannot start under `budget` (error type `budget_unenforceable`): a
+/// cost cap over a model without a known price, with no token cap to fall back on.
+pub(crate) fn unenforceable(budget: &Budget, model: &str) -> Option<String> {
     let (field, cap) = cost_cap(budget)?;
     if budget.max_tokens.is_some() || pricing::lookup(model).is_some() {
         return None;
     }
-    Some(Failure::new(
-        "budget_unenforceable",
-        &format!(
-            "budget.{field} = ${cap} cannot be enforced: model {model:?} has no known price \
-             (local and openai-compatible models are unpriced)"
-        ),
-        "Set budget.max_tokens (it caps turns whose cost is unknown), remove the cost cap, \
-         or use a model with a known price.",
+    Some(format!(
+        "budget.{field} = ${cap} cannot be enforced: model {model:?} has no known price \
+         (local and openai-compatible models are unpriced)"
     ))
 }
 

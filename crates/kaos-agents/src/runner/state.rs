@@ -127,8 +127,12 @@ impl Turn {
             Ok(c) => turn.client = Some(c),
             Err(e) => return Err(turn.fail(Failure::llm(&e))),
         }
-        if let Some(failure) = budget::unenforceable(&turn.shared.agent.budget, &turn.model()) {
-            return Err(turn.fail(failure));
+        if let Some(message) = budget::unenforceable(&turn.shared.agent.budget, &turn.model()) {
+            return Err(turn.fail(Failure::new(
+                "budget_unenforceable",
+                &message,
+                budget::UNENFORCEABLE_HINT,
+            )));
         }
         Ok(turn)
     }

@@ -165,11 +165,46 @@ impl Agent {
         }
     }
 
-    /// Loads an agent from TOML text; `origin` names the file in errors.
+    /// Loads an agent from agent-file TOML ([`crate::agent_file`]); `origin` names the file
+    /// in errors. `tools` takes globs here: tool tables, delegates and fallback models need a
+    /// host that builds them (the `kaos` CLI), and are an error naming the line.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Agent, ConfigError> {
-        let agent: Agent = toml::from_str(text).map_err(|e| toml_error(text, origin, &e))?;
-        agent.validate().map_err(|mut e| {
-            e.location = origin.to_string();
+        use crate::agent_file::AgentDocument;
+        let doc = AgentDocument::parse(text, origin)?;
+        let host_only = |span, field: &str, what: &str| {
+            AgentDocument::error_at(
+                text,
+                origin,
+                span,
+                field,
+                format!(
+                    "{what} need a host that builds them (the `kaos` CLI); Agent::from_toml_str takes `tools` as globs over the runtime's tools"
+                ),
+            )
+        };
+        if let Some(t) = doc.tools.iter().find(|t| t.get_ref().is_table()) {
+            return Err(host_only(t.span(), "tools", "tool tables"));
+        }
+        if let Some(d) = doc.delegates.first() {
+            return Err(host_only(d.name.span(), "delegates", "delegates"));
+        }
+        if let Some(f) = &doc.fallback {
+            return Err(host_only(f.models.span(), "fallback", "fallback models"));
+        }
+        if let Some(t) = doc.tools.iter().find(|t| !t.get_ref().is_str()) {
+            return Err(AgentDocument::error_at(
+                text,
+                origin,
+                t.span(),
+                "tools",
+                "expected glob strings",
+            ));
+        }
+        doc.apply(Agent::default()).validate().map_err(|mut e| {
+            e.location = match e.field.as_deref().and_then(|f| key_line(text, f)) {
+                Some(line) => format!("{origin}:{line}"),
+                None => origin.to_string(),
+            };
             e
         })
     }
@@ -249,7 +284,22 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         .map_or(1, |prefix| prefix.matches('\n').count() + 1)
 }
 
-fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+/// The line where `key = ...` (or `[key]`, `[[key]]`) first appears, for errors that carry
+/// no span (`field` may be `tools[2]` or `budget.max_steps`: its first key is looked up).
+pub fn key_line(text: &str, field: &str) -> Option<usize> {
+    let key = field.split(['[', '.']).next()?;
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || l.starts_with(&format!("[[{key}]]"))
+                || l.starts_with(&format!("[{key}]"))
+        })
+        .map(|i| i + 1)
+}
+
+pub(crate) fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| line_of(text, s.start));
     let message = e.message().to_string();
     let field = message.split('`').nth(1).map(str::to_string);
@@ -357,5 +407,43 @@ mod tests {
         assert!(err.to_string().contains("modle"), "{err}");
         let err = Agent::from_toml_str("max_react_iterations = 0\n", "z.toml").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("max_react_iterations"));
+        assert!(err.to_string().starts_with("z.toml:1: "), "{err}");
+    }
+
+    #[test]
+    fn one_schema_globs_here_tool_tables_for_hosts() {
+        let agent =
+            Agent::from_toml_str("name = \"a\"\ntools = [\"search*\", \"fetch\"]\n", "a.toml")
+                .unwrap();
+        assert_eq!(agent.tools, vec!["search*", "fetch"]);
+        let text = "name = \"a\"\n\n[[tools]]\nname = \"wc\"\ncommand = [\"wc\"]\n";
+        let err = Agent::from_toml_str(text, "cli.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cli.toml:3: field `tools`: tool tables need a host"),
+            "{err}"
+        );
+        let doc = crate::agent_file::AgentDocument::parse(text, "cli.toml").unwrap();
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Command {
+            name: String,
+            command: Vec<String>,
+        }
+        let tables = doc.tool_tables::<Command>(text, "cli.toml").unwrap();
+        assert_eq!(tables[0].table.name, "wc");
+        let bad = "[[tools]]\nname = \"wc\"\ncomand = []\n";
+        let doc = crate::agent_file::AgentDocument::parse(bad, "cli.toml").unwrap();
+        let err = doc.tool_tables::<Command>(bad, "cli.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cli.toml:1: field `tools[0]`: "),
+            "{err}"
+        );
+        let err = Agent::from_toml_str("[fallback]\nmodels = [\"x\"]\n", "f.toml").unwrap_err();
+        assert!(
+            err.to_string().starts_with("f.toml:2: field `fallback`"),
+            "{err}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod agent;
+pub mod agent_file;
 pub mod audit;
 pub mod coalesce;
 pub mod events;

@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
-use kaos_agents::agent::{RuleConfig, line_of};
-use kaos_agents::{
-    Agent, AgentPattern, Budget, KaosRuntime, Runner, Tool, ToolAnnotations, agent_as_tool,
-};
+use kaos_agents::agent::{key_line, line_of};
+use kaos_agents::agent_file::{AgentDocument, line_of_key_in};
+use kaos_agents::{Agent, KaosRuntime, Runner, Tool, ToolAnnotations, agent_as_tool};
 use serde::Deserialize;
-use toml::Spanned;
 
 use crate::models::{ModelRegistry, OFFLINE};
 use crate::tools::{CommandSpec, DEFAULT_MAX_OUTPUT_BYTES, TraceContext, command_tool};
@@ -18,47 +16,18 @@ use crate::tools::{CommandSpec, DEFAULT_MAX_OUTPUT_BYTES, TraceContext, command_
 /// How deep delegates may nest in files (guards against a file delegating to itself).
 const MAX_FILE_DEPTH: usize = 8;
 
-/// The TOML document.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentToml {
-    name: Option<Spanned<String>>,
-    instructions: Option<String>,
-    model: Option<Spanned<String>>,
-    pattern: Option<AgentPattern>,
-    max_react_iterations: Option<Spanned<u32>>,
-    tool_timeout_ms: Option<Spanned<u64>>,
-    history_budget_chars: Option<usize>,
-    max_delegation_depth: Option<u32>,
-    budget: Option<Budget>,
-    #[serde(default)]
-    tools: Vec<ToolToml>,
-    #[serde(default)]
-    permissions: Vec<Spanned<RuleConfig>>,
-    #[serde(default)]
-    delegates: Vec<DelegateToml>,
-    fallback: Option<FallbackToml>,
-}
-
-/// `[fallback]`: models tried in order when the agent's model fails with a provider,
-/// transport or exhausted-retry error (a `FallbackClient`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FallbackToml {
-    models: Spanned<Vec<Spanned<String>>>,
-}
-
-/// `[[tools]]`: a command run as a child process.
+/// A `[[tools]]` table: a command run as a child process (the CLI's extension of the
+/// library's agent-file schema, [`AgentDocument`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ToolToml {
-    name: Spanned<String>,
+    name: String,
     #[serde(default)]
     description: String,
     parameters: Option<toml::Value>,
-    command: Spanned<Vec<String>>,
+    command: Vec<String>,
     timeout_ms: Option<u64>,
-    max_output_bytes: Option<Spanned<usize>>,
+    max_output_bytes: Option<usize>,
     #[serde(default)]
     read_only: bool,
     #[serde(default)]
@@ -67,22 +36,12 @@ struct ToolToml {
     requires_confirmation: bool,
 }
 
-/// `[[delegates]]`: another agent file exposed as a tool taking `{"task": "..."}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DelegateToml {
-    name: Spanned<String>,
-    #[serde(default)]
-    description: String,
-    agent: Spanned<String>,
-}
-
 /// An agent file read and parsed (not yet resolved).
 #[derive(Debug)]
 pub struct AgentFile {
     path: PathBuf,
     text: String,
-    doc: AgentToml,
+    doc: AgentDocument,
 }
 
 impl AgentFile {
@@ -90,14 +49,8 @@ impl AgentFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("{}: cannot read the agent file: {e}", path.display()))?;
-        let doc: AgentToml = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| line_of(&text, s.start));
-            let location = match line {
-                Some(l) => format!("{}:{l}", path.display()),
-                None => path.display().to_string(),
-            };
-            anyhow!("{location}: {}", e.message().trim())
-        })?;
+        let doc = AgentDocument::parse(&text, &path.display().to_string())
+            .map_err(|e| anyhow!("{}: {}", e.location, e.message.trim()))?;
         Ok(Self {
             path: path.to_path_buf(),
             text,
@@ -173,39 +126,12 @@ impl LoadedAgent {
             );
         }
         let doc = &file.doc;
-        let mut agent = Agent {
+        let origin = file.path.display().to_string();
+        let located = |e: kaos_agents::ConfigError| anyhow!("{}: {}", e.location, e.message);
+        let mut agent = doc.apply(Agent {
             model: OFFLINE.to_string(),
             ..Agent::default()
-        };
-        if let Some(name) = &doc.name {
-            agent.name = name.get_ref().clone();
-        }
-        if let Some(i) = &doc.instructions {
-            agent.instructions = i.clone();
-        }
-        if let Some(p) = doc.pattern {
-            agent.pattern = p;
-        }
-        if let Some(n) = &doc.max_react_iterations {
-            agent.max_react_iterations = *n.get_ref();
-        }
-        if let Some(n) = &doc.tool_timeout_ms {
-            agent.tool_timeout_ms = *n.get_ref();
-        }
-        if let Some(n) = doc.history_budget_chars {
-            agent.history_budget_chars = n;
-        }
-        if let Some(n) = doc.max_delegation_depth {
-            agent.max_delegation_depth = n;
-        }
-        if let Some(b) = &doc.budget {
-            agent.budget = b.clone();
-        }
-        agent.permissions = doc
-            .permissions
-            .iter()
-            .map(|r| r.get_ref().clone())
-            .collect();
+        });
 
         // The model: the override, else the file's (script paths relative to the file).
         agent.model = match (model_override, &doc.model) {
@@ -238,28 +164,33 @@ impl LoadedAgent {
 
         let mut names = std::collections::HashSet::new();
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
-        for (i, t) in doc.tools.iter().enumerate() {
-            let name = t.name.get_ref();
-            check_tool_name(name)
-                .map_err(|m| anyhow!("{}: field `tools[{i}].name`: {m}", file.at(t.name.span())))?;
+        let tables = doc
+            .tool_tables::<ToolToml>(&file.text, &origin)
+            .map_err(located)?;
+        for table in &tables {
+            let (i, t) = (table.index, &table.table);
+            let field_at = |key: &str| {
+                let line = line_of_key_in(&file.text, table.span.clone(), key);
+                format!("{}:{line}", file.path.display())
+            };
+            let at = field_at("name");
+            let name = &t.name;
+            check_tool_name(name).map_err(|m| anyhow!("{at}: field `tools[{i}].name`: {m}"))?;
             if !names.insert(name.clone()) {
-                bail!(
-                    "{}: field `tools[{i}].name`: duplicate tool name {name:?}",
-                    file.at(t.name.span())
-                );
+                bail!("{at}: field `tools[{i}].name`: duplicate tool name {name:?}");
             }
-            let argv = t.command.get_ref();
+            let argv = &t.command;
             if argv.is_empty() || argv[0].trim().is_empty() {
                 bail!(
                     "{}: field `tools[{i}].command`: must be a non-empty argv array, e.g. [\"sh\", \"-c\", \"wc -w\"]",
-                    file.at(t.command.span())
+                    field_at("command")
                 );
             }
             let parameters = match &t.parameters {
                 Some(v) => serde_json::to_value(v).map_err(|e| {
                     anyhow!(
                         "{}: field `tools[{i}].parameters`: {e}",
-                        file.at(t.name.span())
+                        field_at("parameters")
                     )
                 })?,
                 None => serde_json::json!({"type": "object", "properties": {}}),
@@ -267,15 +198,15 @@ impl LoadedAgent {
             if !parameters.is_object() {
                 bail!(
                     "{}: field `tools[{i}].parameters`: must be a JSON Schema table",
-                    file.at(t.name.span())
+                    field_at("parameters")
                 );
             }
-            let max_output_bytes = match &t.max_output_bytes {
-                Some(n) if *n.get_ref() == 0 => bail!(
+            let max_output_bytes = match t.max_output_bytes {
+                Some(0) => bail!(
                     "{}: field `tools[{i}].max_output_bytes`: must be at least 1",
-                    file.at(n.span())
+                    field_at("max_output_bytes")
                 ),
-                Some(n) => *n.get_ref(),
+                Some(n) => n,
                 None => DEFAULT_MAX_OUTPUT_BYTES,
             };
             let annotations = ToolAnnotations {
@@ -323,9 +254,11 @@ impl LoadedAgent {
             delegates.push((name.clone(), d.description.clone(), child));
         }
 
-        // Each agent sees exactly its own tools (the runtime is shared between agents).
-        agent.tools = names.iter().cloned().collect();
-        agent.tools.sort();
+        // Each agent sees its own tools and the runtime tools its globs name (the runtime is
+        // shared between agents).
+        let mut own: Vec<String> = names.iter().cloned().collect();
+        own.sort();
+        agent.tools.extend(own);
         let agent = agent.validate().map_err(|e| {
             let line = e
                 .field
@@ -384,18 +317,4 @@ fn check_tool_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The line where `key = ...` first appears (for validation errors that carry no span).
-fn key_line(text: &str, field: &str) -> Option<usize> {
-    let key = field.split(['[', '.']).next()?;
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-                || l.starts_with(&format!("[[{key}]]"))
-                || l.starts_with(&format!("[{key}]"))
-        })
-        .map(|i| i + 1)
 }

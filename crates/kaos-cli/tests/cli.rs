@@ -1129,3 +1129,37 @@ fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
     );
     assert!(stdout.contains("[metric] kaos.turn.duration"), "{stdout}");
 }
+
+/// The CLI reads the library's one agent-file schema: `[[tools]]` tables are its command
+/// tools, and a bad table names the file, the line and the field.
+#[test]
+fn agent_file_errors_in_tool_tables_name_file_line_and_field() {
+    let dir = TempDir::new("schema");
+    dir.write(
+        "agent.toml",
+        "name = \"a\"\n\n[[tools]]\nname = \"ok\"\ncommand = [\"true\"]\n\n[[tools]]\nname = \"wc\"\ncomand = [\"wc\"]\n",
+    );
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "agent.toml", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("agent.toml:7: field `tools[1]`") && stderr.contains("comand"),
+        "{stderr}"
+    );
+    dir.write(
+        "agent.toml",
+        "[[tools]]\nname = \"big\"\ncommand = [\"true\"]\nmax_output_bytes = 0\n",
+    );
+    let out = kaos(
+        dir.path(),
+        &["run", "--agent", "agent.toml", "--ephemeral", "hi"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("agent.toml:4: field `tools[0].max_output_bytes`"),
+        "{stderr}"
+    );
+}

@@ -133,6 +133,8 @@ pub struct Agent {
     /// Most bytes of one tool result that go back into the prompt; the rest is cut and a
     /// marker says how much (the tool span carries `kaos.result_truncated`).
     pub max_tool_result_bytes: usize,
+    /// MCP servers whose tools the agent uses (`[[mcp_servers]]`; connected by `kaos-mcp`).
+    pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
 }
 
 /// The default [`Agent::max_tool_result_bytes`]: 64 KiB (about 16k tokens).
@@ -153,6 +155,7 @@ impl Default for Agent {
             budget: Budget::default(),
             max_delegation_depth: 3,
             max_tool_result_bytes: DEFAULT_MAX_TOOL_RESULT_BYTES,
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -250,6 +253,15 @@ impl Agent {
                     format!("invalid glob {glob:?}: {}", e.kind()),
                 )
             })?;
+        }
+        for (i, server) in self.mcp_servers.iter().enumerate() {
+            server.validate(&format!("mcp_servers[{i}]"))?;
+            if self.mcp_servers[..i].iter().any(|s| s.name == server.name) {
+                return Err(ConfigError::field(
+                    &format!("mcp_servers[{i}].name"),
+                    format!("another MCP server is already named {:?}", server.name),
+                ));
+            }
         }
         self.permission_policy()?;
         Ok(self.clone())
@@ -382,6 +394,11 @@ impl AgentBuilder {
     /// Sets the delegation depth limit.
     pub fn max_delegation_depth(mut self, depth: u32) -> Self {
         self.agent.max_delegation_depth = depth;
+        self
+    }
+    /// Adds an MCP server whose tools the agent uses.
+    pub fn mcp_server(mut self, server: crate::mcp_config::McpServerConfig) -> Self {
+        self.agent.mcp_servers.push(server);
         self
     }
     /// Validates and returns the agent.

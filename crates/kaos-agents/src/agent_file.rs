@@ -61,6 +61,9 @@ pub struct AgentDocument {
     pub delegates: Vec<DelegateEntry>,
     /// `[fallback]`.
     pub fallback: Option<FallbackEntry>,
+    /// `[[mcp_servers]]`: MCP servers whose tools the agent uses (connected by `kaos-mcp`).
+    #[serde(default)]
+    pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
 }
 
 /// `[[delegates]]`: another agent file exposed as a tool taking `{"task": "..."}`.

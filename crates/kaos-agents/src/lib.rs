@@ -11,6 +11,7 @@ pub mod audit;
 pub mod coalesce;
 pub mod events;
 pub mod hooks;
+pub mod mcp_config;
 mod model_stream;
 pub mod naming;
 #[cfg(feature = "otel")]
@@ -35,6 +36,7 @@ pub use events::{
     TurnOutcome, TurnSummary,
 };
 pub use hooks::{CircuitBreaker, FnGate, FnHook, Hook, HookAction, HookSet};
+pub use mcp_config::McpServerConfig;
 pub use permissions::{PermissionDecision, PermissionPolicy, PermissionRule};
 pub use runner::{
     AgentResponse, AgentTool, Approval, EventStream, IntentResult, PendingApproval, RunFailure,
@@ -45,6 +47,7 @@ pub use scope::TurnScope;
 pub use session::{DirStore, InMemoryStore, Session, SessionStore};
 pub use tools::{
     FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolHost, ToolOutput, ToolRegistry,
+    ToolSource,
 };
 
 pub use kaos_llm;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use kaos_llm::{LlmClient, LlmError};
 
 use crate::session::{DirStore, InMemoryStore, SessionStore};
-use crate::tools::{Tool, ToolHost, ToolRegistry};
+use crate::tools::{Tool, ToolHost, ToolRegistry, ToolSource};
 
 /// Tools, a session store and a model-client registry.
 ///
@@ -17,6 +17,7 @@ use crate::tools::{Tool, ToolHost, ToolRegistry};
 #[derive(Clone)]
 pub struct KaosRuntime {
     tools: ToolRegistry,
+    sources: Vec<Arc<dyn ToolSource>>,
     store: Arc<dyn SessionStore>,
     clients: HashMap<String, Arc<dyn LlmClient>>,
     created: Arc<Mutex<HashMap<String, Arc<dyn LlmClient>>>>,
@@ -51,6 +52,7 @@ impl KaosRuntime {
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
         Self {
             tools: ToolRegistry::default(),
+            sources: Vec::new(),
             store,
             clients: HashMap::new(),
             created: Arc::new(Mutex::new(HashMap::new())),
@@ -98,6 +100,38 @@ impl KaosRuntime {
     pub fn with_shared_tool(mut self, tool: Arc<dyn Tool>) -> Self {
         self.tools.register(tool);
         self
+    }
+
+    /// Adds a source of tools that can change while the runtime lives (e.g. MCP servers);
+    /// its tools come after the registered ones, and a registered tool of the same name wins.
+    pub fn with_tool_source(mut self, source: Arc<dyn ToolSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// The dynamic tool sources.
+    pub fn tool_sources(&self) -> &[Arc<dyn ToolSource>] {
+        &self.sources
+    }
+
+    /// A number that moves whenever a tool source's set changes.
+    pub fn tools_generation(&self) -> u64 {
+        self.sources.iter().fold(0u64, |acc, s| {
+            acc.wrapping_mul(31).wrapping_add(s.generation())
+        })
+    }
+
+    /// Every tool: the registered ones, then the sources' (skipping names already taken).
+    pub fn all_tools(&self) -> Vec<Arc<dyn Tool>> {
+        let mut all = self.tools.all().to_vec();
+        for source in &self.sources {
+            for tool in source.tools() {
+                if all.iter().all(|t| t.name() != tool.name()) {
+                    all.push(tool);
+                }
+            }
+        }
+        all
     }
 
     /// Replaces the session store.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::scope::TurnScope;
 
@@ -50,6 +50,11 @@ pub struct ToolOutput {
     /// text says where.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Protocol attributes for the call's `tool_call` span (e.g. `mcp.method.name`,
+    /// `jsonrpc.request.id`): they go on its terminal event as they are, and the OTel hook
+    /// copies the `mcp.*`, `jsonrpc.*`, `network.*` and `rpc.*` ones onto the span.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub span_attributes: Map<String, Value>,
 }
 
 impl ToolOutput {
@@ -73,6 +78,12 @@ impl ToolOutput {
     /// Marks the output as cut short by the tool itself.
     pub fn mark_truncated(mut self) -> Self {
         self.truncated = true;
+        self
+    }
+
+    /// Adds an attribute for the call's span (see [`ToolOutput::span_attributes`]).
+    pub fn with_span_attribute(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.span_attributes.insert(key.into(), value.into());
         self
     }
 
@@ -367,6 +378,17 @@ pub fn tool_schema<A: schemars::JsonSchema>() -> Value {
             .or_insert_with(|| Value::Object(Default::default()));
     }
     value
+}
+
+/// A source of tools whose set can change while the runtime lives (an MCP server that sends
+/// `tools/list_changed`). Runners take its tools at construction and again before a turn
+/// whenever [`ToolSource::generation`] has moved.
+pub trait ToolSource: Send + Sync {
+    /// A number that changes whenever [`ToolSource::tools`] would return a different set.
+    fn generation(&self) -> u64;
+
+    /// The tools as of now.
+    fn tools(&self) -> Vec<Arc<dyn Tool>>;
 }
 
 /// The tools a runtime offers, by name, in registration order.

@@ -259,6 +259,11 @@ impl LoadedAgent {
         let mut own: Vec<String> = names.iter().cloned().collect();
         own.sort();
         agent.tools.extend(own);
+        // MCP servers' tools, by their prefix.
+        agent.mcp_servers = doc.mcp_servers.clone();
+        for server in &agent.mcp_servers {
+            agent.tools.push(server.tool_name("*"));
+        }
         let agent = agent.validate().map_err(|e| {
             let line = e
                 .field
@@ -272,6 +277,19 @@ impl LoadedAgent {
             tools,
             delegates,
         })
+    }
+
+    /// The MCP servers of this agent and its delegates (first of each name).
+    pub fn mcp_servers(&self) -> Vec<kaos_agents::McpServerConfig> {
+        let mut all = self.agent.mcp_servers.clone();
+        for (_, _, child) in &self.delegates {
+            for s in child.mcp_servers() {
+                if all.iter().all(|a| a.name != s.name) {
+                    all.push(s);
+                }
+            }
+        }
+        all
     }
 
     /// A runner for this agent: its tools (and its delegates as sub-agent tools) on a clone

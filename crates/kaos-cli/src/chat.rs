@@ -14,7 +14,7 @@ pub async fn chat(plan: RunPlan) -> Result<u8, CliError> {
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(false);
     let (runner, observers) = wiring::attach_hooks(
-        plan.runner(plan.runtime())
+        plan.runner(plan.mcp_runtime().await.map_err(CliError::usage)?)
             .with_shared_hook(recorder.clone()),
         &plan.observability,
         &plan.trace,

@@ -14,6 +14,7 @@ Examples:
   kaos run --model anthropic:claude-haiku-4-5 \"Hi\"  # live (needs ANTHROPIC_API_KEY)
   kaos resume <run_id> --session <id>               # approve a paused tool call and continue
   kaos chat --session demo                          # interactive; history kept across launches
+  kaos mcp serve --agent a.toml                     # agents as MCP tools (stdio or --http)
 
 Exit codes: 0 success, 1 the turn failed, 2 usage or config error, 130 interrupted.";
 
@@ -108,6 +109,8 @@ pub enum Command {
     /// Serve agents over HTTP (SSE or JSON turns, approvals, sessions, OpenAPI).
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Model Context Protocol: serve agents as MCP tools (stdio or streamable HTTP).
+    Mcp(crate::mcp::McpArgs),
 }
 
 const SERVE_EXAMPLES: &str = "\

@@ -16,6 +16,7 @@ mod cli;
 mod exit;
 mod latency;
 mod logging;
+mod mcp;
 mod models;
 mod plan;
 mod run;
@@ -72,7 +73,7 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
         cli::Command::Chat(a) => a.common.no_redact,
         cli::Command::Resume(a) => a.common.no_redact,
         cli::Command::Audit(a) => a.no_redact,
-        cli::Command::Serve(_) => false,
+        cli::Command::Serve(_) | cli::Command::Mcp(_) => false,
     });
     match cli.command {
         cli::Command::Run(args) => {
@@ -91,5 +92,6 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
         }
         cli::Command::Audit(args) => audit_cmd::audit_command(&args),
         cli::Command::Serve(args) => serve::serve(args).await,
+        cli::Command::Mcp(args) => mcp::command(args).await,
     }
 }

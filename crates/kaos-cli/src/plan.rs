@@ -105,6 +105,11 @@ impl RunPlan {
         matches!(self.store, StateStore::Dir(_))
     }
 
+    /// Validates the flags of one agent of `kaos mcp serve` (`common.agent` is its file).
+    pub fn for_serving(common: CommonArgs) -> anyhow::Result<Self> {
+        Self::build(None, "mcp".into(), false, false, common)
+    }
+
     /// Validates `kaos chat` flags.
     pub fn from_chat_args(args: ChatArgs) -> anyhow::Result<Self> {
         if args.session.trim().is_empty() {
@@ -179,6 +184,26 @@ impl RunPlan {
             StateStore::Dir(dir) => KaosRuntime::with_state_dir(sessions_dir(dir)),
         };
         self.models.register_all(runtime)
+    }
+
+    /// [`RunPlan::runtime`] with the MCP servers of the agent (and its delegates) started:
+    /// their tools join the runtime, and each call carries its tool span's traceparent.
+    pub async fn mcp_runtime(&self) -> anyhow::Result<KaosRuntime> {
+        let runtime = self.runtime();
+        let servers = self.agent.mcp_servers();
+        if servers.is_empty() {
+            return Ok(runtime);
+        }
+        let toolset = kaos_mcp::McpToolset::connect(servers)
+            .await
+            .context("starting the agent's MCP servers")?
+            .with_trace_resolver({
+                let trace = self.trace.clone();
+                Arc::new(move |ctx: &kaos_agents::ToolContext| {
+                    trace.otel_context(&ctx.run_id, &ctx.span_id)
+                })
+            });
+        Ok(toolset.attach(runtime))
     }
 
     /// The runner for the plan's agent, its tools registered on `runtime`.

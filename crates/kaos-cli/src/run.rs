@@ -265,7 +265,7 @@ pub async fn resume(plan: RunPlan, run_id: String, deny: Option<String>) -> Resu
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(plan.json);
     let (runner, observers) = wiring::attach_hooks(
-        plan.runner(plan.runtime())
+        plan.runner(plan.mcp_runtime().await.map_err(CliError::usage)?)
             .with_shared_hook(recorder.clone()),
         &plan.observability,
         &plan.trace,
@@ -295,7 +295,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(plan.json);
     let (runner, observers) = wiring::attach_hooks(
-        plan.runner(plan.runtime())
+        plan.runner(plan.mcp_runtime().await.map_err(CliError::usage)?)
             .with_shared_hook(recorder.clone()),
         &plan.observability,
         &plan.trace,

@@ -121,6 +121,12 @@ impl std::fmt::Debug for TraceSlot {
 }
 
 impl TraceSlot {
+    /// The OTel context of a tool call's span (by run and span id), when tracing is on: MCP
+    /// tools put its `traceparent` into the request's `params._meta`.
+    pub fn otel_context(&self, run_id: &str, span_id: &str) -> Option<opentelemetry::Context> {
+        self.0.get()?.context_of(run_id, span_id)
+    }
+
     /// The W3C `traceparent` of a tool call's span (by run and span id), when tracing is on:
     /// command tools pass it to their child process as `TRACEPARENT`, so the child's own
     /// spans join the turn's trace under the tool call.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "cli/mcp.rs"]
+mod mcp;
 #[path = "cli/stream.rs"]
 mod stream;
 

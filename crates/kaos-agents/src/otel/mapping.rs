@@ -13,6 +13,9 @@ use super::state::Kind;
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
 use crate::naming::span_name;
 
+/// Prefixes of tool-reported protocol attributes copied onto `tool_call` spans.
+const PROTOCOL_PREFIXES: [&str; 4] = ["mcp.", "jsonrpc.", "network.", "rpc."];
+
 /// The attribute capacity of a new span (START, END and late attributes together).
 const SPAN_ATTRIBUTES: usize = 16;
 
@@ -186,6 +189,23 @@ pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
                 out.push(KeyValue::new(KAOS_IS_ERROR, b));
             } else {
                 out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
+            }
+            // Protocol attributes a tool reported (MCP: `mcp.method.name`,
+            // `jsonrpc.request.id`, `network.transport`, ...), as they are.
+            for (k, v) in a {
+                if !PROTOCOL_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                    continue;
+                }
+                let key = opentelemetry::Key::new(k.clone());
+                match v {
+                    Value::String(s) => out.push(KeyValue::new(key, s.clone())),
+                    Value::Bool(b) => out.push(KeyValue::new(key, *b)),
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) => out.push(KeyValue::new(key, i)),
+                        None => out.push(KeyValue::new(key, n.as_f64().unwrap_or(0.0))),
+                    },
+                    other => out.push(KeyValue::new(key, other.to_string())),
+                }
             }
         }
         Kind::Step => {

@@ -62,6 +62,8 @@ pub struct RunOptions {
 #[derive(Clone)]
 pub struct Runner {
     shared: Arc<Shared>,
+    /// `shared` with the tools selected again after a tool source changed.
+    refreshed: Arc<std::sync::Mutex<Option<Arc<Shared>>>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -78,7 +80,29 @@ impl Runner {
     pub fn new(agent: Agent, runtime: KaosRuntime) -> Self {
         Self {
             shared: Arc::new(Shared::new(agent, runtime)),
+            refreshed: Arc::default(),
         }
+    }
+
+    /// The configuration for a new run: as built, or with the tools selected again when a
+    /// tool source (e.g. an MCP server's `tools/list_changed`) changed since.
+    fn current(&self) -> Arc<Shared> {
+        let generation = self.shared.runtime.tools_generation();
+        if generation == self.shared.tools_generation {
+            return self.shared.clone();
+        }
+        let mut cache = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = cache.as_ref()
+            && s.tools_generation == generation
+        {
+            return s.clone();
+        }
+        let fresh = Arc::new(self.shared.with_fresh_tools());
+        *cache = Some(fresh.clone());
+        fresh
     }
 
     /// Adds a hook (after those already added).
@@ -89,12 +113,14 @@ impl Runner {
     /// Adds a shared hook (keep a clone of the `Arc` to inspect it later).
     pub fn with_shared_hook(mut self, hook: Arc<dyn Hook>) -> Self {
         Arc::make_mut(&mut self.shared).hooks.push(hook);
+        self.refreshed = Arc::default();
         self
     }
 
     /// Replaces the permission policy built from the agent's rules.
     pub fn with_policy(mut self, policy: PermissionPolicy) -> Self {
         Arc::make_mut(&mut self.shared).policy = policy;
+        self.refreshed = Arc::default();
         self
     }
 
@@ -125,7 +151,7 @@ impl Runner {
         session_id: impl Into<String>,
         options: RunOptions,
     ) -> EventStream {
-        let shared = self.shared.clone();
+        let shared = self.current();
         let message = message.into();
         self.stream(session_id.into(), move |scope| async move {
             turn::run_turn(shared, scope, message, options.traceparent).await;
@@ -168,7 +194,7 @@ impl Runner {
             self.shared.agent_name.clone(),
         );
         let guard_scope = scope.clone();
-        let fut = turn::run_turn(self.shared.clone(), scope, message.into(), None);
+        let fut = turn::run_turn(self.current(), scope, message.into(), None);
         async move {
             let mut guard = delegation::CancelOnDrop(Some(guard_scope));
             fut.await;
@@ -203,7 +229,7 @@ impl Runner {
         session_id: impl Into<String>,
         approval: Approval,
     ) -> EventStream {
-        let shared = self.shared.clone();
+        let shared = self.current();
         let run_id = run_id.into();
         self.stream(session_id.into(), move |scope| async move {
             turn::run_resumed(shared, scope, run_id, approval).await;

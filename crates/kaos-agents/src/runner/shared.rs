@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub tools: Vec<Arc<dyn Tool>>,
     pub tool_defs: Arc<[ToolDefinition]>,
     pub tool_catalog: String,
+    /// The runtime's tool-source generation the tools were selected at.
+    pub tools_generation: u64,
     pub respond: Signature<RespondOutput>,
 }
 
@@ -38,20 +40,8 @@ impl Shared {
             Ok(p) => (p, None),
             Err(e) => (PermissionPolicy::default(), Some(e.to_string())),
         };
-        let tools = select_tools(&agent, &runtime);
-        let tool_defs: Arc<[ToolDefinition]> = tools
-            .iter()
-            .map(|t| ToolDefinition {
-                name: t.name().to_string(),
-                description: t.description().to_string(),
-                parameters: t.parameters().clone(),
-            })
-            .collect();
-        let tool_catalog = tools
-            .iter()
-            .map(|t| format!("{}: {}", t.name(), t.description()))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tools_generation = runtime.tools_generation();
+        let (tools, tool_defs, tool_catalog) = tool_set(&agent, &runtime);
         let respond = prompts::respond_signature(&agent.instructions);
         Self {
             agent_name: Arc::from(agent.name.as_str()),
@@ -64,8 +54,20 @@ impl Shared {
             tools,
             tool_defs,
             tool_catalog,
+            tools_generation,
             respond,
         }
+    }
+
+    /// A copy with the tools selected again (a tool source changed).
+    pub(crate) fn with_fresh_tools(&self) -> Self {
+        let mut fresh = self.clone();
+        let (tools, tool_defs, tool_catalog) = tool_set(&fresh.agent, &fresh.runtime);
+        fresh.tools = tools;
+        fresh.tool_defs = tool_defs;
+        fresh.tool_catalog = tool_catalog;
+        fresh.tools_generation = fresh.runtime.tools_generation();
+        fresh
     }
 
     /// The agent's tool named `name`.
@@ -80,11 +82,34 @@ impl Shared {
     }
 }
 
-/// The runtime's tools whose names match the agent's globs (all of them when it has none).
+type ToolSet = (Vec<Arc<dyn Tool>>, Arc<[ToolDefinition]>, String);
+
+/// The agent's tools on this runtime, their definitions for the model, and the catalog
+/// text for prompts.
+fn tool_set(agent: &Agent, runtime: &KaosRuntime) -> ToolSet {
+    let tools = select_tools(agent, runtime);
+    let tool_defs: Arc<[ToolDefinition]> = tools
+        .iter()
+        .map(|t| ToolDefinition {
+            name: t.name().to_string(),
+            description: t.description().to_string(),
+            parameters: t.parameters().clone(),
+        })
+        .collect();
+    let tool_catalog = tools
+        .iter()
+        .map(|t| format!("{}: {}", t.name(), t.description()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (tools, tool_defs, tool_catalog)
+}
+
+/// The runtime's tools (registered, then tool sources') whose names match the agent's
+/// globs (all of them when it has none).
 fn select_tools(agent: &Agent, runtime: &KaosRuntime) -> Vec<Arc<dyn Tool>> {
-    let all = runtime.tools().all();
+    let all = runtime.all_tools();
     if agent.tools.is_empty() {
-        return all.to_vec();
+        return all;
     }
     let mut builder = globset::GlobSetBuilder::new();
     for glob in &agent.tools {

@@ -94,6 +94,7 @@ pub(crate) async fn call_tool(
         span: &span,
         started,
         step_id,
+        extra: Map::new(),
     };
 
     let Some(tool) = tool else {
@@ -201,6 +202,10 @@ pub(crate) async fn call_tool(
     }
     let text = output.model_text();
     let error_type = (!error_type.is_empty()).then_some(error_type);
+    let end = ToolEnd {
+        extra: output.span_attributes,
+        ..end
+    };
     end.finish(turn, text, error_type)
 }
 
@@ -210,6 +215,8 @@ struct ToolEnd<'a> {
     span: &'a Arc<str>,
     started: std::time::Instant,
     step_id: Option<&'a str>,
+    /// Protocol attributes the tool reported (`ToolOutput::span_attributes`).
+    extra: Map<String, Value>,
 }
 
 impl ToolEnd<'_> {
@@ -229,6 +236,9 @@ impl ToolEnd<'_> {
         };
         if let Some(step) = self.step_id {
             end.insert("step_id".into(), step.into());
+        }
+        for (k, v) in self.extra {
+            end.entry(k).or_insert(v);
         }
         end.insert("kaos.result_truncated".into(), cut_from.is_some().into());
         if let Some(original) = cut_from {

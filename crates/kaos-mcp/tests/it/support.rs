@@ -212,13 +212,12 @@ pub fn print_tree(spans: &[SpanData]) {
     }
     let ids: std::collections::HashSet<_> =
         spans.iter().map(|s| s.span_context.span_id()).collect();
-    for root in spans.iter().filter(|s| !ids.contains(&s.parent_span_id)) {
+    if let Some(root) = spans.iter().find(|s| !ids.contains(&s.parent_span_id)) {
         println!(
             "trace {} (parent {})",
             root.span_context.trace_id(),
             root.parent_span_id
         );
         walk(spans, root.parent_span_id, 0);
-        break;
     }
 }

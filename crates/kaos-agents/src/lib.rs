@@ -44,7 +44,10 @@ pub use runner::{
 };
 pub use runtime::KaosRuntime;
 pub use scope::TurnScope;
-pub use session::{DirStore, InMemoryStore, Session, SessionStore};
+pub use session::{
+    InMemoryStore, PausedRun, RunStatus, Session, SessionLease, SessionStore, StoreError,
+    StoreErrorKind, TurnChanges,
+};
 pub use tools::{
     FnTool, NestedUsage, Tool, ToolAnnotations, ToolContext, ToolHost, ToolOutput, ToolRegistry,
     ToolSource,

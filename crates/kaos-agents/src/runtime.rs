@@ -1,13 +1,16 @@
 //! [`KaosRuntime`]: what a runner runs against — tools, sessions and model clients.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kaos_llm::{LlmClient, LlmError};
 
-use crate::session::{DirStore, InMemoryStore, SessionStore};
+use crate::session::{InMemoryStore, SessionStore};
 use crate::tools::{Tool, ToolHost, ToolRegistry, ToolSource};
+
+/// How long a turn waits for a session another turn holds, unless configured.
+pub const DEFAULT_SESSION_WAIT: Duration = Duration::from_secs(30);
 
 /// Tools, a session store and a model-client registry.
 ///
@@ -22,6 +25,7 @@ pub struct KaosRuntime {
     clients: HashMap<String, Arc<dyn LlmClient>>,
     created: Arc<Mutex<HashMap<String, Arc<dyn LlmClient>>>>,
     session_locks: Arc<Mutex<SessionLocks>>,
+    session_wait: Duration,
 }
 
 /// One async lock per session with a turn in flight; unused entries are swept when the
@@ -57,17 +61,13 @@ impl KaosRuntime {
             clients: HashMap::new(),
             created: Arc::new(Mutex::new(HashMap::new())),
             session_locks: Arc::default(),
+            session_wait: DEFAULT_SESSION_WAIT,
         }
     }
 
     /// A runtime whose sessions live in memory: nothing touches disk.
     pub fn test_mode() -> Self {
         Self::new(Arc::new(InMemoryStore::new()))
-    }
-
-    /// A runtime whose sessions are JSON files in `dir`.
-    pub fn with_state_dir(dir: impl Into<PathBuf>) -> Self {
-        Self::new(Arc::new(DirStore::new(dir)))
     }
 
     /// Serves model spec `spec` with `client`.
@@ -138,6 +138,18 @@ impl KaosRuntime {
     pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = store;
         self
+    }
+
+    /// How long a turn waits for its session while another turn (in this or another
+    /// process) holds it, before failing with `session_busy`. Default 30 s.
+    pub fn with_session_wait(mut self, wait: Duration) -> Self {
+        self.session_wait = wait;
+        self
+    }
+
+    /// How long a turn waits for its session (see [`with_session_wait`](Self::with_session_wait)).
+    pub fn session_wait(&self) -> Duration {
+        self.session_wait
     }
 
     /// The tools.

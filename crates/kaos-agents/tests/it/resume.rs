@@ -198,8 +198,7 @@ async fn resume_in_a_fresh_runner_with_the_same_store() {
 #[tokio::test]
 async fn hook_require_approval_pauses_and_the_approval_covers_that_call_only() {
     let (rt, _, runs) = setup_with(false);
-    let dir = std::env::temp_dir().join(format!("kaos-resume-{}", std::process::id()));
-    let rt = rt.with_store(Arc::new(kaos_agents::DirStore::new(&dir)));
+    let rt = rt.with_store(Arc::new(kaos_agents::InMemoryStore::new()));
     // A plain tool (no confirmation annotation) gated by a hook instead.
     let agent = Agent::builder()
         .name("ops")
@@ -219,7 +218,6 @@ async fn hook_require_approval_pauses_and_the_approval_covers_that_call_only() {
         &resumed.last().unwrap().kind,
         EventKind::TurnSummary(s) if s.outcome == TurnOutcome::Completed
     ));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -1,8 +1,18 @@
-//! Sessions (a conversation's persisted state) and the stores that keep them.
+//! Sessions (a conversation's persisted state) and the [`SessionStore`] contract that keeps
+//! them: [`store`] says what is atomic, [`memory`] is the in-memory implementation; SQLite
+//! and PostgreSQL live in the `kaos-store` crate.
+
+pub mod memory;
+pub mod store;
+
+pub use memory::InMemoryStore;
+pub use store::{
+    PausedRun, RunStatus, SessionInfo, SessionLease, SessionStore, StoreError, StoreErrorKind,
+    TurnChanges,
+};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -163,6 +173,8 @@ pub struct Session {
     pub actions: imbl::Vector<ToolAction>,
     /// Paused runs waiting for approval, by run id (JSON run states).
     pub pending_runs: HashMap<String, Value>,
+    /// Runs claimed by a resume that never finished (in doubt), by run id.
+    pub runs_in_doubt: Vec<String>,
 }
 
 impl Session {
@@ -231,182 +243,6 @@ impl Session {
     }
 }
 
-/// A session store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("session store: {message}")]
-pub struct StoreError {
-    /// What failed, with the path where there is one.
-    pub message: String,
-}
-
-/// Where sessions live.
-#[async_trait::async_trait]
-pub trait SessionStore: Send + Sync {
-    /// The session, if it exists.
-    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError>;
-    /// Saves the session whole (atomically: a reader sees the old or the new one).
-    async fn save(&self, session: &Session) -> Result<(), StoreError>;
-    /// Deletes the session (and its paused runs); `Ok(false)` when there was none. The
-    /// default refuses: a store that can delete says so by overriding it.
-    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Err(StoreError {
-            message: format!("this session store cannot delete sessions (session {id})"),
-        })
-    }
-}
-
-/// Sessions in memory; nothing touches disk.
-#[derive(Debug, Default)]
-pub struct InMemoryStore {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
-}
-
-impl InMemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How many sessions are stored.
-    pub fn len(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for InMemoryStore {
-    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let sessions = self.sessions.lock().map_err(|_| StoreError {
-            message: "in-memory store lock poisoned".into(),
-        })?;
-        Ok(sessions.get(id).map(|s| (**s).clone()))
-    }
-
-    async fn save(&self, session: &Session) -> Result<(), StoreError> {
-        let mut sessions = self.sessions.lock().map_err(|_| StoreError {
-            message: "in-memory store lock poisoned".into(),
-        })?;
-        sessions.insert(session.id.clone(), Arc::new(session.clone()));
-        Ok(())
-    }
-
-    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let mut sessions = self.sessions.lock().map_err(|_| StoreError {
-            message: "in-memory store lock poisoned".into(),
-        })?;
-        Ok(sessions.remove(id).is_some())
-    }
-}
-
-/// Sessions as JSON files in a directory, one per session, written atomically (temporary
-/// file + rename).
-#[derive(Debug, Clone)]
-pub struct DirStore {
-    dir: PathBuf,
-}
-
-impl DirStore {
-    /// A store in `dir` (created on first save).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
-    }
-
-    /// The file of one session.
-    pub fn path_of(&self, id: &str) -> PathBuf {
-        let safe: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        // Different ids can map to the same safe name; a short hash keeps them apart.
-        let hash = id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
-        self.dir.join(format!("{safe}-{:08x}.json", hash as u32))
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for DirStore {
-    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let path = self.path_of(id);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError {
-                    message: format!("{}: corrupt session file: {e}", path.display()),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError {
-                message: format!("{}: {e}", path.display()),
-            }),
-        }
-    }
-
-    async fn save(&self, session: &Session) -> Result<(), StoreError> {
-        let path = self.path_of(&session.id);
-        let bytes = serde_json::to_vec(session).map_err(|e| StoreError {
-            message: format!("cannot serialize session {}: {e}", session.id),
-        })?;
-        let dir = self.dir.clone();
-        let tmp = path.with_extension(format!("json.tmp-{}", uuid::Uuid::new_v4().simple()));
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            // Owner-only: sessions hold the conversation exactly as the model needs it.
-            let mut dirs = std::fs::DirBuilder::new();
-            dirs.recursive(true);
-            let mut file = std::fs::OpenOptions::new();
-            file.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-                dirs.mode(0o700);
-                file.mode(0o600);
-            }
-            dirs.create(&dir)?;
-            {
-                use std::io::Write;
-                let mut f = file.open(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_data()?;
-            }
-            std::fs::rename(&tmp, &path)
-        })
-        .await
-        .map_err(|e| StoreError {
-            message: format!("session write task failed: {e}"),
-        })?
-        .map_err(|e| StoreError {
-            message: format!("{}: {e}", self.dir.display()),
-        })
-    }
-
-    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let path = self.path_of(id);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError {
-                message: format!("{}: {e}", path.display()),
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,18 +280,5 @@ mod tests {
         let escaped: SessionMessage =
             serde_json::from_str(r#"{"role":"us\u0065r","content":"x"}"#).unwrap();
         assert_eq!(escaped.role, "user");
-    }
-
-    #[tokio::test]
-    async fn dir_store_round_trips_and_missing_is_none() {
-        let dir =
-            std::env::temp_dir().join(format!("kaos-store-{}", uuid::Uuid::new_v4().simple()));
-        let store = DirStore::new(&dir);
-        assert!(store.load("a/b").await.unwrap().is_none());
-        let mut s = Session::new("a/b");
-        s.push_message("user", "hi");
-        store.save(&s).await.unwrap();
-        assert_eq!(store.load("a/b").await.unwrap().unwrap(), s);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,0 +1,566 @@
+//! [`PostgresStore`]: the session store in PostgreSQL, for many processes or replicas. A
+//! lease is a row update on the session; a commit locks the session row
+//! (`SELECT … FOR UPDATE`), checks the lease and appends in one transaction; a claim is a
+//! conditional row update on the run.
+
+mod connect;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use kaos_agents::session::store::poll_lease;
+use kaos_agents::session::{SessionInfo, SessionMessage, ToolAction};
+use kaos_agents::{
+    PausedRun, RunStatus, Session, SessionLease, SessionStore, StoreError, TurnChanges,
+};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::StoreOptions;
+use crate::cache::{Cache, Header};
+
+/// The database's clock in unix ms (leases compare against one clock for all replicas).
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+const RUN_COLUMNS: &str = "run_id, session_id, turn_number, status, state, claimed_by, claimed_ms";
+
+/// Sessions in PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    shown: String,
+    options: StoreOptions,
+    cache: Cache,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.inner.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (see [`crate::open`] for the URL and the `PG*` variables), creates
+    /// `options.schema` when set, and applies the migrations.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let settings = connect::settings(url, &|k| std::env::var(k).ok())?;
+        let shown = settings.shown.clone();
+        let pool = connect::pool(settings, &options).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                shown,
+                options,
+                cache: Cache::default(),
+            }),
+        })
+    }
+
+    /// Drops `schema` and everything in it (test clean-up).
+    pub async fn drop_schema(&self, schema: &str) -> Result<(), StoreError> {
+        let client = self.inner.client().await?;
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .map_err(|e| self.inner.err(e))
+    }
+
+    fn lease(&self, id: &str, token: String) -> SessionLease {
+        let weak = Arc::downgrade(&self.inner);
+        let release = move |session: &str, token: &str| {
+            let (session, token) = (session.to_string(), token.to_string());
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return; // no runtime left: the lease expires after its TTL
+            };
+            handle.spawn(async move {
+                if let Some(inner) = weak.upgrade()
+                    && let Ok(c) = inner.pool.get().await
+                {
+                    let _ = c
+                        .execute(
+                            "UPDATE kaos_sessions SET lease_token = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_token = $2",
+                            &[&session, &token],
+                        )
+                        .await;
+                }
+            });
+        };
+        let lease = SessionLease::new(id, token.clone(), release);
+        let ttl = self.inner.options.lease_ttl;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return lease;
+        };
+        if ttl.is_zero() {
+            return lease; // nothing to renew: the lease is over at once
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let id = id.to_string();
+        let task = handle.spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let Ok(c) = inner.pool.get().await else {
+                    continue;
+                };
+                let renewed = c
+                    .execute(
+                        &format!(
+                            "UPDATE kaos_sessions SET lease_until = {NOW_MS} + $3 \
+                             WHERE id = $1 AND lease_token = $2"
+                        ),
+                        &[&id, &token, &(ttl.as_millis() as i64)],
+                    )
+                    .await;
+                if !matches!(renewed, Ok(1)) {
+                    return;
+                }
+            }
+        });
+        lease.with_keepalive(task.abort_handle())
+    }
+}
+
+impl Inner {
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::backend(format!("PostgreSQL store {}: {e}", self.shown))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            self.err(format!(
+                "cannot get a connection: {e} (is the server running?)"
+            ))
+        })
+    }
+
+    /// The committed session under `header`: the cached prefix plus the rows after it.
+    async fn read(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        id: &str,
+        header: &Header,
+    ) -> Result<Session, StoreError> {
+        let mut s = self.cache.base(id, header);
+        s.turn_count = header.turn_count;
+        let from = s.messages.len() as i64;
+        let to = header.message_count as i64;
+        if from < to {
+            let st = c
+                .prepare_cached(
+                    "SELECT role, content FROM kaos_messages \
+                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in c
+                .query(&st, &[&id, &from, &to])
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                let role: &str = r.get(0);
+                let content: &str = r.get(1);
+                s.messages.push_back(SessionMessage {
+                    role: role.into(),
+                    content: content.into(),
+                });
+            }
+        }
+        let from = s.actions.len() as i64;
+        let to = header.action_count as i64;
+        if from < to {
+            let st = c
+                .prepare_cached(
+                    "SELECT action FROM kaos_actions \
+                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in c
+                .query(&st, &[&id, &from, &to])
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                let json: &str = r.get(0);
+                let action: ToolAction = serde_json::from_str(json)
+                    .map_err(|e| self.err(format!("session {id:?}: corrupt tool action: {e}")))?;
+                s.actions.push_back(action);
+            }
+        }
+        self.cache.put(&header.incarnation, &s);
+        for run in self.runs(c, id, true).await? {
+            match run.status {
+                RunStatus::Pending => {
+                    s.pending_runs.insert(run.run_id, run.state);
+                }
+                _ => s.runs_in_doubt.push(run.run_id),
+            }
+        }
+        Ok(s)
+    }
+
+    async fn runs(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        id: &str,
+        open_only: bool,
+    ) -> Result<Vec<PausedRun>, StoreError> {
+        let filter = if open_only {
+            "AND status IN ('pending', 'claimed')"
+        } else {
+            ""
+        };
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE session_id = $1 {filter} \
+                 ORDER BY created_ms, run_id"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        c.query(&st, &[&id])
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| self.run_of(r))
+            .collect()
+    }
+
+    async fn run(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        session: &str,
+        run_id: &str,
+    ) -> Result<PausedRun, StoreError> {
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE run_id = $1 AND session_id = $2"
+                ),
+                &[&run_id, &session],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => self.run_of(&r),
+            None => Err(StoreError::run_not_found(session, run_id)),
+        }
+    }
+
+    fn run_of(&self, r: &Row) -> Result<PausedRun, StoreError> {
+        let run_id: String = r.get(0);
+        let state: &str = r.get(4);
+        Ok(PausedRun {
+            session_id: r.get(1),
+            turn_number: r.get::<_, i64>(2) as u64,
+            status: RunStatus::parse(r.get(3))?,
+            state: serde_json::from_str(state)
+                .map_err(|e| self.err(format!("paused run {run_id}: corrupt state: {e}")))?,
+            claimed_by: r.get(5),
+            claimed_at_ms: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+            run_id,
+        })
+    }
+}
+
+fn header_of(r: &Row) -> Header {
+    Header {
+        incarnation: r.get(0),
+        turn_count: r.get::<_, i64>(1) as u64,
+        message_count: r.get::<_, i64>(2) as u64,
+        action_count: r.get::<_, i64>(3) as u64,
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PostgresStore {
+    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let inner = &self.inner;
+        let c = inner.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT incarnation, turn_count, message_count, action_count \
+                 FROM kaos_sessions WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| inner.err(e))?;
+        match row {
+            Some(r) => Ok(Some(inner.read(&c, id, &header_of(&r)).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn begin(&self, id: &str, wait: Duration) -> Result<(SessionLease, Session), StoreError> {
+        let inner = &self.inner;
+        let ttl = inner.options.lease_ttl.as_millis() as i64;
+        let sql = format!(
+            "INSERT INTO kaos_sessions AS s \
+               (id, incarnation, created_ms, updated_ms, lease_token, lease_until) \
+             VALUES ($1, $2, {NOW_MS}, {NOW_MS}, $3, {NOW_MS} + $4) \
+             ON CONFLICT (id) DO UPDATE SET lease_token = EXCLUDED.lease_token, \
+               lease_until = EXCLUDED.lease_until \
+             WHERE s.lease_token IS NULL OR s.lease_until < {NOW_MS} \
+             RETURNING incarnation, turn_count, message_count, action_count"
+        );
+        let (token, session) = poll_lease(id, wait, || async {
+            let c = inner.client().await?;
+            let st = c.prepare_cached(&sql).await.map_err(|e| inner.err(e))?;
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let incarnation = uuid::Uuid::new_v4().simple().to_string();
+            let row = c
+                .query_opt(&st, &[&id, &incarnation, &token, &ttl])
+                .await
+                .map_err(|e| inner.err(e))?;
+            let Some(row) = row else { return Ok(None) };
+            let session = inner.read(&c, id, &header_of(&row)).await?;
+            Ok(Some((token, session)))
+        })
+        .await?;
+        Ok((self.lease(id, token), session))
+    }
+
+    async fn commit(
+        &self,
+        mut lease: SessionLease,
+        changes: TurnChanges,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let id = lease.session_id().to_string();
+        let e = |e: tokio_postgres::Error| inner.err(e);
+        let mut c = inner.client().await?;
+        let tx = c.transaction().await.map_err(e)?;
+        let row = tx
+            .query_opt(
+                "SELECT incarnation, turn_count, message_count, action_count, lease_token \
+                 FROM kaos_sessions WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .map_err(e)?;
+        let Some(row) = row else {
+            return Err(StoreError::lease_lost(&id));
+        };
+        let header = header_of(&row);
+        let holder: Option<&str> = row.get(4);
+        if holder != Some(lease.token()) {
+            return Err(StoreError::lease_lost(&id));
+        }
+        let turn = changes.turn_count.unwrap_or(header.turn_count + 1) as i64;
+        if !changes.messages.is_empty() {
+            let roles: Vec<&str> = changes.messages.iter().map(|m| m.role.as_str()).collect();
+            let contents: Vec<&str> = changes.messages.iter().map(|m| &*m.content).collect();
+            let first = header.message_count as i64;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO kaos_messages (session_id, seq, turn_number, role, content) \
+                     SELECT $1, $2 + m.i - 1, $3, m.role, m.content \
+                     FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS m(role, content, i)",
+                )
+                .await
+                .map_err(e)?;
+            let params: [&(dyn ToSql + Sync); 5] = [&id, &first, &turn, &roles, &contents];
+            tx.execute(&st, &params).await.map_err(e)?;
+        }
+        if !changes.actions.is_empty() {
+            let mut json = Vec::with_capacity(changes.actions.len());
+            for a in &changes.actions {
+                json.push(
+                    serde_json::to_string(a)
+                        .map_err(|x| inner.err(format!("cannot serialize a tool action: {x}")))?,
+                );
+            }
+            let first = header.action_count as i64;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO kaos_actions (session_id, seq, turn_number, action) \
+                     SELECT $1, $2 + a.i - 1, $3, a.action \
+                     FROM unnest($4::text[]) WITH ORDINALITY AS a(action, i)",
+                )
+                .await
+                .map_err(e)?;
+            tx.execute(&st, &[&id, &first, &turn, &json])
+                .await
+                .map_err(e)?;
+        }
+        for run_id in &changes.finished {
+            let n = tx
+                .execute(
+                    &format!(
+                        "UPDATE kaos_runs SET status = 'done', updated_ms = {NOW_MS} \
+                         WHERE run_id = $1 AND session_id = $2 AND status IN ('pending', 'claimed')"
+                    ),
+                    &[run_id, &id],
+                )
+                .await
+                .map_err(e)?;
+            if n == 0 {
+                return Err(match inner.run(&tx, &id, run_id).await {
+                    Ok(run) => StoreError::not_claimable(&run),
+                    Err(x) => x,
+                });
+            }
+        }
+        for (run_id, turn_number, state) in &changes.paused {
+            tx.execute(
+                &format!(
+                    "INSERT INTO kaos_runs \
+                       (run_id, session_id, turn_number, status, state, created_ms, updated_ms) \
+                     VALUES ($1, $2, $3, 'pending', $4, {NOW_MS}, {NOW_MS})"
+                ),
+                &[run_id, &id, &(*turn_number as i64), &state.to_string()],
+            )
+            .await
+            .map_err(e)?;
+        }
+        let turns = changes.turn_count.unwrap_or(header.turn_count);
+        let messages = header.message_count + changes.messages.len() as u64;
+        let actions = header.action_count + changes.actions.len() as u64;
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE kaos_sessions SET turn_count = $2, message_count = $3, action_count = $4, \
+                 lease_token = NULL, lease_until = NULL, updated_ms = {NOW_MS} WHERE id = $1"
+            ))
+            .await
+            .map_err(e)?;
+        tx.execute(
+            &st,
+            &[&id, &(turns as i64), &(messages as i64), &(actions as i64)],
+        )
+        .await
+        .map_err(e)?;
+        tx.commit().await.map_err(e)?;
+        lease.disarm();
+        let mut s = inner.cache.base(&id, &header);
+        if s.messages.len() as u64 == header.message_count
+            && s.actions.len() as u64 == header.action_count
+        {
+            s.turn_count = turns;
+            s.messages.extend(changes.messages);
+            s.actions.extend(changes.actions);
+            inner.cache.put(&header.incarnation, &s);
+        } else {
+            inner.cache.remove(&id);
+        }
+        Ok(())
+    }
+
+    async fn claim_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        claimant: &str,
+        force: bool,
+    ) -> Result<PausedRun, StoreError> {
+        let inner = &self.inner;
+        let c = inner.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE kaos_runs SET status = 'claimed', claimed_by = $3, \
+                       claimed_ms = {NOW_MS}, updated_ms = {NOW_MS} \
+                     WHERE run_id = $1 AND session_id = $2 \
+                       AND (status = 'pending' OR ($4 AND status = 'claimed')) \
+                     RETURNING {RUN_COLUMNS}"
+                ),
+                &[&run_id, &session_id, &claimant, &force],
+            )
+            .await
+            .map_err(|e| inner.err(e))?;
+        match row {
+            Some(r) => inner.run_of(&r),
+            None => Err(StoreError::not_claimable(
+                &inner.run(&c, session_id, run_id).await?,
+            )),
+        }
+    }
+
+    async fn settle_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        status: RunStatus,
+    ) -> Result<PausedRun, StoreError> {
+        if !matches!(status, RunStatus::Done | RunStatus::Abandoned) {
+            return Err(StoreError::backend(format!(
+                "a run settles as done or abandoned, not {}",
+                status.as_str()
+            )));
+        }
+        let inner = &self.inner;
+        let c = inner.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE kaos_runs SET status = $3, updated_ms = {NOW_MS} \
+                     WHERE run_id = $1 AND session_id = $2 AND status IN ('pending', 'claimed') \
+                     RETURNING {RUN_COLUMNS}"
+                ),
+                &[&run_id, &session_id, &status.as_str()],
+            )
+            .await
+            .map_err(|e| inner.err(e))?;
+        match row {
+            Some(r) => inner.run_of(&r),
+            None => Err(StoreError::not_claimable(
+                &inner.run(&c, session_id, run_id).await?,
+            )),
+        }
+    }
+
+    async fn runs(&self, session_id: &str) -> Result<Vec<PausedRun>, StoreError> {
+        let c = self.inner.client().await?;
+        self.inner.runs(&c, session_id, false).await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionInfo>, StoreError> {
+        let inner = &self.inner;
+        let c = inner.client().await?;
+        let rows = c
+            .query(
+                "SELECT s.id, s.turn_count, s.message_count, \
+                   (SELECT COUNT(*) FROM kaos_runs r WHERE r.session_id = s.id AND r.status = 'pending') \
+                 FROM kaos_sessions s ORDER BY s.id",
+                &[],
+            )
+            .await
+            .map_err(|e| inner.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| SessionInfo {
+                id: r.get(0),
+                turn_count: r.get::<_, i64>(1) as u64,
+                message_count: r.get::<_, i64>(2) as u64,
+                pending_runs: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let e = |e: tokio_postgres::Error| inner.err(e);
+        let mut c = inner.client().await?;
+        let tx = c.transaction().await.map_err(e)?;
+        let n = tx
+            .execute("DELETE FROM kaos_sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(e)?;
+        for table in ["kaos_messages", "kaos_actions", "kaos_runs"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE session_id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(e)?;
+        }
+        tx.commit().await.map_err(e)?;
+        inner.cache.remove(id);
+        Ok(n > 0)
+    }
+}

@@ -16,6 +16,7 @@ mod alloc;
 mod redaction;
 mod serve;
 mod streaming;
+mod store;
 mod workloads;
 
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
 const ONLY_NAMES: &str =
-    "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve|redact";
+    "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve|redact|store";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +210,7 @@ fn main() -> Result<(), BoxError> {
     let concurrent = workloads::concurrent(sizes)?;
     let stream = streaming::streaming(sizes)?;
     let served = serve::serve(quick)?;
+    let (store_keys, store_note) = store::run(sizes)?;
 
     let mut notes = Map::new();
     notes.insert(
@@ -257,6 +259,7 @@ fn main() -> Result<(), BoxError> {
     );
 
     serve::notes(&mut notes, &served);
+    notes.insert("store".into(), store_note.into());
     let mut report = json!({
         "chat_turns_per_s": round(chat.per_s, 0),
         "chat_turn_us_p50": round(chat.p50_us, 2),
@@ -306,6 +309,9 @@ fn main() -> Result<(), BoxError> {
 
     if let Value::Object(map) = &mut report {
         map.extend(redaction::figures(&redact));
+        for (k, v) in store_keys {
+            map.insert(k.into(), v);
+        }
     }
     if as_json {
         println!("{}", serde_json::to_string(&report)?);
@@ -338,6 +344,7 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
         "redact" => {
             redaction::redaction(sizes.redact_mb, sizes.redact_iters)?;
         }
+        "store" => drop(store::run(sizes)?),
         other => return Err(format!("unknown workload {other:?}").into()),
     }
     Ok(())

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{BoxError, Sizes, Stats, alloc};
 
-const MODEL: &str = "function-test";
+pub(crate) const MODEL: &str = "function-test";
 const CLASSIFY_RESPOND: &str =
     r#"{"intent":"respond","confidence":0.95,"reasoning":"small talk needs no tools"}"#;
 const CLASSIFY_TOOL: &str =
@@ -32,7 +32,7 @@ fn is_classifier(messages: &[Message]) -> bool {
 }
 
 /// The seed's respond turn: classifier says respond, the respond call answers in JSON.
-fn chat_model(messages: &[Message], _request: &LlmRequest) -> ProviderResponse {
+pub(crate) fn chat_model(messages: &[Message], _request: &LlmRequest) -> ProviderResponse {
     if is_classifier(messages) {
         ProviderResponse::from_text(CLASSIFY_RESPOND).with_usage(100, 10)
     } else {
@@ -70,7 +70,7 @@ fn lookup_tool() -> FnTool {
     .read_only()
 }
 
-fn agent(name: &str, pattern: AgentPattern) -> Result<Agent, BoxError> {
+pub(crate) fn agent(name: &str, pattern: AgentPattern) -> Result<Agent, BoxError> {
     Ok(Agent::builder()
         .name(name)
         .instructions("You are a helpful assistant.")
@@ -103,7 +103,7 @@ async fn drive(runner: &Runner, message: &str, session: String) -> Vec<Event> {
 }
 
 /// Drives one turn to its end, dropping events as they come; returns how many there were.
-async fn drain(runner: &Runner, message: &str, session: String) -> usize {
+pub(crate) async fn drain(runner: &Runner, message: &str, session: String) -> usize {
     let mut stream = runner.run(message, session);
     let mut n = 0;
     while let Some(event) = stream.next().await {

@@ -58,6 +58,7 @@ impl AgentFile {
         })
     }
 
+
     fn at(&self, span: std::ops::Range<usize>) -> String {
         format!(
             "{}:{}",

@@ -207,10 +207,17 @@ pub struct ResumeArgs {
     /// Deny the call instead of approving it; the model gets REASON as the call's result.
     #[arg(long, value_name = "REASON")]
     pub deny: Option<String>,
+    /// Resume a run whose earlier resume never finished (in doubt: its tool call may
+    /// already have run, and runs again).
+    #[arg(long, conflicts_with = "abandon")]
+    pub force: bool,
+    /// Drop the paused run without running its call; the session can take new turns.
+    #[arg(long, conflicts_with = "deny")]
+    pub abandon: bool,
     /// Print the run's events as JSONL on stdout instead of the answer.
     #[arg(long)]
     pub json: bool,
-    /// Common flags (use the same --agent, --model and --state-dir as the paused run).
+    /// Common flags (use the same --agent, --model and --store/--state-dir as the paused run).
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -224,9 +231,17 @@ pub struct CommonArgs {
     /// Model spec; overrides the agent file's. Default: `offline`.
     #[arg(long, value_name = "SPEC")]
     pub model: Option<String>,
-    /// Where sessions are kept. Default: $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
-    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    /// Where sessions are kept (SQLite in DIR/sessions/kaos.db). Default: KAOS_STORE, else $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ephemeral", "store"])]
     pub state_dir: Option<PathBuf>,
+    /// The session store by URL: `postgres://USER@HOST/DB` (many processes or replicas),
+    /// `sqlite:PATH`, or `memory:`. Default: KAOS_STORE, else the state directory.
+    #[arg(long, value_name = "URL", conflicts_with = "ephemeral")]
+    pub store: Option<String>,
+    /// How long a turn waits for its session while another turn (any process) holds it,
+    /// before failing with session_busy. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub session_wait: Option<f64>,
     /// Keep sessions in memory only; nothing is written to disk.
     #[arg(long)]
     pub ephemeral: bool,

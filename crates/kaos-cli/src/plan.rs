@@ -2,7 +2,7 @@
 //! and the runner. Every error here is a usage or configuration error (exit 2).
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -18,8 +18,10 @@ use crate::wiring;
 pub enum StateStore {
     /// In memory (`--ephemeral`).
     Ephemeral,
-    /// JSON files under this directory.
+    /// SQLite in this state directory (`DIR/sessions/kaos.db`).
     Dir(PathBuf),
+    /// A store URL (`--store`, `KAOS_STORE`, the agent file's `[runtime] store`).
+    Url(String),
 }
 
 /// The observability flags; [`crate::wiring`] turns them into hooks.
@@ -66,6 +68,8 @@ pub struct RunPlan {
     pub display: Display,
     /// Where sessions live.
     pub store: StateStore,
+    /// How long a turn waits for a busy session.
+    pub session_wait: Option<std::time::Duration>,
     /// The agent, with its tools.
     pub agent: LoadedAgent,
     /// The model clients every agent of this process uses.
@@ -94,7 +98,7 @@ impl RunPlan {
         }
         if args.common.ephemeral {
             bail!(
-                "--ephemeral: a paused run lives in the state dir; resume it with the same --state-dir"
+                "--ephemeral: a paused run lives in the session store; resume it with the same --store or --state-dir"
             );
         }
         Self::build(None, args.session, false, args.json, args.common)
@@ -102,7 +106,11 @@ impl RunPlan {
 
     /// Whether sessions (and paused runs) outlive this process.
     pub fn persistent(&self) -> bool {
-        matches!(self.store, StateStore::Dir(_))
+        match &self.store {
+            StateStore::Ephemeral => false,
+            StateStore::Dir(_) => true,
+            StateStore::Url(url) => !url.trim().starts_with("memory"),
+        }
     }
 
     /// Validates the flags of one agent of `kaos mcp serve` (`common.agent` is its file).
@@ -125,13 +133,30 @@ impl RunPlan {
         json: bool,
         common: CommonArgs,
     ) -> anyhow::Result<Self> {
+        let file = match &common.agent {
+            Some(path) => Some(AgentFile::load(path)?),
+            None => None,
+        };
+        let env_store = std::env::var(kaos_store::STORE_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty());
         let store = if common.ephemeral {
             StateStore::Ephemeral
+        } else if let Some(url) = common.store.filter(|s| !s.trim().is_empty()) {
+            StateStore::Url(url)
+        } else if let Some(dir) = common.state_dir {
+            StateStore::Dir(dir)
+        } else if let Some(url) = env_store {
+            StateStore::Url(url)
         } else {
-            StateStore::Dir(match common.state_dir {
-                Some(dir) => dir,
-                None => default_state_dir()?,
-            })
+            StateStore::Dir(default_state_dir()?)
+        };
+        let session_wait = match common.session_wait {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                Some(std::time::Duration::from_secs_f64(secs))
+            }
+            Some(secs) => bail!("--session-wait {secs}: must be a number of seconds >= 0"),
+            None => None,
         };
         let observability = Observability {
             otlp: common.otlp.filter(|s| !s.trim().is_empty()),
@@ -148,10 +173,6 @@ impl RunPlan {
         let models = Arc::new(ModelRegistry::with_latency(
             std::time::Duration::from_millis(common.model_latency_ms),
         ));
-        let file = match &common.agent {
-            Some(path) => Some(AgentFile::load(path)?),
-            None => None,
-        };
         let trace = wiring::TraceSlot::default();
         let agent =
             LoadedAgent::build(file, common.model.as_deref(), &models, 0, &trace.context())?;
@@ -170,6 +191,7 @@ impl RunPlan {
             json,
             display,
             store,
+            session_wait,
             agent,
             models,
             observability,
@@ -177,19 +199,33 @@ impl RunPlan {
         })
     }
 
-    /// A runtime for this plan: its session store and every model client the agents name.
-    pub fn runtime(&self) -> KaosRuntime {
-        let runtime = match &self.store {
+    /// A runtime for this plan: its session store (opened, migrated) and every model client
+    /// the agents name.
+    pub async fn runtime(&self) -> anyhow::Result<KaosRuntime> {
+        let options = kaos_store::StoreOptions::default();
+        let mut runtime = match &self.store {
             StateStore::Ephemeral => KaosRuntime::test_mode(),
-            StateStore::Dir(dir) => KaosRuntime::with_state_dir(sessions_dir(dir)),
+            StateStore::Dir(dir) => KaosRuntime::new(
+                kaos_store::open_state_dir(dir, options)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            StateStore::Url(url) => KaosRuntime::new(
+                kaos_store::open(url, options)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
         };
-        self.models.register_all(runtime)
+        if let Some(wait) = self.session_wait {
+            runtime = runtime.with_session_wait(wait);
+        }
+        Ok(self.models.register_all(runtime))
     }
 
     /// [`RunPlan::runtime`] with the MCP servers of the agent (and its delegates) started:
     /// their tools join the runtime, and each call carries its tool span's traceparent.
     pub async fn mcp_runtime(&self) -> anyhow::Result<KaosRuntime> {
-        let runtime = self.runtime();
+        let runtime = self.runtime().await?;
         let servers = self.agent.mcp_servers();
         if servers.is_empty() {
             return Ok(runtime);
@@ -217,7 +253,8 @@ impl RunPlan {
     }
 }
 
-/// Sessions are kept in `<state-dir>/sessions` (audit trails will sit beside them).
+/// Sessions are kept in `<state-dir>/sessions` (the SQLite store's file and, beside it,
+/// anything else that is per-session).
 pub fn sessions_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions")
 }

@@ -325,7 +325,7 @@ pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, 
                     format!(
                         "approve it with `kaos resume {run} --session {session}` (or deny it with \
                          `kaos resume {run} --session {session} --deny REASON`), with the same \
-                         --agent/--model/--state-dir",
+                         --agent/--model/--store (or --state-dir)",
                         run = response.run_id,
                         session = plan.session
                     )

@@ -507,6 +507,21 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    async fn release(&self, mut lease: SessionLease) -> Result<(), StoreError> {
+        let (id, token) = (lease.session_id().to_string(), lease.token().to_string());
+        lease.disarm();
+        self.with(move |inner, conn| {
+            conn.execute(
+                "UPDATE kaos_sessions SET lease_token = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_token = ?2",
+                params![id, token],
+            )
+            .map_err(|e| inner.err(e))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn claim_run(
         &self,
         session_id: &str,

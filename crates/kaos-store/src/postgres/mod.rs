@@ -451,6 +451,19 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
+    async fn release(&self, mut lease: SessionLease) -> Result<(), StoreError> {
+        lease.disarm();
+        let c = self.inner.client().await?;
+        c.execute(
+            "UPDATE kaos_sessions SET lease_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_token = $2",
+            &[&lease.session_id(), &lease.token()],
+        )
+        .await
+        .map_err(|e| self.inner.err(e))?;
+        Ok(())
+    }
+
     async fn claim_run(
         &self,
         session_id: &str,

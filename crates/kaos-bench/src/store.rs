@@ -22,12 +22,22 @@ fn runner(store: Arc<dyn SessionStore>, client: FunctionClient) -> Result<Runner
     let runtime = KaosRuntime::new(store)
         .with_client(MODEL, client)
         .with_session_wait(Duration::from_secs(600));
-    Ok(Runner::new(agent("bench-store", kaos_agents::AgentPattern::Chat)?, runtime))
+    Ok(Runner::new(
+        agent("bench-store", kaos_agents::AgentPattern::Chat)?,
+        runtime,
+    ))
 }
 
 /// Per-turn latencies of `n` turns on one session (zero model latency).
-async fn one_session(store: Arc<dyn SessionStore>, n: usize, tag: &str) -> Result<Vec<f64>, BoxError> {
-    let runner = runner(store.clone(), FunctionClient::new(chat_model).without_recording())?;
+async fn one_session(
+    store: Arc<dyn SessionStore>,
+    n: usize,
+    tag: &str,
+) -> Result<Vec<f64>, BoxError> {
+    let runner = runner(
+        store.clone(),
+        FunctionClient::new(chat_model).without_recording(),
+    )?;
     for w in 0..20 {
         drain(&runner, "Hello there!", format!("{tag}-warm-{w}")).await;
     }
@@ -38,9 +48,17 @@ async fn one_session(store: Arc<dyn SessionStore>, n: usize, tag: &str) -> Resul
         drain(&runner, "Hello there, how are you today?", session.clone()).await;
         out.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let s = store.load(&session).await?.ok_or("the session was not stored")?;
+    let s = store
+        .load(&session)
+        .await?
+        .ok_or("the session was not stored")?;
     if s.turn_count != n as u64 || s.messages.len() != 2 * n {
-        return Err(format!("{tag}: {n} turns left {} turns, {} messages", s.turn_count, s.messages.len()).into());
+        return Err(format!(
+            "{tag}: {n} turns left {} turns, {} messages",
+            s.turn_count,
+            s.messages.len()
+        )
+        .into());
     }
     Ok(out)
 }
@@ -52,7 +70,11 @@ fn p50(samples: &[f64]) -> f64 {
 }
 
 /// `sessions` chat turns at once, one per session, the model taking 20 ms; turns/s.
-async fn concurrent(store: Arc<dyn SessionStore>, sessions: usize, tag: &str) -> Result<f64, BoxError> {
+async fn concurrent(
+    store: Arc<dyn SessionStore>,
+    sessions: usize,
+    tag: &str,
+) -> Result<f64, BoxError> {
     let client = FunctionClient::new_async(|request: LlmRequest| async move {
         tokio::time::sleep(Duration::from_millis(20)).await;
         chat_model(&request.messages, &request)
@@ -91,8 +113,15 @@ async fn concurrent(store: Arc<dyn SessionStore>, sessions: usize, tag: &str) ->
 }
 
 /// `tasks` tasks × `turns` turns on one session; checks every turn was kept; turns/s.
-async fn contended(store: Arc<dyn SessionStore>, tasks: usize, turns: usize) -> Result<f64, BoxError> {
-    let runner = runner(store.clone(), FunctionClient::new(chat_model).without_recording())?;
+async fn contended(
+    store: Arc<dyn SessionStore>,
+    tasks: usize,
+    turns: usize,
+) -> Result<f64, BoxError> {
+    let runner = runner(
+        store.clone(),
+        FunctionClient::new(chat_model).without_recording(),
+    )?;
     let t = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|k| {
@@ -108,7 +137,10 @@ async fn contended(store: Arc<dyn SessionStore>, tasks: usize, turns: usize) -> 
         h.await?;
     }
     let wall = t.elapsed();
-    let s = store.load("contended").await?.ok_or("no contended session")?;
+    let s = store
+        .load("contended")
+        .await?
+        .ok_or("no contended session")?;
     let want = (tasks * turns) as u64;
     if s.turn_count != want || s.messages.len() as u64 != 2 * want {
         return Err(format!(
@@ -121,9 +153,14 @@ async fn contended(store: Arc<dyn SessionStore>, tasks: usize, turns: usize) -> 
     Ok(want as f64 / wall.as_secs_f64().max(1e-12))
 }
 
+/// Report keys and their values.
+pub(crate) type Keys = Vec<(&'static str, Value)>;
+
 /// Runs every store workload; returns the report's keys and a note.
-pub(crate) fn run(sizes: Sizes) -> Result<(Vec<(&'static str, Value)>, String), BoxError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+pub(crate) fn run(sizes: Sizes) -> Result<(Keys, String), BoxError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let turns = sizes.same_session_turns;
         let window = 50.min(turns / 2).max(1);

@@ -206,7 +206,7 @@ async fn a_paused_run_is_claimed_exactly_once(store: &Store, id: &str) {
     assert_eq!(won, 1, "exactly one resume wins the claim");
     let s = store.load(id).await.unwrap().unwrap();
     assert!(s.pending_runs.is_empty());
-    assert_eq!(s.runs_in_doubt, [run.clone()]);
+    assert_eq!(s.runs_in_doubt, std::slice::from_ref(&run));
 
     // The resumed turn commits and finishes the run in one transaction.
     let (lease, _) = store.begin(id, WAIT).await.unwrap();

@@ -86,9 +86,13 @@ async fn dispatch(cli: cli::Cli) -> Result<u8, CliError> {
         }
         cli::Command::Resume(args) => {
             let run_id = args.run_id.clone();
-            let deny = args.deny.clone();
+            let choice = run::ResumeChoice {
+                deny: args.deny.clone(),
+                force: args.force,
+                abandon: args.abandon,
+            };
             let plan = plan::RunPlan::from_resume_args(args).map_err(CliError::usage)?;
-            run::resume(plan, run_id, deny).await
+            run::resume(plan, run_id, choice).await
         }
         cli::Command::Audit(args) => audit_cmd::audit_command(&args),
         cli::Command::Serve(args) => serve::serve(args).await,

@@ -259,9 +259,20 @@ pub async fn drive_stream(
     }
 }
 
+/// What `kaos resume` was asked to do with the paused call.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeChoice {
+    /// `--deny REASON`.
+    pub deny: Option<String>,
+    /// `--force`: claim a run left in doubt again.
+    pub force: bool,
+    /// `--abandon`: drop the run without running its call.
+    pub abandon: bool,
+}
+
 /// `kaos resume RUN_ID`: approves (or denies) the paused run's pending tool call and
-/// continues it.
-pub async fn resume(plan: RunPlan, run_id: String, deny: Option<String>) -> Result<u8, CliError> {
+/// continues it, or abandons it.
+pub async fn resume(plan: RunPlan, run_id: String, choice: ResumeChoice) -> Result<u8, CliError> {
     let mut interrupt = Interrupt::install().map_err(CliError::usage)?;
     let recorder = Recorder::new(plan.json);
     let (runner, observers) = wiring::attach_hooks(
@@ -271,11 +282,24 @@ pub async fn resume(plan: RunPlan, run_id: String, deny: Option<String>) -> Resu
         &plan.trace,
     )
     .map_err(CliError::usage)?;
-    let approval = match deny {
+    if choice.abandon {
+        let run = runner
+            .abandon(&run_id, &plan.session)
+            .await
+            .map_err(|e| CliError::failed(anyhow!("{e}")))?;
+        if plan.display.notes {
+            eprintln!(
+                "abandoned paused run {} of session {} (its call never runs; the session takes new turns)",
+                run.run_id, run.session_id
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let approval = match choice.deny {
         Some(reason) => Approval::Deny { reason },
         None => Approval::Approve,
     };
-    let stream = runner.resume(run_id, plan.session.clone(), approval);
+    let stream = runner.resume_with(run_id, plan.session.clone(), approval, choice.force);
     let turn = drive_stream(&plan, &runner, &recorder, &mut interrupt, stream).await;
     observers.finish(plan.display.notes);
     report(&plan, &turn, true)

@@ -11,6 +11,8 @@ use serde_json::Value;
 mod mcp;
 #[path = "cli/stream.rs"]
 mod stream;
+#[path = "cli/store.rs"]
+mod store;
 
 const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
 
@@ -690,7 +692,7 @@ parameters = {{ type = "object", properties = {{}} }}
     let again = resume(&run, "approve-me", &[]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
-        text(&again.stderr).contains("run_state_not_found"),
+        text(&again.stderr).contains("run_already_resumed"),
         "{}",
         text(&again.stderr)
     );

@@ -34,9 +34,10 @@ pub use sqlite::SqliteStore;
 /// The environment variable that names the store when no `--store` is given.
 pub const STORE_ENV: &str = "KAOS_STORE";
 
-/// The environment variable naming a FIFO that a SQLite commit writes to between its
-/// statements (after the rows, before the session header), blocking until read: a test seam
-/// that lets a test kill the process mid-commit without guessing at timing.
+/// The environment variable naming a FIFO that a SQLite commit writes `in-commit` to between
+/// its statements (after the rows, before the session header), then blocks until the FIFO
+/// is opened for reading again: a test seam that lets a test kill the process mid-commit
+/// without guessing at timing.
 pub const COMMIT_GATE_ENV: &str = "KAOS_STORE_TEST_COMMIT_GATE";
 
 /// Settings every store shares.

@@ -125,6 +125,46 @@ impl SqliteStore {
     }
 }
 
+/// This host's name (for lease tokens).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().replace(':', "_"))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
+}
+
+/// A new lease token: `host:pid:random`, so a process on the same host can tell that the
+/// holder died.
+fn lease_token() -> String {
+    format!(
+        "{}:{}:{}",
+        host(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Whether `token` was issued by a process of this host that no longer runs (Linux: no
+/// `/proc/PID`). Elsewhere a dead holder's lease frees itself after its TTL.
+fn holder_is_dead(token: &str) -> bool {
+    let mut parts = token.splitn(3, ':');
+    let (Some(h), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    cfg!(target_os = "linux")
+        && h == host()
+        && pid != std::process::id()
+        && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn until(ttl: Duration) -> i64 {
     (now_ms() + ttl.as_millis() as u64) as i64
 }
@@ -200,9 +240,9 @@ impl Inner {
         &self,
         conn: &Connection,
         id: &str,
-    ) -> Result<Option<(Header, Option<String>)>, StoreError> {
+    ) -> Result<Option<(Header, Option<String>, bool)>, StoreError> {
         conn.prepare_cached(
-            "SELECT incarnation, turn_count, message_count, action_count, lease_token \
+            "SELECT incarnation, turn_count, message_count, action_count, lease_token, committed \
              FROM kaos_sessions WHERE id = ?1",
         )
         .and_then(|mut st| {
@@ -215,6 +255,7 @@ impl Inner {
                         action_count: r.get::<_, i64>(3)? as u64,
                     },
                     r.get(4)?,
+                    r.get::<_, i64>(5)? != 0,
                 ))
             })
             .optional()
@@ -342,10 +383,13 @@ fn parse_run(r: RunRow) -> Result<PausedRun, String> {
     })
 }
 
-/// Writes to the commit gate FIFO (blocks until a test reads it).
+/// The commit gate (a test seam, see [`crate::COMMIT_GATE_ENV`]): writes `in-commit` to the
+/// FIFO (blocking until it is read), then blocks until it is opened for reading once more.
+/// A test reads the line and kills the process, which is then inside its transaction.
 fn pass_gate(options: &StoreOptions) {
     if let Some(gate) = &options.commit_gate {
         let _ = std::fs::write(gate, b"in-commit\n");
+        let _ = std::fs::OpenOptions::new().write(true).open(gate);
     }
 }
 
@@ -355,7 +399,7 @@ impl SessionStore for SqliteStore {
         let id = id.to_string();
         self.with(move |inner, conn| {
             let tx = conn.transaction().map_err(|e| inner.err(e))?;
-            let Some((header, _)) = inner.header(&tx, &id)? else {
+            let Some((header, _, true)) = inner.header(&tx, &id)? else {
                 return Ok(None);
             };
             let s = inner.read(&tx, &id, &header)?;
@@ -383,19 +427,33 @@ impl SessionStore for SqliteStore {
                     st.execute(params![id, uuid::Uuid::new_v4().simple().to_string(), now])
                 })
                 .map_err(e)?;
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                let took = tx
+                let token = lease_token();
+                let mut took = tx
                     .prepare_cached(
                         "UPDATE kaos_sessions SET lease_token = ?2, lease_until = ?3 \
                          WHERE id = ?1 AND (lease_token IS NULL OR lease_until < ?4)",
                     )
                     .and_then(|mut st| st.execute(params![id, token, until(ttl), now]))
                     .map_err(e)?;
+                if took == 0
+                    && let Some((_, Some(holder), _)) = inner.header(&tx, &id)?
+                    && holder_is_dead(&holder)
+                {
+                    // Its process is gone (killed mid-turn): the lease is free now, not
+                    // after its TTL.
+                    took = tx
+                        .execute(
+                            "UPDATE kaos_sessions SET lease_token = ?2, lease_until = ?3 \
+                             WHERE id = ?1 AND lease_token = ?4",
+                            params![id, token, until(ttl), holder],
+                        )
+                        .map_err(e)?;
+                }
                 if took == 0 {
                     tx.rollback().map_err(e)?;
                     return Ok(None);
                 }
-                let Some((header, _)) = inner.header(&tx, &id)? else {
+                let Some((header, _, _)) = inner.header(&tx, &id)? else {
                     return Err(inner.err(format!("session {id:?} vanished while leased")));
                 };
                 let session = inner.read(&tx, &id, &header)?;
@@ -419,7 +477,7 @@ impl SessionStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(e)?;
-            let Some((header, holder)) = inner.header(&tx, &id)? else {
+            let Some((header, holder, _)) = inner.header(&tx, &id)? else {
                 return Err(StoreError::lease_lost(&id));
             };
             if holder.as_deref() != Some(token.as_str()) {
@@ -481,7 +539,7 @@ impl SessionStore for SqliteStore {
             let turns = changes.turn_count.unwrap_or(header.turn_count);
             tx.prepare_cached(
                 "UPDATE kaos_sessions SET turn_count = ?2, message_count = ?3, action_count = ?4, \
-                 lease_token = NULL, lease_until = NULL, updated_ms = ?5 WHERE id = ?1",
+                 lease_token = NULL, lease_until = NULL, updated_ms = ?5, committed = 1 WHERE id = ?1",
             )
             .and_then(|mut st| {
                 st.execute(params![id, turns as i64, messages as i64, actions as i64, now])
@@ -608,7 +666,7 @@ impl SessionStore for SqliteStore {
                 .prepare(
                     "SELECT s.id, s.turn_count, s.message_count, \
                      (SELECT COUNT(*) FROM kaos_runs r WHERE r.session_id = s.id AND r.status = 'pending') \
-                     FROM kaos_sessions s ORDER BY s.id",
+                     FROM kaos_sessions s WHERE s.committed = 1 ORDER BY s.id",
                 )
                 .map_err(e)?;
             let rows = st
@@ -634,7 +692,12 @@ impl SessionStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(e)?;
             let n = tx
-                .execute("DELETE FROM kaos_sessions WHERE id = ?1", params![id])
+                .execute(
+                    "DELETE FROM kaos_sessions WHERE id = ?1 AND committed = 1",
+                    params![id],
+                )
+                .map_err(e)?;
+            tx.execute("DELETE FROM kaos_sessions WHERE id = ?1", params![id])
                 .map_err(e)?;
             for table in ["kaos_messages", "kaos_actions", "kaos_runs"] {
                 tx.execute(

@@ -221,19 +221,48 @@ impl Runner {
     /// START carries `resumed_from` = the paused run's id). With [`Approval::Approve`] the
     /// pending call runs exactly once, bypassing the approval gate for that call id only;
     /// with [`Approval::Deny`] the model gets a denial as the call's result. The tool loop
-    /// then continues where it stopped. The stored state is removed before anything runs,
-    /// so a run is resumed at most once.
+    /// then continues where it stopped. The run is claimed in the store (durably) before
+    /// anything runs, so it is resumed at most once, here or in any process sharing the
+    /// store: a second resume ends with `run_already_resumed`, or `run_in_doubt` while the
+    /// claim is unfinished. A runner whose agent's tools or permissions differ from the
+    /// paused one's is refused (`agent_changed`, naming the difference).
     pub fn resume(
         &self,
         run_id: impl Into<String>,
         session_id: impl Into<String>,
         approval: Approval,
     ) -> EventStream {
+        self.resume_with(run_id, session_id, approval, false)
+    }
+
+    /// [`resume`](Self::resume); with `force`, a run left claimed by a resume that never
+    /// finished (in doubt: its call may already have run) is claimed again and its call runs.
+    pub fn resume_with(
+        &self,
+        run_id: impl Into<String>,
+        session_id: impl Into<String>,
+        approval: Approval,
+        force: bool,
+    ) -> EventStream {
         let shared = self.current();
         let run_id = run_id.into();
         self.stream(session_id.into(), move |scope| async move {
-            turn::run_resumed(shared, scope, run_id, approval).await;
+            turn::run_resumed(shared, scope, run_id, approval, force).await;
         })
+    }
+
+    /// Drops the paused (or in-doubt) run `run_id` without running its call: it becomes
+    /// `abandoned`, and the session takes new turns again.
+    pub async fn abandon(
+        &self,
+        run_id: &str,
+        session_id: &str,
+    ) -> Result<crate::session::PausedRun, crate::session::StoreError> {
+        self.shared
+            .runtime
+            .store()
+            .settle_run(session_id, run_id, crate::session::RunStatus::Abandoned)
+            .await
     }
 
     /// The paused runs of a session, oldest first.

@@ -50,6 +50,10 @@ pub struct RunState {
     pub cost_usd: Option<f64>,
     /// The agent's configuration when it paused.
     pub agent: Agent,
+    /// The names of the tools the agent saw when it paused (a resume with another tool set
+    /// is refused). `None` in states written before this field existed.
+    #[serde(default)]
+    pub tool_names: Option<Vec<String>>,
     /// When it paused (seconds since the Unix epoch).
     pub created_at_unix_secs: u64,
     /// Set when the pause happened inside a PLAN step: where the plan is (`messages` and

@@ -21,7 +21,7 @@ use crate::events::{
 };
 use crate::model_stream;
 use crate::scope::TurnScope;
-use crate::session::{Session, ToolAction};
+use crate::session::{RunStatus, Session, SessionLease, ToolAction, TurnChanges};
 
 /// How a pattern (respond, tool loop, plan, resume continuation) ended.
 pub(crate) enum Outcome {
@@ -83,6 +83,12 @@ pub(crate) struct Turn {
     /// The text the last streamed model call delivered as `TextDelta`s (the answer, unless
     /// the runner wrote one itself).
     streamed: Option<String>,
+    /// The session's lease, held from the load to the commit.
+    lease: Option<SessionLease>,
+    /// The session as committed when the turn took it (the commit appends the difference).
+    base: Session,
+    /// The paused run this turn resumes (claimed; finished by this turn's commit).
+    resumed_run: Option<String>,
 }
 
 impl Turn {
@@ -95,13 +101,14 @@ impl Turn {
         turn_number: u64,
         start: Map<String, Value>,
         message: String,
-        load_error: Option<String>,
+        load_error: Option<Failure>,
     ) -> Result<Turn, TurnSummary> {
         let (turn_span, _) =
             scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);
         let mut turn = Turn {
             shared,
             scope,
+            base: session.clone(),
             session,
             turn_span,
             turn_number,
@@ -112,9 +119,11 @@ impl Turn {
             tool_calls: Vec::new(),
             client: None,
             streamed: None,
+            lease: None,
+            resumed_run: None,
         };
-        if let Some(message) = load_error {
-            return Err(turn.fail(Failure::store(&message)));
+        if let Some(failure) = load_error {
+            return Err(turn.fail(failure));
         }
         if let Some(message) = turn.shared.config_error.clone() {
             return Err(turn.fail(Failure::new(
@@ -135,6 +144,16 @@ impl Turn {
             )));
         }
         Ok(turn)
+    }
+
+    /// Hands the turn the session's lease (committed or released when the turn ends).
+    pub(crate) fn hold(&mut self, lease: SessionLease) {
+        self.lease = Some(lease);
+    }
+
+    /// Marks this turn as the continuation of the claimed run `run_id`.
+    pub(crate) fn resuming(&mut self, run_id: String) {
+        self.resumed_run = Some(run_id);
     }
 
     /// Records the classified intent.
@@ -412,11 +431,30 @@ impl Turn {
     }
 
     /// Ends the turn according to how its pattern ended; returns the summary.
-    pub(crate) async fn finish(self, outcome: Outcome) -> TurnSummary {
+    pub(crate) async fn finish(mut self, outcome: Outcome) -> TurnSummary {
         match outcome {
             Outcome::Answer(text) => self.complete(text).await,
             Outcome::Paused(pause) => self.pause(pause).await,
-            Outcome::Failed(failure) => self.fail(failure),
+            Outcome::Failed(failure) => {
+                self.let_go().await;
+                self.fail(failure)
+            }
+        }
+    }
+
+    /// A failed turn saves nothing: it releases the session, and a resumed run it claimed
+    /// is settled as done (its approved call ran; the turn after it failed), so the session
+    /// takes new turns.
+    async fn let_go(&mut self) {
+        let store = self.shared.runtime.store().clone();
+        if let Some(run_id) = self.resumed_run.take() {
+            let _ = store
+                .settle_run(self.scope.session_id(), &run_id, RunStatus::Done)
+                .await;
+        }
+        if let Some(lease) = self.lease.take() {
+            // Best effort: an unreleased lease expires.
+            let _ = store.release(lease).await;
         }
     }
 
@@ -444,13 +482,17 @@ impl Turn {
         self.emit_summary(summary)
     }
 
-    /// Saves the session.
+    /// Commits what the turn added to the session (and finishes the run it resumed) in one
+    /// transaction that releases the session's lease.
     async fn persist(&mut self) -> Result<(), Failure> {
         let store = self.shared.runtime.store().clone();
-        store
-            .save(&self.session)
-            .await
-            .map_err(|e| Failure::store(&e.message))
+        let mut changes = TurnChanges::between(&self.base, &self.session);
+        changes.finished.extend(self.resumed_run.take());
+        let result = match self.lease.take() {
+            Some(lease) => store.commit(lease, changes).await,
+            None => store.save(&self.session).await,
+        };
+        result.map_err(|e| Failure::store(&e.message))
     }
 
     fn emit_summary(&self, summary: TurnSummary) -> TurnSummary {
@@ -473,6 +515,13 @@ impl Turn {
             usage: self.usage,
             cost_usd: self.cost,
             agent: (*self.shared.agent).clone(),
+            tool_names: Some(
+                self.shared
+                    .tool_defs
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect(),
+            ),
             created_at_unix_secs: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -16,13 +16,17 @@ use crate::agent::AgentPattern;
 use crate::attrs;
 use crate::events::{EventKind, Intent, TurnSummary};
 use crate::scope::TurnScope;
-use crate::session::Session;
+use crate::session::{RunStatus, Session, SessionLease, StoreError, StoreErrorKind};
 
 /// Most characters of recent conversation the intent classifier sees.
 const CLASSIFIER_CONTEXT_CHARS: usize = 2_000;
 
 /// Runs one turn to its end, emitting every event through `scope`. `None` when the turn
 /// failed before it could start (its failed summary was still emitted).
+///
+/// The turn holds its session's lease from the load to the commit, so turns on one session
+/// serialize across processes and replicas sharing the store; a session with a paused run
+/// takes no new turn until the run is resumed or abandoned (`session_paused`).
 pub(crate) async fn run_turn(
     shared: Arc<Shared>,
     scope: TurnScope,
@@ -31,54 +35,61 @@ pub(crate) async fn run_turn(
 ) -> Option<TurnSummary> {
     let lock = shared.session_lock(scope.session_id());
     let _guard = lock.lock().await;
-    let (session, load_error) = load_session(&shared, &scope).await;
+    let (session, lease, mut failure) = begin_session(&shared, &scope).await;
+    if failure.is_none() {
+        failure = paused_failure(&session);
+    }
     let turn_number = session.turn_count + 1;
     let mut start = attrs! {"turn_number" => turn_number, "model" => shared.agent.model.as_str()};
     if let Some(tp) = traceparent {
         start.insert("traceparent".into(), Value::String(tp));
     }
-    let mut turn = Turn::start(
+    let store = shared.runtime.store().clone();
+    let mut turn = match Turn::start(
         shared,
         scope,
         session,
         turn_number,
         start,
         message.clone(),
-        load_error,
-    )
-    .ok()?;
+        failure,
+    ) {
+        Ok(turn) => turn,
+        Err(_) => {
+            release(&store, lease).await;
+            return None;
+        }
+    };
+    if let Some(lease) = lease {
+        turn.hold(lease);
+    }
     let outcome = dispatch(&mut turn, &message).await;
     Some(turn.finish(outcome).await)
 }
 
 /// Continues the paused run `run_id` of the scope's session as a new run (its turn START
-/// carries `resumed_from`). The stored state is removed before anything runs, so a run is
-/// resumed at most once.
+/// carries `resumed_from`). The run is claimed in the store — durably, before anything
+/// runs — so it is resumed at most once; a claim that never finished is refused as in doubt
+/// unless `force`. An agent whose tools or permissions differ from the paused one's is
+/// refused, naming the difference.
 pub(crate) async fn run_resumed(
     shared: Arc<Shared>,
     scope: TurnScope,
     run_id: String,
     approval: Approval,
+    force: bool,
 ) -> Option<TurnSummary> {
     let lock = shared.session_lock(scope.session_id());
     let _guard = lock.lock().await;
-    let (mut session, mut error) = load_session(&shared, &scope).await;
-    let state = match session.pending_runs.remove(&run_id) {
-        Some(v) => match serde_json::from_value::<RunState>(v) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                error.get_or_insert(format!("the paused run {run_id} has a corrupt state: {e}"));
-                None
-            }
-        },
-        None => {
-            error.get_or_insert(format!(
-                "no paused run {run_id} in session {} (already resumed, or never paused)",
-                scope.session_id()
-            ));
-            None
+    let (session, lease, mut failure) = begin_session(&shared, &scope).await;
+    let store = shared.runtime.store().clone();
+    let mut state = None;
+    if failure.is_none() {
+        match find_run(&shared, &session, &run_id, force).await {
+            Ok(s) => state = Some(s),
+            Err(f) => failure = Some(f),
         }
-    };
+    }
     let turn_number = state
         .as_ref()
         .map_or(session.turn_count + 1, |s| s.turn_number);
@@ -87,43 +98,218 @@ pub(crate) async fn run_resumed(
         "model" => shared.agent.model.as_str(),
         "resumed_from" => run_id.as_str(),
     };
-    let store = shared.runtime.store().clone();
-    let (state, error) = match (state, error) {
-        (Some(state), None) => {
-            // Remove the state before running anything: a second resume finds nothing.
-            match store.save(&session).await {
-                Ok(()) => (Some(state), None),
-                Err(e) => (None, Some(e.message)),
-            }
+    if let (Some(_), None) = (&state, &failure) {
+        // The claim is committed before the approved call runs: a second resume, here or
+        // in another process, is refused from now on.
+        if let Err(e) = store
+            .claim_run(
+                scope.session_id(),
+                &run_id,
+                &claimant(scope.run_id()),
+                force,
+            )
+            .await
+        {
+            failure = Some(claim_failure(&e));
         }
-        (_, error) => (None, error),
-    };
+    }
     let message = state
         .as_ref()
         .map(|s| s.original_message.clone())
         .unwrap_or_default();
-    let mut turn = Turn::start(shared, scope, session, turn_number, start, message, None).ok()?;
-    let Some(state) = state else {
-        return Some(turn.fail(Failure::new(
-            "run_state_not_found",
-            error.as_deref().unwrap_or("no paused run state"),
-            "List the session's paused runs (Runner::pending_runs) and resume one of those.",
-        )));
+    let mut turn = match Turn::start(shared, scope, session, turn_number, start, message, failure) {
+        Ok(turn) => turn,
+        Err(_) => {
+            release(&store, lease).await;
+            return None;
+        }
     };
+    if let Some(lease) = lease {
+        turn.hold(lease);
+    }
+    turn.resuming(run_id);
+    let state = state?;
     let outcome = resume::run(&mut turn, state, approval).await;
     Some(turn.finish(outcome).await)
 }
 
-/// The scope's session from the store (a new one when there is none), and the load error.
-async fn load_session(shared: &Shared, scope: &TurnScope) -> (Session, Option<String>) {
-    match shared.runtime.store().load(scope.session_id()).await {
-        Ok(Some(s)) => (s, None),
-        Ok(None) => (Session::new(scope.session_id().to_string()), None),
+/// Takes the scope's session (its lease, waiting up to the runtime's session wait): the
+/// session as committed, the lease, and the failure when it could not be taken.
+async fn begin_session(
+    shared: &Shared,
+    scope: &TurnScope,
+) -> (Session, Option<SessionLease>, Option<Failure>) {
+    let id = scope.session_id();
+    match shared
+        .runtime
+        .store()
+        .begin(id, shared.runtime.session_wait())
+        .await
+    {
+        Ok((lease, session)) => (session, Some(lease), None),
+        Err(e) if e.kind == StoreErrorKind::Busy => (
+            Session::new(id.to_string()),
+            None,
+            Some(Failure::new(
+                "session_busy",
+                &e.message,
+                "Another turn on this session is still running; retry when it ends, or raise the session wait (--session-wait).",
+            )),
+        ),
         Err(e) => (
-            Session::new(scope.session_id().to_string()),
-            Some(e.message),
+            Session::new(id.to_string()),
+            None,
+            Some(Failure::store(&e.message)),
         ),
     }
+}
+
+async fn release(store: &Arc<dyn crate::session::SessionStore>, lease: Option<SessionLease>) {
+    if let Some(lease) = lease {
+        let _ = store.release(lease).await;
+    }
+}
+
+/// `session_paused` when the session has a run waiting for approval or in doubt.
+fn paused_failure(session: &Session) -> Option<Failure> {
+    let id = &session.id;
+    if let Some((run_id, state)) = session.pending_runs.iter().next() {
+        let tool = state
+            .pointer("/pending_call/name")
+            .and_then(Value::as_str)
+            .unwrap_or("a tool");
+        return Some(Failure::new(
+            "session_paused",
+            &format!(
+                "session {id:?} has paused run {run_id} waiting for approval of `{tool}`; a new turn would interleave with it"
+            ),
+            &format!(
+                "Approve it with `kaos resume {run_id} --session {id}`, deny it with `kaos resume {run_id} --session {id} --deny REASON`, or drop it with `--abandon` (Runner::resume / Runner::abandon); then send the message again."
+            ),
+        ));
+    }
+    let run_id = session.runs_in_doubt.first()?;
+    Some(Failure::new(
+        "session_paused",
+        &format!(
+            "session {id:?} has run {run_id} claimed by a resume that never finished (in doubt: its tool call may have run)"
+        ),
+        &format!(
+            "Run `kaos resume {run_id} --session {id} --force` to run the call again, or `kaos resume {run_id} --session {id} --abandon` to drop it."
+        ),
+    ))
+}
+
+/// The paused run `run_id` of `session`, checked against this runner's agent.
+async fn find_run(
+    shared: &Shared,
+    session: &Session,
+    run_id: &str,
+    force: bool,
+) -> Result<RunState, Failure> {
+    let value = match session.pending_runs.get(run_id) {
+        Some(v) => v.clone(),
+        None => {
+            // Not pending: report why (resumed, abandoned, in doubt) from the store.
+            let runs = shared
+                .runtime
+                .store()
+                .runs(&session.id)
+                .await
+                .map_err(|e| Failure::store(&e.message))?;
+            match runs.into_iter().find(|r| r.run_id == run_id) {
+                Some(r) if force && r.status == RunStatus::Claimed => r.state,
+                Some(r) => return Err(claim_failure(&StoreError::not_claimable(&r))),
+                None => {
+                    return Err(claim_failure(&StoreError::run_not_found(
+                        &session.id,
+                        run_id,
+                    )));
+                }
+            }
+        }
+    };
+    let state: RunState = serde_json::from_value(value).map_err(|e| {
+        Failure::new(
+            "run_state_not_found",
+            &format!("the paused run {run_id} has a corrupt state: {e}"),
+            "Abandon it (`kaos resume RUN --session S --abandon`).",
+        )
+    })?;
+    if let Some(difference) = agent_difference(shared, &state) {
+        return Err(Failure::new(
+            "agent_changed",
+            &format!(
+                "paused run {run_id} of session {:?} paused with a different agent: {difference}",
+                session.id
+            ),
+            &format!(
+                "Resume it with the agent (file) it paused with, or drop it with `kaos resume {run_id} --session {} --abandon`.",
+                session.id
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// How this runner's agent differs from the paused run's in what it may call: tool globs,
+/// the tools it sees, permission rules. `None` when they agree.
+fn agent_difference(shared: &Shared, state: &RunState) -> Option<String> {
+    let mut out = Vec::new();
+    let (then, now) = (&state.agent, &*shared.agent);
+    if then.tools != now.tools {
+        out.push(format!("tools {:?} then, {:?} now", then.tools, now.tools));
+    }
+    let tools_now: Vec<String> = shared.tool_defs.iter().map(|d| d.name.clone()).collect();
+    if let Some(tools_then) = &state.tool_names
+        && *tools_then != tools_now
+    {
+        out.push(format!("tool set {tools_then:?} then, {tools_now:?} now"));
+    }
+    if then.permissions != now.permissions {
+        let show = |rules: &[crate::agent::RuleConfig]| {
+            serde_json::to_string(rules).unwrap_or_else(|_| format!("{} rules", rules.len()))
+        };
+        out.push(format!(
+            "permissions {} then, {} now",
+            show(&then.permissions),
+            show(&now.permissions)
+        ));
+    }
+    (!out.is_empty()).then(|| out.join("; "))
+}
+
+/// The turn failure for a refused claim.
+fn claim_failure(e: &StoreError) -> Failure {
+    match e.kind {
+        StoreErrorKind::AlreadyResumed => Failure::new(
+            "run_already_resumed",
+            &e.message,
+            "Nothing to do: the run was resumed (or abandoned) once already.",
+        ),
+        StoreErrorKind::InProgress => Failure::new(
+            "run_in_doubt",
+            &e.message,
+            "If no resume is running, choose: --force runs the call again, --abandon drops it.",
+        ),
+        StoreErrorKind::NotFound => Failure::new(
+            "run_state_not_found",
+            &e.message,
+            "List the session's paused runs (Runner::pending_runs) and resume one of those.",
+        ),
+        _ => Failure::store(&e.message),
+    }
+}
+
+/// Who claims a run: this host, process and run.
+fn claimant(run_id: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("host {host} pid {} run {run_id}", std::process::id())
 }
 
 /// Classifies the message and runs the pattern its intent calls for.

@@ -37,6 +37,8 @@ struct Entry {
     runs: Vec<PausedRun>,
     /// The lease holder's token.
     lease: Option<String>,
+    /// Whether a turn ever committed (a session exists from its first commit on).
+    committed: bool,
 }
 
 impl Entry {
@@ -99,7 +101,13 @@ impl InMemoryStore {
 #[async_trait::async_trait]
 impl SessionStore for InMemoryStore {
     async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.shared.lock().sessions.get(id).map(Entry::view))
+        Ok(self
+            .shared
+            .lock()
+            .sessions
+            .get(id)
+            .filter(|e| e.committed)
+            .map(Entry::view))
     }
 
     async fn begin(&self, id: &str, wait: Duration) -> Result<(SessionLease, Session), StoreError> {
@@ -175,6 +183,7 @@ impl SessionStore for InMemoryStore {
             });
         }
         entry.lease = None;
+        entry.committed = true;
         lease.disarm();
         drop(state);
         self.shared.released.notify_waiters();
@@ -248,6 +257,7 @@ impl SessionStore for InMemoryStore {
         let mut out: Vec<SessionInfo> = state
             .sessions
             .iter()
+            .filter(|(_, e)| e.committed)
             .map(|(id, e)| SessionInfo {
                 id: id.clone(),
                 turn_count: e.session.turn_count,
@@ -264,7 +274,12 @@ impl SessionStore for InMemoryStore {
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let removed = self.shared.lock().sessions.remove(id).is_some();
+        let removed = self
+            .shared
+            .lock()
+            .sessions
+            .remove(id)
+            .is_some_and(|e| e.committed);
         self.shared.released.notify_waiters();
         Ok(removed)
     }

@@ -136,14 +136,14 @@ async fn pause_then_approve_runs_the_tool_exactly_once() {
     assert_eq!(session.turn_count, 1);
     assert_eq!(session.messages.len(), 2);
 
-    // Resuming again finds nothing and runs nothing.
+    // Resuming again is refused as already resumed, and runs nothing.
     let again: Vec<Event> = runner
         .resume(&run_id, "p1", Approval::Approve)
         .collect()
         .await;
     assert_balanced(&again);
     let err = AgentResponse::from_events(&again, "p1").unwrap_err();
-    assert!(err.to_string().contains("run_state_not_found"), "{err}");
+    assert!(err.to_string().contains("run_already_resumed"), "{err}");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 

@@ -4,6 +4,7 @@ CREATE TABLE kaos_sessions (
     turn_count    BIGINT NOT NULL DEFAULT 0,
     message_count BIGINT NOT NULL DEFAULT 0,
     action_count  BIGINT NOT NULL DEFAULT 0,
+    committed     BIGINT NOT NULL DEFAULT 0,
     lease_token   TEXT,
     lease_until   BIGINT,
     created_ms    BIGINT NOT NULL,

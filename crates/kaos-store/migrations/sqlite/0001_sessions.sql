@@ -4,6 +4,7 @@ CREATE TABLE kaos_sessions (
     turn_count    INTEGER NOT NULL DEFAULT 0,
     message_count INTEGER NOT NULL DEFAULT 0,
     action_count  INTEGER NOT NULL DEFAULT 0,
+    committed     INTEGER NOT NULL DEFAULT 0,
     lease_token   TEXT,
     lease_until   INTEGER,
     created_ms    INTEGER NOT NULL,

@@ -286,7 +286,7 @@ impl SessionStore for PostgresStore {
         let row = c
             .query_opt(
                 "SELECT incarnation, turn_count, message_count, action_count \
-                 FROM kaos_sessions WHERE id = $1",
+                 FROM kaos_sessions WHERE id = $1 AND committed = 1",
                 &[&id],
             )
             .await
@@ -425,7 +425,7 @@ impl SessionStore for PostgresStore {
         let st = tx
             .prepare_cached(&format!(
                 "UPDATE kaos_sessions SET turn_count = $2, message_count = $3, action_count = $4, \
-                 lease_token = NULL, lease_until = NULL, updated_ms = {NOW_MS} WHERE id = $1"
+                 lease_token = NULL, lease_until = NULL, updated_ms = {NOW_MS}, committed = 1 WHERE id = $1"
             ))
             .await
             .map_err(e)?;
@@ -539,7 +539,7 @@ impl SessionStore for PostgresStore {
             .query(
                 "SELECT s.id, s.turn_count, s.message_count, \
                    (SELECT COUNT(*) FROM kaos_runs r WHERE r.session_id = s.id AND r.status = 'pending') \
-                 FROM kaos_sessions s ORDER BY s.id",
+                 FROM kaos_sessions s WHERE s.committed = 1 ORDER BY s.id",
                 &[],
             )
             .await
@@ -561,7 +561,13 @@ impl SessionStore for PostgresStore {
         let mut c = inner.client().await?;
         let tx = c.transaction().await.map_err(e)?;
         let n = tx
-            .execute("DELETE FROM kaos_sessions WHERE id = $1", &[&id])
+            .execute(
+                "DELETE FROM kaos_sessions WHERE id = $1 AND committed = 1",
+                &[&id],
+            )
+            .await
+            .map_err(e)?;
+        tx.execute("DELETE FROM kaos_sessions WHERE id = $1", &[&id])
             .await
             .map_err(e)?;
         for table in ["kaos_messages", "kaos_actions", "kaos_runs"] {

@@ -253,12 +253,6 @@ impl RunPlan {
     }
 }
 
-/// Sessions are kept in `<state-dir>/sessions` (the SQLite store's file and, beside it,
-/// anything else that is per-session).
-pub fn sessions_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("sessions")
-}
-
 /// `$XDG_DATA_HOME/kaos`, else `~/.local/share/kaos`.
 pub fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

@@ -13,7 +13,7 @@ use crate::agent_file::{AgentFile, LoadedAgent};
 use crate::cli::ServeArgs;
 use crate::exit::{self, CliError};
 use crate::models::ModelRegistry;
-use crate::plan::{Observability, default_state_dir, sessions_dir};
+use crate::plan::{Observability, default_state_dir};
 use crate::wiring;
 
 /// How long the exporter may take to flush on the way out.
@@ -53,7 +53,7 @@ fn limits(args: &ServeArgs) -> anyhow::Result<Limits> {
 }
 
 /// The agents, each on its own runtime (its tools and delegates) over one session store.
-fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<ServedAgent>> {
+async fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<ServedAgent>> {
     let models = ModelRegistry::with_latency(Duration::from_millis(args.model_latency_ms));
     let mut loaded = Vec::new();
     if args.agent.is_empty() {
@@ -75,14 +75,26 @@ fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<Ser
             &trace.context(),
         )?);
     }
-    let base = if args.ephemeral {
-        KaosRuntime::test_mode()
+    // Sessions: memory (--ephemeral), SQLite in --state-dir, else the KAOS_STORE URL (e.g.
+    // PostgreSQL shared by replicas), else SQLite in the default state dir.
+    let options = kaos_store::StoreOptions::default();
+    let env_store = std::env::var(kaos_store::STORE_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let store = if args.ephemeral {
+        None
+    } else if let (None, Some(url)) = (&args.state_dir, env_store) {
+        Some(kaos_store::open(&url, options).await)
     } else {
         let dir: PathBuf = match &args.state_dir {
             Some(d) => d.clone(),
             None => default_state_dir()?,
         };
-        KaosRuntime::with_state_dir(sessions_dir(&dir))
+        Some(kaos_store::open_state_dir(&dir, options).await)
+    };
+    let base = match store {
+        None => KaosRuntime::test_mode(),
+        Some(store) => KaosRuntime::new(store.map_err(|e| anyhow::anyhow!("{e}"))?),
     };
     let base = models.register_all(base);
     Ok(loaded
@@ -127,7 +139,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     check_bind(&addr, &tokens, args.insecure_localhost).map_err(|e| CliError::usage(e.into()))?;
     let limits = limits(&args).map_err(CliError::usage)?;
     let trace = wiring::TraceSlot::default();
-    let agents = agents(&args, &trace).map_err(CliError::usage)?;
+    let agents = agents(&args, &trace).await.map_err(CliError::usage)?;
     let observability = Observability {
         otlp: args.otlp.clone().filter(|s| !s.trim().is_empty()),
         otlp_protocol: args.otlp_protocol,

@@ -391,14 +391,13 @@ pub trait SessionStore: Send + Sync {
     }
 
     /// Saves `session` whole: takes its lease (waiting up to 30 s), appends what it has
-    /// beyond the committed session, commits. For callers that hold no lease of their own.
+    /// beyond the committed session, commits. For callers that hold no lease of their own
+    /// (creating an empty session, say); a turn uses `begin`/`commit`.
     async fn save(&self, session: &Session) -> Result<(), StoreError> {
         let (lease, current) = self.begin(&session.id, Duration::from_secs(30)).await?;
-        let changes = TurnChanges::between(&current, session);
-        if changes.is_empty() {
-            return self.release(lease).await;
-        }
-        self.commit(lease, changes).await
+        // Committed even when empty: a saved session exists from then on.
+        self.commit(lease, TurnChanges::between(&current, session))
+            .await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kaos_agents::{DirStore, SessionStore};
+use kaos_agents::SessionStore;
 use kaos_server::TurnResponse;
 use serde_json::json;
 
@@ -76,7 +76,11 @@ async fn alternate_and_approve_across(
 #[tokio::test]
 async fn two_replicas_share_a_state_dir() {
     let dir = std::env::temp_dir().join(format!("kaos-serve-{}", uuid::Uuid::new_v4().simple()));
-    alternate_and_approve_across(Arc::new(DirStore::new(&dir)), Arc::new(DirStore::new(&dir)))
-        .await;
+    let options = kaos_store::StoreOptions::default;
+    alternate_and_approve_across(
+        kaos_store::open_state_dir(&dir, options()).await.unwrap(),
+        kaos_store::open_state_dir(&dir, options()).await.unwrap(),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(dir);
 }

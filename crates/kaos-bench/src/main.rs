@@ -17,6 +17,7 @@ mod redaction;
 mod serve;
 mod streaming;
 mod store;
+mod streaming;
 mod workloads;
 
 use std::time::{Duration, Instant};

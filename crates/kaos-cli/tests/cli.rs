@@ -13,6 +13,8 @@ mod mcp;
 mod stream;
 #[path = "cli/store.rs"]
 mod store;
+#[path = "cli/stream.rs"]
+mod stream;
 
 const KAOS: &str = env!("CARGO_BIN_EXE_kaos");
 

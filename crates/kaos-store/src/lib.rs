@@ -36,7 +36,7 @@ pub const STORE_ENV: &str = "KAOS_STORE";
 
 /// The environment variable naming a FIFO that a SQLite commit writes `in-commit` to between
 /// its statements (after the rows, before the session header), then blocks until the FIFO
-/// is opened for reading again: a test seam that lets a test kill the process mid-commit
+/// is opened for writing: a test seam that lets a test kill the process mid-commit
 /// without guessing at timing.
 pub const COMMIT_GATE_ENV: &str = "KAOS_STORE_TEST_COMMIT_GATE";
 

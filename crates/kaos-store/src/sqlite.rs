@@ -384,12 +384,13 @@ fn parse_run(r: RunRow) -> Result<PausedRun, String> {
 }
 
 /// The commit gate (a test seam, see [`crate::COMMIT_GATE_ENV`]): writes `in-commit` to the
-/// FIFO (blocking until it is read), then blocks until it is opened for reading once more.
-/// A test reads the line and kills the process, which is then inside its transaction.
+/// FIFO (blocking until a reader opens it), then opens it for reading, which blocks until
+/// someone opens it for writing. A test reads the line and kills the process, which is then
+/// inside its transaction (or writes to the FIFO to let the commit go on).
 fn pass_gate(options: &StoreOptions) {
     if let Some(gate) = &options.commit_gate {
         let _ = std::fs::write(gate, b"in-commit\n");
-        let _ = std::fs::OpenOptions::new().write(true).open(gate);
+        let _ = std::fs::File::open(gate);
     }
 }
 

@@ -15,7 +15,6 @@
 mod alloc;
 mod redaction;
 mod serve;
-mod streaming;
 mod store;
 mod streaming;
 mod workloads;

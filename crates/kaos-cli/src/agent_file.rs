@@ -58,7 +58,6 @@ impl AgentFile {
         })
     }
 
-
     fn at(&self, span: std::ops::Range<usize>) -> String {
         format!(
             "{}:{}",

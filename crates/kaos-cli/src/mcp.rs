@@ -99,6 +99,8 @@ async fn serve(args: ServeArgs) -> Result<u8, CliError> {
             agent: Some(path.clone()),
             model: args.model.clone(),
             state_dir: args.state_dir.clone(),
+            store: None,
+            session_wait: None,
             ephemeral: args.ephemeral,
             trace: false,
             quiet: true,
@@ -194,6 +196,7 @@ fn resume_hint(path: &std::path::Path, store: &StateStore) -> kaos_mcp::serve::A
     let agent = path.display().to_string();
     let state = match store {
         StateStore::Dir(dir) => format!(" --state-dir {}", dir.display()),
+        StateStore::Url(url) => format!(" --store {}", kaos_store::redact_url(url)),
         StateStore::Ephemeral => String::new(),
     };
     let ephemeral = matches!(store, StateStore::Ephemeral);

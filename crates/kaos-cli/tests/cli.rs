@@ -9,8 +9,6 @@ use serde_json::Value;
 
 #[path = "cli/mcp.rs"]
 mod mcp;
-#[path = "cli/stream.rs"]
-mod stream;
 #[path = "cli/store.rs"]
 mod store;
 #[path = "cli/stream.rs"]

@@ -79,8 +79,23 @@ impl ModelSpec {
                 if model.is_empty() {
                     return Err(invalid("the model name is missing"));
                 }
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                let Some(after_scheme) = base_url
+                    .strip_prefix("http://")
+                    .or_else(|| base_url.strip_prefix("https://"))
+                else {
                     return Err(invalid("the base URL must start with http:// or https://"));
+                };
+                // `http://` alone (or `http:///v1`) names no server; trimming its slashes would
+                // also leave `http:`, which no longer parses.
+                if after_scheme.split('/').next().is_none_or(str::is_empty) {
+                    return Err(invalid(&format!(
+                        "the base URL {base_url:?} has no host after its scheme"
+                    )));
+                }
+                if base_url.contains(char::is_whitespace) {
+                    return Err(invalid(&format!(
+                        "the base URL {base_url:?} contains whitespace"
+                    )));
                 }
                 Ok(ModelSpec::OpenAiCompatible {
                     model: model.to_owned(),

@@ -132,7 +132,7 @@ fn agent_toml() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(crate::util::proptest_config(64))]
 
     #[test]
     fn span_trees_of_arbitrary_events_are_drawn(

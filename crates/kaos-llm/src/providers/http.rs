@@ -547,6 +547,9 @@ impl SseParser {
                     data.push('\n');
                     data.push_str(value);
                 }
+                // The line limit counts raw bytes; lossy decoding turns each invalid byte
+                // into a 3-byte U+FFFD, so the decoded value is checked again.
+                None if value.len() > self.max_line => return Err(self.overflow()),
                 None => self.data = Some(value.to_owned()),
             },
             _ => {}

@@ -109,8 +109,25 @@ fn decode(mut decoder: impl StreamDecoder, events: Vec<SseEvent>) {
     let _ = decoder.finish(Duration::ZERO);
 }
 
+/// Found by `sse_parsing_never_panics_and_ignores_where_bytes_split`: a `data:` line of
+/// invalid UTF-8 under the byte limit grew past it when each byte became U+FFFD (3 bytes).
+#[test]
+fn invalid_utf8_data_cannot_outgrow_the_limit() {
+    let mut bytes = b"data: ".to_vec();
+    bytes.extend(std::iter::repeat_n(0x80u8, LIMIT / 2));
+    bytes.extend_from_slice(b"\n\n");
+    assert!(bytes.len() <= LIMIT, "the raw line is under the limit");
+    assert!(parse_in_pieces(&bytes, &[]).is_err());
+    let mut ok = b"data: ".to_vec();
+    ok.extend(std::iter::repeat_n(0x80u8, LIMIT / 3 - 1));
+    ok.extend_from_slice(b"\n\n");
+    let events = parse_in_pieces(&ok, &[]).unwrap_or_default();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].data.len() <= LIMIT);
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(proptest_config(96))]
 
     #[test]
     fn sse_parsing_never_panics_and_ignores_where_bytes_split(
@@ -145,4 +162,13 @@ proptest! {
         decode(OpenAiDecoder::new("openai", "m"), events.clone());
         decode(AnthropicDecoder::new("anthropic", "m"), events);
     }
+}
+
+/// `default` cases, or `PROPTEST_CASES` when it is set (an explicit count ignores it).
+fn proptest_config(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
 }

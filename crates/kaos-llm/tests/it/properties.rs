@@ -47,7 +47,7 @@ struct Answer {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(crate::util::proptest_config(128))]
 
     #[test]
     fn json_extraction_never_panics(text in model_text()) {
@@ -73,6 +73,9 @@ proptest! {
         any::<String>(),
         "(anthropic|openai|openai-compatible|function|claude-|gpt-|o1|)[:@a-z0-9./-]{0,24}",
         "openai-compatible:[a-z0-9]{0,8}@(http://|https://|)[a-z0-9.:/@]{0,20}",
+        // Regression: no host after the scheme once parsed, then failed to re-parse.
+        Just("openai-compatible:0@http://".to_owned()),
+        Just("openai-compatible:0@https:///".to_owned()),
     ]) {
         if let Ok(parsed) = ModelSpec::parse(&spec) {
             let canonical = parsed.to_string();

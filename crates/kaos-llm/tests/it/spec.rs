@@ -81,6 +81,11 @@ fn bad_specs_list_the_accepted_forms() {
         "openai-compatible:llama3",
         "openai-compatible:llama3@localhost:11434",
         "openai-compatible:@http://x/v1",
+        // Found by the `model_specs_parse_or_fail_and_round_trip` property: no host, so the
+        // canonical form (trailing slashes trimmed) was `…@http:`, which did not parse.
+        "openai-compatible:0@http://",
+        "openai-compatible:0@https:///v1",
+        "openai-compatible:0@http://a b/v1",
     ] {
         let err = ModelSpec::parse(bad).unwrap_err();
         let LlmError::InvalidModelSpec { spec, message } = &err else {

@@ -61,7 +61,7 @@ fn chunks(text: &str, sizes: &[usize]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(crate::util::proptest_config(512))]
 
     #[test]
     fn any_chunking_of_any_json_string_gives_the_same_text(

@@ -291,3 +291,13 @@ pub fn sse_event(event: &str, data: &Value) -> String {
 pub fn sse_data(data: &str) -> String {
     format!("data: {data}\n\n")
 }
+
+/// `default` cases per property, or `PROPTEST_CASES` when it is set (a longer hunt for
+/// flaky inputs: `PROPTEST_CASES=2000 cargo test`). An explicit `with_cases` would ignore it.
+pub fn proptest_config(default: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    proptest::prelude::ProptestConfig::with_cases(cases)
+}

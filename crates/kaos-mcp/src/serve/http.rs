@@ -72,11 +72,25 @@ pub fn http_router(server: AgentServer, tokens: TokenSet) -> axum::Router {
     ))
 }
 
+/// The JSON-RPC error code of a refused bearer token (implementation-defined server range).
+pub const UNAUTHORIZED_CODE: i32 = -32001;
+
+/// 401 with `WWW-Authenticate: Bearer` and, as the body, a JSON-RPC error saying what is
+/// missing: MCP clients such as the Python SDK show a JSON-RPC error body of a non-2xx
+/// response to their caller, and only a generic "error response" for any other body.
 fn unauthorized() -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": UNAUTHORIZED_CODE,
+            "message": "Unauthorized: a valid bearer token is required (Authorization: Bearer <token>)",
+        },
+    });
     (
         StatusCode::UNAUTHORIZED,
         [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-        "a valid bearer token is required (Authorization: Bearer <token>)\n",
+        axum::Json(body),
     )
         .into_response()
 }

@@ -24,7 +24,7 @@ use rmcp::{ServerHandler, ServiceExt};
 use serde_json::{Map, Value, json};
 
 pub use auth::{Tenant, TokenError, TokenSet, tenant_of_header, tokens_from_env};
-pub use http::{HttpServeError, http_router, serve_http};
+pub use http::{HttpServeError, UNAUTHORIZED_CODE, http_router, serve_http};
 
 /// Builds the "how to approve" sentence for a paused run: `(run_id, session_id)` → text.
 pub type ApprovalHint = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;

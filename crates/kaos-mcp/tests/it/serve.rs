@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Harness, model, print_tree};
 
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
+pub(crate) const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(crate) const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 struct PathArgs {
@@ -23,7 +23,7 @@ struct PathArgs {
     path: String,
 }
 
-fn served(h: &Harness) -> AgentServer {
+pub(crate) fn served(h: &Harness) -> AgentServer {
     let helper = Agent::builder()
         .name("helper")
         .instructions("Answers questions.\nMore detail.")
@@ -188,7 +188,7 @@ async fn agents_are_served_over_a_stdio_style_pipe() {
     exercise(&client, &h).await;
 }
 
-async fn start_http(
+pub(crate) async fn start_http(
     h: &Harness,
     tokens: TokenSet,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -222,7 +222,26 @@ async fn agents_are_served_over_streamable_http_with_bearer_tokens() {
         start_http(&h, TokenSet::from_list(&format!("alice={token}")).unwrap()).await;
     let url = format!("http://{addr}/mcp");
 
-    // No token (or a wrong one): refused.
+    // No token (or a wrong one): refused, with a JSON-RPC error body that MCP clients show.
+    let raw = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 401);
+    assert_eq!(raw.headers()["www-authenticate"], "Bearer");
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["code"], kaos_mcp::serve::UNAUTHORIZED_CODE);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bearer token"),
+        "{body}"
+    );
     let anon = StreamableHttpClientTransport::from_uri(url.as_str());
     assert!(().serve(anon).await.is_err());
     let wrong = StreamableHttpClientTransport::with_client(

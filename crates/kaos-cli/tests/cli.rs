@@ -954,6 +954,10 @@ command = ["sh", "-c", "head -c 104857600 /dev/zero | tr '\\0' x; grep VmHWM /pr
         ),
         "{summary}"
     );
+    assert_eq!(
+        tool_end["kind"]["attributes"]["kaos.result_truncated"], true,
+        "the command tool's own cut is on the tool span"
+    );
     assert_eq!(events.last().unwrap()["kind"]["text"], "Done.");
     let hwm = std::fs::read_to_string(dir.path().join("hwm.txt")).unwrap();
     let kib: u64 = hwm

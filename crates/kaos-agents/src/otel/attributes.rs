@@ -98,6 +98,11 @@ pub const KAOS_CALL_ID: &str = "kaos.call_id";
 pub const KAOS_PERMISSION: &str = "kaos.permission";
 /// `kaos.is_error`.
 pub const KAOS_IS_ERROR: &str = "kaos.is_error";
+/// `kaos.result_truncated` (bool, tool spans): the result is incomplete, cut by the tool
+/// itself (a command's output cap) or by the prompt cap (`Agent::max_tool_result_bytes`).
+pub const KAOS_RESULT_TRUNCATED: &str = "kaos.result_truncated";
+/// `kaos.result_original_bytes` (tool spans): the result's size before the prompt cap cut it.
+pub const KAOS_RESULT_ORIGINAL_BYTES: &str = "kaos.result_original_bytes";
 /// `kaos.duration_ms`.
 pub const KAOS_DURATION_MS: &str = "kaos.duration_ms";
 /// `kaos.approval_required`: the tool call waits for a human (the turn paused).

@@ -190,6 +190,14 @@ pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
             } else {
                 out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
             }
+            if let Some(b) = a.get("kaos.result_truncated").and_then(Value::as_bool) {
+                out.push(KeyValue::new(KAOS_RESULT_TRUNCATED, b));
+            }
+            int_attr(
+                "kaos.result_original_bytes",
+                KAOS_RESULT_ORIGINAL_BYTES,
+                &mut out,
+            );
             // Protocol attributes a tool reported (MCP: `mcp.method.name`,
             // `jsonrpc.request.id`, `network.transport`, ...), as they are.
             for (k, v) in a {

@@ -95,6 +95,7 @@ pub(crate) async fn call_tool(
         started,
         step_id,
         extra: Map::new(),
+        tool_truncated: false,
     };
 
     let Some(tool) = tool else {
@@ -204,6 +205,7 @@ pub(crate) async fn call_tool(
     let error_type = (!error_type.is_empty()).then_some(error_type);
     let end = ToolEnd {
         extra: output.span_attributes,
+        tool_truncated: output.truncated,
         ..end
     };
     end.finish(turn, text, error_type)
@@ -217,6 +219,9 @@ struct ToolEnd<'a> {
     step_id: Option<&'a str>,
     /// Protocol attributes the tool reported (`ToolOutput::span_attributes`).
     extra: Map<String, Value>,
+    /// The tool cut its own output short (`ToolOutput::truncated`, e.g. a command's stdout
+    /// past its capture cap).
+    tool_truncated: bool,
 }
 
 impl ToolEnd<'_> {
@@ -240,7 +245,12 @@ impl ToolEnd<'_> {
         for (k, v) in self.extra {
             end.entry(k).or_insert(v);
         }
-        end.insert("kaos.result_truncated".into(), cut_from.is_some().into());
+        // Either cut makes the result incomplete: the tool's own (its output cap) or the
+        // prompt's (`Agent::max_tool_result_bytes`, which also records the size it cut from).
+        end.insert(
+            "kaos.result_truncated".into(),
+            (cut_from.is_some() || self.tool_truncated).into(),
+        );
         if let Some(original) = cut_from {
             end.insert("kaos.result_original_bytes".into(), original.into());
         }

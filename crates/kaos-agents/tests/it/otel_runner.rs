@@ -111,6 +111,61 @@ async fn runner_tool_turn() {
     h.assert_state_empty();
 }
 
+/// `kaos.result_truncated` reaches the exported `execute_tool` span, from the tool's own cut
+/// (`ToolOutput::truncated`) as from the prompt cap (with the size it cut from).
+#[tokio::test]
+async fn runner_tool_span_says_the_result_was_truncated() {
+    let cut = FnTool::new("wordcount", "Counts words.", |_: TextArgs| async move {
+        kaos_agents::ToolOutput::text("[output truncated by the tool] 3").mark_truncated()
+    })
+    .read_only();
+    let h = Harness::new();
+    runner(&h, tool_runtime(cut))
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let tool = named(&spans, "agent.tool_call.wordcount");
+    assert_eq!(attr(tool, "kaos.result_truncated"), Some(Value::Bool(true)));
+    assert_eq!(attr(tool, "kaos.result_original_bytes"), None);
+
+    let long = FnTool::new("wordcount", "Counts words.", |_: TextArgs| async move {
+        "y".repeat(3000)
+    })
+    .read_only();
+    let h = Harness::new();
+    let agent = Agent::builder()
+        .name("tester")
+        .model("fake")
+        .max_tool_result_bytes(1024)
+        .build()
+        .unwrap();
+    Runner::new(agent, tool_runtime(long))
+        .with_shared_hook(h.hook.clone())
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let tool = named(&spans, "agent.tool_call.wordcount");
+    assert_eq!(attr(tool, "kaos.result_truncated"), Some(Value::Bool(true)));
+    assert_eq!(
+        attr(tool, "kaos.result_original_bytes"),
+        Some(Value::I64(3000))
+    );
+
+    let h = Harness::new();
+    runner(&h, tool_runtime(wordcount()))
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let tool = named(&spans, "agent.tool_call.wordcount");
+    assert_eq!(
+        attr(tool, "kaos.result_truncated"),
+        Some(Value::Bool(false))
+    );
+}
+
 #[tokio::test]
 async fn runner_auth_failure() {
     let h = Harness::new();

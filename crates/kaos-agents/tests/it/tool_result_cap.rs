@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanPhase, SpanSubject};
+use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanPhase, SpanSubject, ToolOutput};
 use kaos_llm::{FunctionClient, LlmRequest, Message, ProviderResponse, Role};
 use serde_json::json;
 
@@ -39,12 +39,16 @@ fn model(bytes: usize, seen: Arc<Mutex<Option<String>>>) -> FunctionClient {
 }
 
 async fn run(bytes: usize, cap: usize) -> (Option<String>, Vec<Event>) {
-    let seen = Arc::new(Mutex::new(None));
     // Multi-byte characters: the cut must land on a character boundary.
     let dump = FnTool::new("dump", "Prints a lot.", |s: Size| async move {
         "é".repeat(s.bytes / 2)
     })
     .read_only();
+    run_tool(dump, bytes, cap).await
+}
+
+async fn run_tool(dump: FnTool, bytes: usize, cap: usize) -> (Option<String>, Vec<Event>) {
+    let seen = Arc::new(Mutex::new(None));
     let runtime = KaosRuntime::test_mode()
         .with_client("fake", model(bytes, seen.clone()))
         .with_tool(dump);
@@ -95,6 +99,35 @@ async fn a_result_under_the_cap_is_untouched() {
     let end = tool_end(&events);
     assert_eq!(end.attributes["kaos.result_truncated"], false);
     assert!(!end.attributes.contains_key("kaos.result_original_bytes"));
+}
+
+/// A tool that cut its own output (a command's capture cap: `ToolOutput::truncated`) marks
+/// the span too, even when the result fits under the prompt cap.
+#[tokio::test]
+async fn a_result_the_tool_cut_itself_marks_the_span() {
+    let dump = FnTool::new("dump", "Prints a lot.", |s: Size| async move {
+        ToolOutput::text(format!("[cut by the tool] {}", "x".repeat(s.bytes))).mark_truncated()
+    })
+    .read_only();
+    let (seen, events) = run_tool(dump, 100, 4096).await;
+    assert!(seen.unwrap().starts_with("[cut by the tool] xxx"));
+    let end = tool_end(&events);
+    assert_eq!(end.attributes["kaos.result_truncated"], true);
+    assert!(
+        !end.attributes.contains_key("kaos.result_original_bytes"),
+        "the prompt cap did not cut: {:?}",
+        end.attributes
+    );
+
+    // Both cuts: still one flag, and the prompt cap's original size.
+    let dump = FnTool::new("dump", "Prints a lot.", |s: Size| async move {
+        ToolOutput::text("x".repeat(s.bytes)).mark_truncated()
+    })
+    .read_only();
+    let (_, events) = run_tool(dump, 5000, 1024).await;
+    let end = tool_end(&events);
+    assert_eq!(end.attributes["kaos.result_truncated"], true);
+    assert_eq!(end.attributes["kaos.result_original_bytes"], 5000);
 }
 
 #[test]

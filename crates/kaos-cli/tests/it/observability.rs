@@ -1,0 +1,315 @@
+//! Observability of `kaos run`: OTLP export (and a collector that is down), trace
+//! continuation into command tools, the audit trail and its replay, JSON logs and metrics.
+
+use std::process::{Command, Stdio};
+
+use super::{KAOS, TempDir, events, kaos, text};
+
+/// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body
+/// length)` for each.
+fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usize)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((path, length));
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn spans_go_to_an_otlp_collector_and_audit_trails_replay_there() {
+    let dir = TempDir::new("otlp");
+    let (url, received) = otlp_receiver();
+    let trail = dir.path().join("trail");
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "traced",
+            "--otlp",
+            &url,
+            "--audit",
+            trail.to_str().unwrap(),
+            "Summarize the lease.",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exported 4 span(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (path, length) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+    assert!(length > 100, "an ExportTraceServiceRequest body");
+    // Metrics go to the same collector, after the spans (the exporter shuts down first).
+    let (path, length) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/metrics");
+    assert!(length > 100, "an ExportMetricsServiceRequest body");
+
+    let file = trail.join("traced.jsonl");
+    let out = kaos(
+        dir.path(),
+        &["audit", "export", file.to_str().unwrap(), "--otlp", &url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("with their recorded times"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (path, _) = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+}
+
+#[test]
+fn command_tools_continue_the_trace_with_traceparent() {
+    let dir = TempDir::new("traceparent");
+    let (url, _received) = otlp_receiver();
+    dir.write(
+        "agent.toml",
+        r#"name = "tracer"
+model = "script:replies.json"
+[[tools]]
+name = "show"
+description = "Prints its TRACEPARENT."
+command = ["sh", "-c", "cat >/dev/null; printf '%s' \"$TRACEPARENT\""]
+read_only = true
+parameters = { type = "object", properties = {} }
+"#,
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\",\"confidence\":0.9}",
+            {"tool_calls":[{"name":"show","arguments":{}}]},
+            "done"]"#,
+    );
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--agent",
+            "agent.toml",
+            "--ephemeral",
+            "--json",
+            "--otlp",
+            &url,
+            "--traceparent",
+            caller,
+            "go",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = events(&out.stdout);
+    let tool_end = events
+        .iter()
+        .find(|e| e["kind"]["name"] == "tool.show" && e["kind"]["phase"] == "complete")
+        .expect("a completed tool.show span");
+    let seen = tool_end["kind"]["attributes"]["result_summary"]
+        .as_str()
+        .unwrap();
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {seen:?}");
+    assert_eq!(
+        parts[1], "0af7651916cd43dd8448eb211c80319c",
+        "the caller's trace continues into the tool"
+    );
+    assert_ne!(
+        parts[2], "b7ad6b7169203331",
+        "the parent is the tool call's own span"
+    );
+}
+
+#[test]
+fn a_collector_that_is_down_costs_a_warning_not_the_run() {
+    let dir = TempDir::new("otlp-down");
+    // Bind and drop a listener so the port is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let trail = dir.path().join("trail");
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "down",
+            "--otlp",
+            &url,
+            "--audit",
+            trail.to_str().unwrap(),
+            "hi",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("were not exported"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Replaying the trail to the same dead collector is a failed run (1), not a usage error.
+    let file = trail.join("down.jsonl");
+    let out = kaos(
+        dir.path(),
+        &["audit", "export", file.to_str().unwrap(), "--otlp", &url],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn audit_trail_is_written_redacted_and_replayable() {
+    let dir = TempDir::new("audit");
+    let trail = dir.path().join("trail");
+    let trail_s = trail.to_str().unwrap();
+    let out = kaos(
+        dir.path(),
+        &[
+            "run",
+            "--ephemeral",
+            "--session",
+            "audited",
+            "--audit",
+            trail_s,
+            "My key is sk-ant-api03-CANARYCANARYCANARYCANARY01, summarize the lease.",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let file = trail.join("audited.jsonl");
+    let content = std::fs::read_to_string(&file).unwrap();
+    assert!(content.lines().count() > 3);
+    assert!(
+        !content.contains("CANARYCANARY"),
+        "the key must be redacted in the audit file"
+    );
+    let out = kaos(dir.path(), &["audit", "show", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("agent.turn")
+            && shown.contains("agent.intent_classification")
+            && shown.contains("chat "),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("redacted before writing: anthropic_key="),
+        "{shown}"
+    );
+    let html = dir.path().join("trail.html");
+    let out = kaos(
+        dir.path(),
+        &[
+            "audit",
+            "html",
+            file.to_str().unwrap(),
+            "-o",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<html"));
+    let out = kaos(dir.path(), &["audit", "show", "missing.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
+    let dir = TempDir::new("logs");
+    let out = Command::new(KAOS)
+        .args([
+            "run",
+            "--ephemeral",
+            "-vv",
+            "--log-format",
+            "json",
+            "Summarize the lease.",
+        ])
+        .current_dir(dir.path())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("TRACEPARENT")
+        .env_remove("RUST_LOG")
+        .env("OTEL_TRACES_EXPORTER", "console")
+        .env("OTEL_METRICS_EXPORTER", "console")
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // The console exporter prints `span agent.turn trace=<id> ...`.
+    let turn_line = stdout
+        .lines()
+        .find(|l| l.starts_with("span agent.turn "))
+        .unwrap_or_else(|| panic!("no agent.turn span on stdout:\n{stdout}"));
+    let trace_id = turn_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("trace="))
+        .unwrap();
+    let logs: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let start = logs
+        .iter()
+        .find(|l| l["fields"]["event"] == "span(turn,start)")
+        .unwrap_or_else(|| panic!("no turn start line in {}", text(&out.stderr)));
+    assert_eq!(start["trace_id"], trace_id, "{start}");
+    assert_eq!(start["span_id"].as_str().unwrap().len(), 16);
+    assert!(
+        start["fields"]["run_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("run_")
+    );
+    assert!(
+        stdout.contains("[metric] gen_ai.client.token.usage")
+            && stdout.contains("gen_ai.token.type=input"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[metric] kaos.turn.duration"), "{stdout}");
+}

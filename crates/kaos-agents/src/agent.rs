@@ -169,8 +169,8 @@ impl Agent {
     }
 
     /// Loads an agent from agent-file TOML ([`crate::agent_file`]); `origin` names the file
-    /// in errors. `tools` takes globs here: tool tables, delegates and fallback models need a
-    /// host that builds them (the `kaos` CLI), and are an error naming the line.
+    /// in errors. `tools` takes globs here: tool tables, delegates, fallback models and `[runtime]`
+    /// need a host that builds them (the `kaos` CLI), and are an error naming the line.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Agent, ConfigError> {
         use crate::agent_file::AgentDocument;
         let doc = AgentDocument::parse(text, origin)?;
@@ -193,6 +193,13 @@ impl Agent {
         }
         if let Some(f) = &doc.fallback {
             return Err(host_only(f.models.span(), "fallback", "fallback models"));
+        }
+        if let Some(r) = &doc.runtime {
+            return Err(host_only(
+                r.span(),
+                "runtime",
+                "runtime settings (session store)",
+            ));
         }
         if let Some(t) = doc.tools.iter().find(|t| !t.get_ref().is_str()) {
             return Err(AgentDocument::error_at(
@@ -462,5 +469,23 @@ mod tests {
             err.to_string().starts_with("f.toml:2: field `fallback`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_runtime_section_is_parsed_for_hosts_and_unknown_keys_name_the_line() {
+        let text = "name = \"a\"\n[runtime]\nstore = \"memory:\"\nsession_wait_secs = 5\n";
+        let doc = crate::agent_file::AgentDocument::parse(text, "r.toml").unwrap();
+        let runtime = doc.runtime.as_ref().unwrap().get_ref();
+        assert_eq!(runtime.store.as_ref().unwrap().get_ref(), "memory:");
+        assert_eq!(*runtime.session_wait_secs.as_ref().unwrap().get_ref(), 5.0);
+        let err = Agent::from_toml_str(text, "r.toml").unwrap_err();
+        assert!(
+            err.to_string().starts_with("r.toml:2: field `runtime`"),
+            "{err}"
+        );
+        let bad = "name = \"a\"\n\n[runtime]\nstore = \"memory:\"\nsesion_wait_secs = 5\n";
+        let err = crate::agent_file::AgentDocument::parse(bad, "r.toml").unwrap_err();
+        assert!(err.to_string().starts_with("r.toml:5"), "{err}");
+        assert!(err.to_string().contains("sesion_wait_secs"), "{err}");
     }
 }

@@ -12,6 +12,9 @@
 //! agent = "helper.toml"
 //! [fallback]                      # models tried in order when `model` fails (hosts that build clients)
 //! models = ["openai:gpt-4o-mini"]
+//! [runtime]                       # where sessions live (hosts that open session stores)
+//! store = "postgres://kaos@db/kaos"
+//! session_wait_secs = 30
 //! ```
 //!
 //! (`[[tools]]` tables and `tools = [...]` cannot both appear in one file; an inline array may
@@ -64,6 +67,20 @@ pub struct AgentDocument {
     /// `[[mcp_servers]]`: MCP servers whose tools the agent uses (connected by `kaos-mcp`).
     #[serde(default)]
     pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
+    /// `[runtime]`: the session store and session wait of the host that runs the agent.
+    pub runtime: Option<Spanned<RuntimeEntry>>,
+}
+
+/// `[runtime]`: settings of the runtime a host builds for the agent (its flags and
+/// environment decide first; see the host's documentation for the order).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEntry {
+    /// `store`: the session store's URL (`postgres://…`, `sqlite:PATH`, `memory:`).
+    pub store: Option<Spanned<String>>,
+    /// `session_wait_secs`: how long a turn waits for its session while another turn (any
+    /// process or replica) holds it, before failing with `session_busy`.
+    pub session_wait_secs: Option<Spanned<f64>>,
 }
 
 /// `[[delegates]]`: another agent file exposed as a tool taking `{"task": "..."}`.

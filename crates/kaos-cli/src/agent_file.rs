@@ -66,12 +66,50 @@ impl AgentFile {
         )
     }
 
+    /// The file's `[runtime]` section, each value with the `file:line` it came from; a
+    /// relative `sqlite:PATH` is taken relative to the file.
+    pub fn runtime(&self) -> Option<RuntimeSection> {
+        let runtime = self.doc.runtime.as_ref()?.get_ref();
+        let store = runtime.store.as_ref().map(|url| {
+            let text = url.get_ref().trim();
+            let resolved = match kaos_store::parse_url(text) {
+                Ok(kaos_store::StoreUrl::Sqlite(path)) if path.is_relative() => {
+                    format!("sqlite:{}", self.dir().join(path).display())
+                }
+                _ => text.to_string(),
+            };
+            (resolved, self.at(url.span()))
+        });
+        let session_wait = runtime
+            .session_wait_secs
+            .as_ref()
+            .map(|secs| (*secs.get_ref(), self.at(secs.span())));
+        Some(RuntimeSection {
+            store,
+            session_wait,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn dir(&self) -> PathBuf {
         self.path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."))
     }
+}
+
+/// An agent file's `[runtime]` section: each value and the `file:line` it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSection {
+    /// `store`: the session store's URL.
+    pub store: Option<(String, String)>,
+    /// `session_wait_secs`.
+    pub session_wait: Option<(f64, String)>,
 }
 
 /// A resolved agent: its configuration, its tools and its delegates.

@@ -119,6 +119,9 @@ Examples:
       Serves on 127.0.0.1:8080; the first agent is the default, a body's \"agent\" picks another.
   kaos serve --insecure-localhost --ephemeral
       No auth (loopback only), the built-in offline assistant, nothing on disk.
+  kaos serve --agent a.toml --store postgres://kaos@db/kaos --bind 0.0.0.0:8080
+      One of many replicas behind a load balancer: they share sessions and paused runs
+      (or set `[runtime] store = \"postgres://…\"` in a.toml, or KAOS_STORE).
   curl -N -H 'Authorization: Bearer s3cret-token-1' -H 'Content-Type: application/json' \\
        -d '{\"message\": \"Summarize the lease.\"}' http://127.0.0.1:8080/v1/sessions/s1/messages
       The turn's events as SSE; add -H 'Accept: application/json' for one JSON object.
@@ -149,21 +152,24 @@ pub struct ServeArgs {
     /// Serve without tokens (refused unless --bind is a loopback address).
     #[arg(long)]
     pub insecure_localhost: bool,
-    /// Where sessions are kept. Default: $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
-    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
-    pub state_dir: Option<PathBuf>,
-    /// Keep sessions in memory only.
-    #[arg(long)]
-    pub ephemeral: bool,
+    /// Where sessions live (`--store postgres://…` for many replicas) and how long a turn
+    /// waits for a busy session (then 409 `session_busy`).
+    #[command(flatten)]
+    pub sessions: StoreArgs,
     /// Turns in flight at once; beyond it, 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_concurrent_turns: usize,
     /// Wall-clock limit of one turn, in seconds (then it ends with outcome `timeout`).
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     pub turn_timeout: f64,
-    /// How long a turn waits for a busy session before 409 `session_busy`, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub busy_wait: f64,
+    /// Former name of --session-wait.
+    #[arg(
+        long,
+        value_name = "SECS",
+        hide = true,
+        conflicts_with = "session_wait"
+    )]
+    pub busy_wait: Option<f64>,
     /// How long in-flight turns may run after SIGTERM/SIGINT, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub drain_timeout: f64,
@@ -231,20 +237,9 @@ pub struct CommonArgs {
     /// Model spec; overrides the agent file's. Default: `offline`.
     #[arg(long, value_name = "SPEC")]
     pub model: Option<String>,
-    /// Where sessions are kept (SQLite in DIR/sessions/kaos.db). Default: KAOS_STORE, else $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["ephemeral", "store"])]
-    pub state_dir: Option<PathBuf>,
-    /// The session store by URL: `postgres://USER@HOST/DB` (many processes or replicas),
-    /// `sqlite:PATH`, or `memory:`. Default: KAOS_STORE, else the state directory.
-    #[arg(long, value_name = "URL", conflicts_with = "ephemeral")]
-    pub store: Option<String>,
-    /// How long a turn waits for its session while another turn (any process) holds it,
-    /// before failing with session_busy. Default: 30.
-    #[arg(long, value_name = "SECS")]
-    pub session_wait: Option<f64>,
-    /// Keep sessions in memory only; nothing is written to disk.
-    #[arg(long)]
-    pub ephemeral: bool,
+    /// Where sessions live and how long a turn waits for one.
+    #[command(flatten)]
+    pub sessions: StoreArgs,
     /// Print the span tree on stderr even when stderr is not a terminal.
     #[arg(long)]
     pub trace: bool,
@@ -279,6 +274,32 @@ pub struct CommonArgs {
     /// content capture stay redacted; the plain answer is never redacted.
     #[arg(long)]
     pub no_redact: bool,
+}
+
+/// Where sessions live and how long a turn waits for its session: the same flags, and the
+/// same order, for `run`, `chat`, `resume`, `serve` and `mcp serve`
+/// ([`crate::plan::SessionSettings::resolve`]): `--ephemeral`, else `--store`, else
+/// `--state-dir`, else the agent file's `[runtime] store`, else `KAOS_STORE`, else SQLite in
+/// the default state dir.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Where sessions are kept (SQLite in DIR/sessions/kaos.db). Default: the agent file's
+    /// [runtime] store, else KAOS_STORE, else $XDG_DATA_HOME/kaos or ~/.local/share/kaos.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ephemeral", "store"])]
+    pub state_dir: Option<PathBuf>,
+    /// The session store by URL: `postgres://USER@HOST/DB` (many processes or replicas),
+    /// `sqlite:PATH`, or `memory:`. Default: the agent file's [runtime] store, else
+    /// KAOS_STORE, else the state directory.
+    #[arg(long, value_name = "URL", conflicts_with = "ephemeral")]
+    pub store: Option<String>,
+    /// How long a turn waits for its session while another turn (any process or replica)
+    /// holds it, before failing with session_busy. Default: the agent file's [runtime]
+    /// session_wait_secs, else 30.
+    #[arg(long, value_name = "SECS")]
+    pub session_wait: Option<f64>,
+    /// Keep sessions in memory only; nothing is written to disk.
+    #[arg(long)]
+    pub ephemeral: bool,
 }
 
 /// `kaos run`.

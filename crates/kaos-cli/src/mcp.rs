@@ -11,9 +11,10 @@ use kaos_mcp::serve::{
     AgentServer, ServedAgent, TokenSet, serve_http, serve_stdio, tokens_from_env,
 };
 
-use crate::cli::CommonArgs;
+use crate::agent_file::AgentFile;
+use crate::cli::{CommonArgs, StoreArgs};
 use crate::exit::CliError;
-use crate::plan::{RunPlan, StateStore};
+use crate::plan::{RunPlan, SessionSettings, StateStore};
 use crate::wiring;
 
 const SERVE_EXAMPLES: &str = "\
@@ -67,12 +68,9 @@ pub struct ServeArgs {
     /// Model spec for every agent; overrides the agent files'.
     #[arg(long, value_name = "SPEC")]
     pub model: Option<String>,
-    /// Where sessions are kept (paused runs are resumed from here with `kaos resume`).
-    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
-    pub state_dir: Option<PathBuf>,
-    /// Keep sessions in memory only.
-    #[arg(long)]
-    pub ephemeral: bool,
+    /// Where sessions live (paused runs are resumed from there with `kaos resume`).
+    #[command(flatten)]
+    pub sessions: StoreArgs,
     /// Export spans over OTLP to this collector (default: the OTEL_EXPORTER_OTLP_* variables).
     #[arg(long, value_name = "URL")]
     pub otlp: Option<String>,
@@ -93,15 +91,20 @@ async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     if let Some(file) = &args.tokens_file {
         tokens.extend(TokenSet::from_file(file).map_err(|e| CliError::usage(anyhow!("{e}")))?);
     }
+    // One store for every agent: conflicting [runtime] sections are an error.
+    let files = args
+        .agents
+        .iter()
+        .map(|path| AgentFile::load(path))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(CliError::usage)?;
+    SessionSettings::resolve_shared(&args.sessions, &files).map_err(CliError::usage)?;
     let mut plans = Vec::with_capacity(args.agents.len());
     for path in &args.agents {
         let common = CommonArgs {
             agent: Some(path.clone()),
             model: args.model.clone(),
-            state_dir: args.state_dir.clone(),
-            store: None,
-            session_wait: None,
-            ephemeral: args.ephemeral,
+            sessions: args.sessions.clone(),
             trace: false,
             quiet: true,
             otlp: args.otlp.clone(),
@@ -156,7 +159,7 @@ async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         .collect();
     let mut served = Vec::with_capacity(runners.len());
     for (runner, (plan, path)) in runners.into_iter().zip(plans.iter().zip(&args.agents)) {
-        let hint = resume_hint(path, &plan.store);
+        let hint = resume_hint(path, &plan.sessions.store);
         served.push(ServedAgent::new(runner).with_approval_hint(hint));
     }
     let server = AgentServer::new(served);

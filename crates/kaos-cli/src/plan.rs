@@ -4,12 +4,15 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use kaos_agents::{Agent, KaosRuntime, Runner};
 
 use crate::agent_file::{AgentFile, LoadedAgent};
-use crate::cli::{CaptureContent, ChatArgs, CommonArgs, OtlpProtocol, ResumeArgs, RunArgs};
+use crate::cli::{
+    CaptureContent, ChatArgs, CommonArgs, OtlpProtocol, ResumeArgs, RunArgs, StoreArgs,
+};
 use crate::models::ModelRegistry;
 use crate::wiring;
 
@@ -66,10 +69,8 @@ pub struct RunPlan {
     pub json: bool,
     /// What stderr shows.
     pub display: Display,
-    /// Where sessions live.
-    pub store: StateStore,
-    /// How long a turn waits for a busy session.
-    pub session_wait: Option<std::time::Duration>,
+    /// Where sessions live and how long a turn waits for one.
+    pub sessions: SessionSettings,
     /// The agent, with its tools.
     pub agent: LoadedAgent,
     /// The model clients every agent of this process uses.
@@ -96,7 +97,7 @@ impl RunPlan {
         if args.session.trim().is_empty() {
             bail!("--session must not be empty");
         }
-        if args.common.ephemeral {
+        if args.common.sessions.ephemeral {
             bail!(
                 "--ephemeral: a paused run lives in the session store; resume it with the same --store or --state-dir"
             );
@@ -106,11 +107,7 @@ impl RunPlan {
 
     /// Whether sessions (and paused runs) outlive this process.
     pub fn persistent(&self) -> bool {
-        match &self.store {
-            StateStore::Ephemeral => false,
-            StateStore::Dir(_) => true,
-            StateStore::Url(url) => !url.trim().starts_with("memory"),
-        }
+        self.sessions.persistent()
     }
 
     /// Validates the flags of one agent of `kaos mcp serve` (`common.agent` is its file).
@@ -137,27 +134,7 @@ impl RunPlan {
             Some(path) => Some(AgentFile::load(path)?),
             None => None,
         };
-        let env_store = std::env::var(kaos_store::STORE_ENV)
-            .ok()
-            .filter(|s| !s.trim().is_empty());
-        let store = if common.ephemeral {
-            StateStore::Ephemeral
-        } else if let Some(url) = common.store.filter(|s| !s.trim().is_empty()) {
-            StateStore::Url(url)
-        } else if let Some(dir) = common.state_dir {
-            StateStore::Dir(dir)
-        } else if let Some(url) = env_store {
-            StateStore::Url(url)
-        } else {
-            StateStore::Dir(default_state_dir()?)
-        };
-        let session_wait = match common.session_wait {
-            Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                Some(std::time::Duration::from_secs_f64(secs))
-            }
-            Some(secs) => bail!("--session-wait {secs}: must be a number of seconds >= 0"),
-            None => None,
-        };
+        let sessions = SessionSettings::resolve(&common.sessions, file.as_ref())?;
         let observability = Observability {
             otlp: common.otlp.filter(|s| !s.trim().is_empty()),
             otlp_protocol: common.otlp_protocol,
@@ -190,8 +167,7 @@ impl RunPlan {
             session_generated,
             json,
             display,
-            store,
-            session_wait,
+            sessions,
             agent,
             models,
             observability,
@@ -202,24 +178,7 @@ impl RunPlan {
     /// A runtime for this plan: its session store (opened, migrated) and every model client
     /// the agents name.
     pub async fn runtime(&self) -> anyhow::Result<KaosRuntime> {
-        let options = kaos_store::StoreOptions::default();
-        let mut runtime = match &self.store {
-            StateStore::Ephemeral => KaosRuntime::test_mode(),
-            StateStore::Dir(dir) => KaosRuntime::new(
-                kaos_store::open_state_dir(dir, options)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
-            StateStore::Url(url) => KaosRuntime::new(
-                kaos_store::open(url, options)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
-        };
-        if let Some(wait) = self.session_wait {
-            runtime = runtime.with_session_wait(wait);
-        }
-        Ok(self.models.register_all(runtime))
+        Ok(self.models.register_all(self.sessions.runtime().await?))
     }
 
     /// [`RunPlan::runtime`] with the MCP servers of the agent (and its delegates) started:
@@ -251,6 +210,176 @@ impl RunPlan {
     pub fn agent(&self) -> &Agent {
         &self.agent.agent
     }
+}
+
+/// Where sessions live and how long a turn waits for its session, resolved from the flags
+/// ([`StoreArgs`]), the agent file's `[runtime]` section and `KAOS_STORE`. `kaos run`,
+/// `chat`, `resume`, `serve` and `mcp serve` all resolve it here, in one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    /// The store.
+    pub store: StateStore,
+    /// Where the store came from (`--store`, `KAOS_STORE`, `FILE:LINE [runtime] store`, ...),
+    /// for errors.
+    pub store_origin: String,
+    /// How long a turn waits for a busy session; `None`: the runtime's default (30 s).
+    pub session_wait: Option<Duration>,
+}
+
+impl SessionSettings {
+    /// The settings by precedence: `--ephemeral`; else `--store URL`; else `--state-dir
+    /// DIR`; else the agent file's `[runtime] store`; else `KAOS_STORE`; else SQLite in the
+    /// default state dir. The wait: `--session-wait`, else `[runtime] session_wait_secs`,
+    /// else the runtime's default. A bad value names the flag, or the file, line and field.
+    pub fn resolve(flags: &StoreArgs, file: Option<&AgentFile>) -> anyhow::Result<Self> {
+        let runtime = file.and_then(|f| f.runtime());
+        // The file's values are checked even when a flag overrides them: the file is wrong.
+        if let Some(r) = &runtime {
+            if let Some((url, at)) = &r.store {
+                check_store_url(url, &format!("{at}: field `runtime.store`"))?;
+            }
+            if let Some((secs, at)) = &r.session_wait {
+                wait_secs(*secs, &format!("{at}: field `runtime.session_wait_secs`"))?;
+            }
+        }
+        let env_store = std::env::var(kaos_store::STORE_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let flag_store = flags.store.clone().filter(|s| !s.trim().is_empty());
+        let (store, store_origin) = if flags.ephemeral {
+            (StateStore::Ephemeral, "--ephemeral".to_string())
+        } else if let Some(url) = flag_store {
+            check_store_url(&url, "--store")?;
+            (StateStore::Url(url), "--store".to_string())
+        } else if let Some(dir) = &flags.state_dir {
+            (StateStore::Dir(dir.clone()), "--state-dir".to_string())
+        } else if let Some((url, at)) = runtime.as_ref().and_then(|r| r.store.clone()) {
+            (StateStore::Url(url), format!("{at}: field `runtime.store`"))
+        } else if let Some(url) = env_store {
+            check_store_url(&url, kaos_store::STORE_ENV)?;
+            (StateStore::Url(url), kaos_store::STORE_ENV.to_string())
+        } else {
+            (
+                StateStore::Dir(default_state_dir()?),
+                "the default state dir".to_string(),
+            )
+        };
+        let session_wait = match (flags.session_wait, runtime.and_then(|r| r.session_wait)) {
+            (Some(secs), _) => Some(wait_secs(secs, "--session-wait")?),
+            (None, Some((secs, at))) => Some(wait_secs(
+                secs,
+                &format!("{at}: field `runtime.session_wait_secs`"),
+            )?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            store,
+            store_origin,
+            session_wait,
+        })
+    }
+
+    /// [`SessionSettings::resolve`] for a process that serves several agent files over one
+    /// store (`kaos serve`, `kaos mcp serve`): the first file's `[runtime]` counts, and
+    /// another file whose `[runtime]` would pick a different store or wait is an error
+    /// naming both files.
+    pub fn resolve_shared(flags: &StoreArgs, files: &[AgentFile]) -> anyhow::Result<Self> {
+        let first = Self::resolve(flags, files.first())?;
+        for file in files.iter().skip(1) {
+            let Some(section) = file.runtime() else {
+                continue;
+            };
+            let other = Self::resolve(flags, Some(file))?;
+            let differs = |what: &str, at: &str| {
+                anyhow!(
+                    "{at}: field `runtime.{what}` differs from the first agent's ({}): the agents of one server share one session store and wait; set [runtime] in {} only, or the same in every file",
+                    files
+                        .first()
+                        .and_then(AgentFile::runtime)
+                        .and_then(|r| match what {
+                            "store" => r.store.map(|(_, at)| at),
+                            _ => r.session_wait.map(|(_, at)| at),
+                        })
+                        .unwrap_or_else(|| first.store_origin.clone()),
+                    files
+                        .first()
+                        .map_or(String::new(), |f| f.path().display().to_string())
+                )
+            };
+            if let Some((_, at)) = &section.store
+                && other.store != first.store
+            {
+                return Err(differs("store", at));
+            }
+            if let Some((_, at)) = &section.session_wait
+                && other.session_wait != first.session_wait
+            {
+                return Err(differs("session_wait_secs", at));
+            }
+        }
+        Ok(first)
+    }
+
+    /// The store in a few words, without a password (`SQLite in DIR/...`, a URL, `memory`).
+    pub fn describe(&self) -> String {
+        match &self.store {
+            StateStore::Ephemeral => "in memory (--ephemeral)".to_string(),
+            StateStore::Dir(dir) => {
+                format!("SQLite in {}", kaos_store::state_dir_db(dir).display())
+            }
+            StateStore::Url(url) => kaos_store::redact_url(url),
+        }
+    }
+
+    /// Whether sessions (and paused runs) outlive this process.
+    pub fn persistent(&self) -> bool {
+        match &self.store {
+            StateStore::Ephemeral => false,
+            StateStore::Dir(_) => true,
+            StateStore::Url(url) => {
+                !matches!(kaos_store::parse_url(url), Ok(kaos_store::StoreUrl::Memory))
+            }
+        }
+    }
+
+    /// A runtime over the store (opened, migrated) with the session wait; no model clients.
+    pub async fn runtime(&self) -> anyhow::Result<KaosRuntime> {
+        let options = kaos_store::StoreOptions::default();
+        let store = match &self.store {
+            StateStore::Ephemeral => None,
+            StateStore::Dir(dir) => Some(
+                kaos_store::open_state_dir(dir, options)
+                    .await
+                    .map_err(|e| anyhow!("--state-dir {}: {e}", dir.display()))?,
+            ),
+            StateStore::Url(url) => Some(
+                kaos_store::open(url, options)
+                    .await
+                    .map_err(|e| anyhow!("{}: {e}", self.store_origin))?,
+            ),
+        };
+        let mut runtime = match store {
+            None => KaosRuntime::test_mode(),
+            Some(store) => KaosRuntime::new(store),
+        };
+        if let Some(wait) = self.session_wait {
+            runtime = runtime.with_session_wait(wait);
+        }
+        Ok(runtime)
+    }
+}
+
+fn check_store_url(url: &str, origin: &str) -> anyhow::Result<()> {
+    kaos_store::parse_url(url)
+        .map(|_| ())
+        .map_err(|e| anyhow!("{origin}: {e}"))
+}
+
+fn wait_secs(secs: f64, origin: &str) -> anyhow::Result<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        bail!("{origin}: {secs} must be a number of seconds >= 0");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// `$XDG_DATA_HOME/kaos`, else `~/.local/share/kaos`.

@@ -2,18 +2,16 @@
 //! [`kaos_server::Server`], run until SIGTERM/SIGINT, drained, flushed; exit 0.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use kaos_agents::KaosRuntime;
 use kaos_server::{Limits, ServedAgent, Server, ServerConfig, TokenSet, check_bind};
 
 use crate::agent_file::{AgentFile, LoadedAgent};
 use crate::cli::ServeArgs;
 use crate::exit::{self, CliError};
 use crate::models::ModelRegistry;
-use crate::plan::{Observability, default_state_dir};
+use crate::plan::{Observability, SessionSettings};
 use crate::wiring;
 
 /// How long the exporter may take to flush on the way out.
@@ -38,25 +36,40 @@ fn tokens(args: &ServeArgs) -> anyhow::Result<TokenSet> {
     Ok(set)
 }
 
-/// The server's limits from the flags.
-fn limits(args: &ServeArgs) -> anyhow::Result<Limits> {
+/// The server's limits from the flags; a turn waits for a busy session as long as the
+/// runtime does (`--session-wait`, else `[runtime] session_wait_secs`, else 30 s).
+fn limits(args: &ServeArgs, session_wait: Duration) -> anyhow::Result<Limits> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,
         max_concurrent_turns: args.max_concurrent_turns,
         turn_timeout: secs("turn-timeout", args.turn_timeout)?,
-        busy_wait: secs("busy-wait", args.busy_wait)?,
+        busy_wait: session_wait,
         keep_alive: secs("keep-alive", args.keep_alive)?,
         ..Limits::default()
     };
     Ok(limits)
 }
 
-/// The agents, each on its own runtime (its tools and delegates) over one session store.
-async fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<Vec<ServedAgent>> {
+/// The served agents (each on its own runtime: its tools and delegates, over one session
+/// store and one set of model clients) and the session settings they share.
+async fn agents(
+    args: &ServeArgs,
+    trace: &wiring::TraceSlot,
+) -> anyhow::Result<(Vec<ServedAgent>, SessionSettings)> {
+    let mut flags = args.sessions.clone();
+    if let Some(wait) = args.busy_wait {
+        flags.session_wait = Some(wait);
+    }
+    let files = args
+        .agent
+        .iter()
+        .map(|path| AgentFile::load(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sessions = SessionSettings::resolve_shared(&flags, &files)?;
     let models = ModelRegistry::with_latency(Duration::from_millis(args.model_latency_ms));
     let mut loaded = Vec::new();
-    if args.agent.is_empty() {
+    if files.is_empty() {
         loaded.push(LoadedAgent::build(
             None,
             args.model.as_deref(),
@@ -65,8 +78,7 @@ async fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<V
             &trace.context(),
         )?);
     }
-    for path in &args.agent {
-        let file = AgentFile::load(path)?;
+    for file in files {
         loaded.push(LoadedAgent::build(
             Some(file),
             args.model.as_deref(),
@@ -75,35 +87,15 @@ async fn agents(args: &ServeArgs, trace: &wiring::TraceSlot) -> anyhow::Result<V
             &trace.context(),
         )?);
     }
-    // Sessions: memory (--ephemeral), SQLite in --state-dir, else the KAOS_STORE URL (e.g.
-    // PostgreSQL shared by replicas), else SQLite in the default state dir.
-    let options = kaos_store::StoreOptions::default();
-    let env_store = std::env::var(kaos_store::STORE_ENV)
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let store = if args.ephemeral {
-        None
-    } else if let (None, Some(url)) = (&args.state_dir, env_store) {
-        Some(kaos_store::open(&url, options).await)
-    } else {
-        let dir: PathBuf = match &args.state_dir {
-            Some(d) => d.clone(),
-            None => default_state_dir()?,
-        };
-        Some(kaos_store::open_state_dir(&dir, options).await)
-    };
-    let base = match store {
-        None => KaosRuntime::test_mode(),
-        Some(store) => KaosRuntime::new(store.map_err(|e| anyhow::anyhow!("{e}"))?),
-    };
-    let base = models.register_all(base);
-    Ok(loaded
+    let base = models.register_all(sessions.runtime().await?);
+    let agents = loaded
         .iter()
         .map(|l| {
             let (agent, runtime) = l.agent_and_runtime(base.clone());
             ServedAgent { agent, runtime }
         })
-        .collect())
+        .collect();
+    Ok((agents, sessions))
 }
 
 /// Resolves at the first SIGTERM or SIGINT.
@@ -137,9 +129,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         .map_err(|e| CliError::usage(anyhow!("--bind {:?}: {e} (use IP:PORT)", args.bind)))?;
     let tokens = tokens(&args).map_err(CliError::usage)?;
     check_bind(&addr, &tokens, args.insecure_localhost).map_err(|e| CliError::usage(e.into()))?;
-    let limits = limits(&args).map_err(CliError::usage)?;
     let trace = wiring::TraceSlot::default();
-    let agents = agents(&args, &trace).await.map_err(CliError::usage)?;
+    let (agents, sessions) = agents(&args, &trace).await.map_err(CliError::usage)?;
+    let session_wait = agents
+        .first()
+        .map_or(Duration::ZERO, |a| a.runtime.session_wait());
+    let limits = limits(&args, session_wait).map_err(CliError::usage)?;
     let observability = Observability {
         otlp: args.otlp.clone().filter(|s| !s.trim().is_empty()),
         otlp_protocol: args.otlp_protocol,
@@ -172,13 +167,14 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         .with_context(|| format!("cannot read the address bound for {addr}"))
         .map_err(CliError::usage)?;
     eprintln!(
-        "kaos serve: listening on http://{local} (agents: {}; {}) — OpenAPI at /openapi.json",
+        "kaos serve: listening on http://{local} (agents: {}; {}; sessions: {}) — OpenAPI at /openapi.json",
         names.join(", "),
         if tenants == 0 {
             "no auth, loopback only".to_string()
         } else {
             format!("{tenants} token(s)")
-        }
+        },
+        sessions.describe()
     );
     let report = server
         .serve(listener, shutdown_signal(), drain_timeout)

@@ -74,6 +74,44 @@ pub fn state_dir_db(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions").join("kaos.db")
 }
 
+/// The store a URL names, parsed without opening it (see [`open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUrl<'a> {
+    /// `memory:`.
+    Memory,
+    /// `sqlite:PATH` or `sqlite://PATH`: the path.
+    Sqlite(&'a Path),
+    /// `postgres://…` or `postgresql://…`: the whole URL.
+    Postgres(&'a str),
+}
+
+/// Parses a store URL (see [`open`] for the forms); an unknown form is an error that lists
+/// the accepted ones and names the URL without its password.
+pub fn parse_url(url: &str) -> Result<StoreUrl<'_>, StoreError> {
+    let url = url.trim();
+    if url == "memory:" || url == "memory" {
+        return Ok(StoreUrl::Memory);
+    }
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.trim().is_empty() {
+            return Err(StoreError::backend(
+                "store URL \"sqlite:\" names no file: use sqlite:PATH",
+            ));
+        }
+        return Ok(StoreUrl::Sqlite(Path::new(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StoreUrl::Postgres(url));
+    }
+    Err(StoreError::backend(format!(
+        "unknown store URL {:?}: use sqlite:PATH, postgres://USER@HOST/DB or memory:",
+        redact_url(url)
+    )))
+}
+
 /// Opens the store a URL names:
 ///
 /// * `sqlite:PATH` or `sqlite://PATH` — a SQLite file (feature `sqlite`);
@@ -84,23 +122,11 @@ pub fn state_dir_db(state_dir: &Path) -> PathBuf {
 ///
 /// Errors name the URL without its password.
 pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn SessionStore>, StoreError> {
-    let url = url.trim();
-    if url == "memory:" || url == "memory" {
-        return Ok(Arc::new(InMemoryStore::new()));
+    match parse_url(url)? {
+        StoreUrl::Memory => Ok(Arc::new(InMemoryStore::new())),
+        StoreUrl::Sqlite(path) => open_sqlite(path, options).await,
+        StoreUrl::Postgres(url) => open_postgres(url, options).await,
     }
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        return open_sqlite(Path::new(path), options).await;
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return open_postgres(url, options).await;
-    }
-    Err(StoreError::backend(format!(
-        "unknown store URL {:?}: use sqlite:PATH, postgres://USER@HOST/DB or memory:",
-        redact_url(url)
-    )))
 }
 
 /// Opens the default store of a state directory (`<dir>/sessions/kaos.db`), creating the

@@ -1,11 +1,11 @@
 //! The session store under real processes: many `kaos run` at once on one session, a
 //! process killed mid-commit, racing resumes, a turn on a paused session, a resume with a
-//! changed agent file, and `--store postgres://`.
+//! changed agent file, `--store postgres://`, and the agent file's `[runtime]` section.
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kaos_agents::SessionStore;
@@ -430,4 +430,232 @@ fn store_postgres_url_keeps_sessions_in_postgresql() {
     );
     block_on(store.drop_schema(&schema)).unwrap();
     let _ = Duration::ZERO;
+}
+
+/// `kaos run --json` in `dir` with `KAOS_STORE` set (or not): the output.
+fn run_with_store_env(dir: &Path, kaos_store_env: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kaos"));
+    command
+        .arg("run")
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("xdg"))
+        .env_remove("KAOS_STORE")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null());
+    if let Some(url) = kaos_store_env {
+        command.env(kaos_store::STORE_ENV, url);
+    }
+    command.output().unwrap()
+}
+
+/// The turns of `session` in the SQLite file `db` (0 when it has none, or no file).
+fn turns_in(db: &Path, session: &str) -> u64 {
+    if !db.exists() {
+        return 0;
+    }
+    block_on(async {
+        let store = kaos_store::open(
+            &format!("sqlite:{}", db.display()),
+            kaos_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        store
+            .load(session)
+            .await
+            .unwrap()
+            .map_or(0, |s| s.turn_count)
+    })
+}
+
+/// The order `kaos run` (and `kaos serve`) pick the store in: `--store`, `--state-dir`, the
+/// agent file's `[runtime] store` (a relative `sqlite:` path is relative to the file),
+/// `KAOS_STORE`, the default state dir.
+#[test]
+fn the_agent_files_runtime_store_sits_between_the_flags_and_kaos_store() {
+    let dir = TempDir::new("runtime-store");
+    std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+    dir.write(
+        "agents/agent.toml",
+        "name = \"a\"\n[runtime]\nstore = \"sqlite:file.db\"\n",
+    );
+    let env_db = dir.path().join("env.db");
+    let env_url = format!("sqlite:{}", env_db.display());
+    let file_db = dir.path().join("agents/file.db");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--agent", "agents/agent.toml", "--session", "s", "--json"];
+        args.extend_from_slice(extra);
+        args.push("Hello");
+        let out = run_with_store_env(dir.path(), Some(&env_url), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        turn_number(&out.stdout)
+    };
+    assert_eq!(run(&[]), 1);
+    assert_eq!(run(&[]), 2);
+    assert_eq!(
+        turns_in(&file_db, "s"),
+        2,
+        "the file's store, not KAOS_STORE"
+    );
+    assert_eq!(turns_in(&env_db, "s"), 0);
+    assert_eq!(
+        run(&["--state-dir", "state"]),
+        1,
+        "--state-dir beats the file"
+    );
+    let state_db = kaos_store::state_dir_db(&dir.path().join("state"));
+    assert_eq!(turns_in(&state_db, "s"), 1);
+    assert_eq!(run(&["--store", "sqlite:flag.db"]), 1, "--store beats all");
+    assert_eq!(turns_in(&dir.path().join("flag.db"), "s"), 1);
+    assert_eq!(turns_in(&file_db, "s"), 2);
+
+    dir.write("agents/agent.toml", "name = \"a\"\n");
+    assert_eq!(run(&[]), 1, "without [runtime]: KAOS_STORE");
+    assert_eq!(turns_in(&env_db, "s"), 1);
+    let out = run_with_store_env(
+        dir.path(),
+        None,
+        &[
+            "--agent",
+            "agents/agent.toml",
+            "--session",
+            "s",
+            "--json",
+            "Hi",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let default_db = kaos_store::state_dir_db(&dir.path().join("xdg/kaos"));
+    assert_eq!(turns_in(&default_db, "s"), 1, "then the default state dir");
+}
+
+/// Bad `[runtime]` values and unknown keys are usage errors naming the file, line and field.
+#[test]
+fn runtime_section_errors_name_file_line_and_field() {
+    let dir = TempDir::new("runtime-errors");
+    let cases = [
+        (
+            "name = \"a\"\n\n[runtime]\nstore = \"memory:\"\nsession_wiat_secs = 3\n",
+            "agent.toml:5",
+            "session_wiat_secs",
+        ),
+        (
+            "name = \"a\"\n[runtime]\nstore = \"mysql://db/kaos\"\n",
+            "agent.toml:3: field `runtime.store`: unknown store URL",
+            "sqlite:PATH",
+        ),
+        (
+            "name = \"a\"\n[runtime]\n\nsession_wait_secs = -1\n",
+            "agent.toml:4: field `runtime.session_wait_secs`",
+            ">= 0",
+        ),
+        (
+            "name = \"a\"\n[runtime]\nstore = 5\n",
+            "agent.toml:3",
+            "string",
+        ),
+    ];
+    for (toml, location, detail) in cases {
+        dir.write("agent.toml", toml);
+        let out = kaos(
+            dir.path(),
+            &["run", "--agent", "agent.toml", "--ephemeral", "hi"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
+        assert!(
+            err.contains(location) && err.contains(detail),
+            "{toml}: {err}"
+        );
+    }
+    // --store on the command line is checked the same way.
+    let out = kaos(dir.path(), &["run", "--store", "redis://x", "hi"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--store: unknown store URL"), "{err}");
+}
+
+/// `[runtime] session_wait_secs` is how long a turn waits for a session another process
+/// holds; `--session-wait` overrides it.
+#[test]
+fn the_runtime_session_wait_applies_and_the_flag_wins() {
+    let dir = TempDir::new("runtime-wait");
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    for fifo in [&started, &release] {
+        assert!(Command::new("mkfifo").arg(fifo).status().unwrap().success());
+    }
+    dir.write(
+        "holder.toml",
+        &format!(
+            r#"name = "holder"
+model = "script:replies.json"
+[[tools]]
+name = "long"
+read_only = true
+command = ["sh", "-c", "echo started > '{}'; cat '{}' > /dev/null; echo finished"]
+"#,
+            started.display(),
+            release.display()
+        ),
+    );
+    dir.write(
+        "replies.json",
+        r#"["{\"intent\":\"tool_use\"}", {"tool_calls":[{"name":"long","arguments":{}}]}, "all done"]"#,
+    );
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let holder = Command::new(env!("CARGO_BIN_EXE_kaos"))
+        .args([
+            "run",
+            "--agent",
+            "holder.toml",
+            "--state-dir",
+            state,
+            "--session",
+            "held",
+            "-q",
+            "run the long job",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KAOS_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The holder's tool is running: it holds the session's lease.
+    assert_eq!(std::fs::read_to_string(&started).unwrap().trim(), "started");
+
+    let waiter = |file_wait: &str, extra: &[&str]| {
+        dir.write(
+            "waiter.toml",
+            &format!("name = \"waiter\"\n[runtime]\nsession_wait_secs = {file_wait}\n"),
+        );
+        let mut args = vec![
+            "run",
+            "--agent",
+            "waiter.toml",
+            "--state-dir",
+            state,
+            "--session",
+            "held",
+        ];
+        args.extend_from_slice(extra);
+        args.push("Hello");
+        kaos(dir.path(), &args)
+    };
+    let out = waiter("0", &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("session_busy"), "the file's wait (0 s): {err}");
+    let out = waiter("600", &["--session-wait", "0"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("session_busy"), "the flag's wait (0 s): {err}");
+
+    std::fs::write(&release, "go\n").unwrap();
+    let out = holder.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

@@ -196,14 +196,17 @@ impl Observers {
     }
 }
 
-/// The observability hooks, in order: OTel (when tracing is on), logging (library events to
-/// the `tracing` subscriber), audit, metrics (when on). `kaos serve` attaches them to every
-/// runner it builds; the OTel hook also goes into `trace` for the command tools.
+/// Every runner's hooks, in order: the circuit breaker ([`circuit_breaker`], one for the
+/// process: `kaos serve` counts a tool's failures across requests), OTel (when tracing is
+/// on), logging (library events to the `tracing` subscriber), audit, metrics (when on).
+/// `kaos run`, `chat` and `resume` attach them with [`attach_hooks`]; `kaos serve` and `kaos
+/// mcp serve` to every runner they build. The OTel hook also goes into `trace` for the
+/// command tools.
 pub fn shared_hooks(
     o: &Observability,
     trace: &TraceSlot,
 ) -> anyhow::Result<(Vec<Arc<dyn Hook>>, Observers)> {
-    let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
+    let mut hooks: Vec<Arc<dyn Hook>> = vec![Arc::new(circuit_breaker())];
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
         let telemetry = builder
@@ -250,7 +253,7 @@ pub fn shared_hooks(
     Ok((hooks, observers))
 }
 
-/// Adds the circuit breaker and the observability hooks ([`shared_hooks`]) to `runner`;
+/// Adds [`shared_hooks`] (the circuit breaker and the observability hooks) to `runner`;
 /// the OTel hook also goes into `trace` for the command tools.
 pub fn attach_hooks(
     runner: Runner,
@@ -260,9 +263,7 @@ pub fn attach_hooks(
     let (hooks, observers) = shared_hooks(o, trace)?;
     let runner = hooks
         .into_iter()
-        .fold(runner.with_hook(circuit_breaker()), |runner, hook| {
-            runner.with_shared_hook(hook)
-        });
+        .fold(runner, |runner, hook| runner.with_shared_hook(hook));
     Ok((runner, observers))
 }
 

@@ -14,6 +14,7 @@ mod observability;
 mod redaction;
 mod run;
 mod serve;
+mod serve_wiring;
 mod store;
 mod stream;
 

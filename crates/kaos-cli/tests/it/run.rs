@@ -678,7 +678,7 @@ command = ["sh", "-c", "echo run >> runs.txt; echo down >&2; exit 1"]
 }
 
 /// A local provider that answers every request with 401 (failover-eligible, never retried).
-fn unauthorized_provider() -> String {
+pub(super) fn unauthorized_provider() -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());

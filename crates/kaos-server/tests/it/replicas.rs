@@ -1,10 +1,10 @@
-//! Two replicas on one shared store: a session alternates between them, and a run paused
-//! on one is approved on the other.
+//! Two replicas on one shared store (a SQLite state dir; a PostgreSQL schema): a session
+//! alternates between them, and a run paused on one is approved on the other.
 
 use std::sync::Arc;
 
 use kaos_agents::SessionStore;
-use kaos_server::TurnResponse;
+use kaos_server::{SessionInfo, TurnResponse};
 use serde_json::json;
 
 use crate::util::{Options, TOKEN_A, client, post_json, start};
@@ -71,6 +71,20 @@ async fn alternate_and_approve_across(
         .await
         .unwrap();
     assert_eq!(again.status(), 404, "approved once, on either replica");
+    // Both replicas see the five turns (four plus the resumed one), nothing pending.
+    for replica in [&a, &b] {
+        let info: SessionInfo = client()
+            .get(replica.url("/v1/sessions/shared"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info.turn_count, 5, "{info:?}");
+        assert!(info.pending_runs.is_empty(), "{info:?}");
+    }
 }
 
 #[tokio::test]
@@ -83,4 +97,36 @@ async fn two_replicas_share_a_state_dir() {
     )
     .await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The PostgreSQL server of the tests (`KAOS_TEST_DATABASE_URL`, default the local one).
+fn database_url() -> String {
+    std::env::var("KAOS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Two replicas, each with its own pool from `kaos_store::open("postgres://…")`, on a fresh
+/// schema dropped at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_a_postgres_schema() {
+    let url = database_url();
+    let schema = format!("kaos_server_{}", uuid::Uuid::new_v4().simple());
+    let options = || kaos_store::StoreOptions {
+        schema: Some(schema.clone()),
+        pool_size: 4,
+        ..kaos_store::StoreOptions::default()
+    };
+    let replica_a = kaos_store::open(&url, options()).await.unwrap_or_else(|e| {
+        panic!(
+            "the two-replica test needs PostgreSQL at {} (set KAOS_TEST_DATABASE_URL to use another): {e}\n\
+             start the local one with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            kaos_store::redact_url(&url)
+        )
+    });
+    let replica_b = kaos_store::open(&url, options()).await.unwrap();
+    alternate_and_approve_across(replica_a, replica_b).await;
+    let cleanup = kaos_store::PostgresStore::connect(&url, options())
+        .await
+        .unwrap();
+    cleanup.drop_schema(&schema).await.unwrap();
 }

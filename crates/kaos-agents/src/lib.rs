@@ -12,6 +12,7 @@ pub mod coalesce;
 pub mod events;
 pub mod hooks;
 pub mod mcp_config;
+pub mod message_parts;
 mod model_stream;
 pub mod naming;
 #[cfg(feature = "otel")]

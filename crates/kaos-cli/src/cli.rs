@@ -191,7 +191,8 @@ pub struct ServeArgs {
     /// OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http).
     #[arg(long, value_enum)]
     pub otlp_protocol: Option<OtlpProtocol>,
-    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else none).
+    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else
+    /// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT where true means redacted, else none).
     #[arg(long, value_enum)]
     pub capture_content: Option<CaptureContent>,
     /// Write a redacted audit trail (one JSONL file per session) into DIR.
@@ -260,7 +261,8 @@ pub struct CommonArgs {
     /// A W3C traceparent to continue (default: the TRACEPARENT variable).
     #[arg(long, value_name = "TRACEPARENT")]
     pub traceparent: Option<String>,
-    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else none).
+    /// How much message content goes into spans (default: KAOS_CAPTURE_CONTENT, else
+    /// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT where true means redacted, else none).
     #[arg(long, value_enum)]
     pub capture_content: Option<CaptureContent>,
     /// Write a redacted audit trail (one JSONL file per session) into DIR.

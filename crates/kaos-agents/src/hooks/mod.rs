@@ -99,6 +99,14 @@ pub trait Hook: Send + Sync {
     /// `TurnSummary`.
     fn on_turn_summary(&self, _event: &Event, _summary: &crate::events::TurnSummary) {}
 
+    /// Whether this hook records message content. When any hook of a run says yes, the
+    /// runner puts each model call's request and answer on its `llm_call` span events in the
+    /// GenAI message-parts shape (see [`crate::message_parts`]); when none does, that content
+    /// is never built. Asked once per model call.
+    fn captures_content(&self) -> bool {
+        false
+    }
+
     /// If the hook can no longer do its job and the turn must stop (a fail-closed audit
     /// trail that cannot write), the reason. Checked after every event.
     fn halt_reason(&self) -> Option<String> {
@@ -125,6 +133,9 @@ impl<H: Hook + ?Sized> Hook for Arc<H> {
     }
     fn halt_reason(&self) -> Option<String> {
         (**self).halt_reason()
+    }
+    fn captures_content(&self) -> bool {
+        (**self).captures_content()
     }
     fn flush(&self) -> Result<(), HookError> {
         (**self).flush()
@@ -290,6 +301,11 @@ impl HookSet {
             }
         }
         action
+    }
+
+    /// Whether any hook records message content ([`Hook::captures_content`]).
+    pub fn captures_content(&self) -> bool {
+        self.hooks.iter().any(|h| h.captures_content())
     }
 
     /// The first halt reason any hook gives.

@@ -50,6 +50,10 @@ pub const GEN_AI_TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
 pub const GEN_AI_TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
 /// `gen_ai.output.messages` (opt-in content, JSON string of GenAI output messages).
 pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+/// `gen_ai.input.messages` (opt-in content, JSON string of GenAI chat messages).
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+/// `gen_ai.system_instructions` (opt-in content, JSON string of GenAI parts).
+pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
 /// `error.type` (stable).
 pub const ERROR_TYPE: &str = "error.type";
 

@@ -1,6 +1,12 @@
-//! Opt-in message content on spans: tool arguments and results and the turn's answer, as
-//! JSON strings in the GenAI message shape, redacted on request and capped in size (still
-//! valid JSON after truncation).
+//! Opt-in message content on spans, as JSON strings in the GenAI message-parts shape,
+//! redacted on request and capped in size (still valid JSON, and still a messages array,
+//! after truncation): `gen_ai.system_instructions`, `gen_ai.input.messages` and
+//! `gen_ai.output.messages` on `chat` spans (from [`crate::message_parts`]), tool arguments
+//! and results on tool spans, and the turn's answer on the turn span.
+//!
+//! Switched by `--capture-content` (CLI), else `KAOS_CAPTURE_CONTENT`, else the GenAI alias
+//! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` ([`CaptureContent::from_vars`]); off
+//! when none is set, and **redacted** when merely turned on.
 
 use serde_json::{Value, json};
 
@@ -22,22 +28,69 @@ impl CaptureContent {
     /// The environment variable read by [`CaptureContent::from_env`].
     pub const ENV: &'static str = "KAOS_CAPTURE_CONTENT";
 
-    /// Parses `none|off|false|0`, `redacted|redact`, `full|on|true|1` (any case).
+    /// The de-facto GenAI switch, honoured as an alias of [`CaptureContent::ENV`] (which
+    /// wins when both are set).
+    pub const OTEL_ENV: &'static str = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
+
+    /// Parses a `KAOS_CAPTURE_CONTENT` / `--capture-content` value (any case):
+    /// `none|off|false|0` capture nothing, `redacted|redact|on|true|1` capture redacted
+    /// content (on means redacted), `full` captures it verbatim.
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "" | "none" | "off" | "false" | "0" => Some(Self::None),
-            "redacted" | "redact" => Some(Self::Redacted),
-            "full" | "on" | "true" | "1" => Some(Self::Full),
+            "redacted" | "redact" | "on" | "true" | "1" => Some(Self::Redacted),
+            "full" => Some(Self::Full),
             _ => None,
         }
     }
 
-    /// From `KAOS_CAPTURE_CONTENT`; unset or unknown values mean [`CaptureContent::None`].
+    /// Parses an `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` value (any case):
+    /// `true`, `SPAN_ONLY` and `SPAN_AND_EVENT` turn capture on, **redacted** (kaos puts
+    /// content on spans only, and on means redacted); `false`, `NO_CONTENT` and
+    /// `EVENT_ONLY` (kaos emits no content events) leave it off.
+    pub fn parse_otel(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "span_only" | "span_and_event" => Some(Self::Redacted),
+            "" | "false" | "no_content" | "event_only" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// The mode the two variables' values give. Precedence: `KAOS_CAPTURE_CONTENT`, then
+    /// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`, then off (the CLI's
+    /// `--capture-content` flag comes before both). A value that does not parse is an error
+    /// naming the variable.
+    pub fn from_vars(kaos: Option<&str>, otel: Option<&str>) -> Result<Self, String> {
+        if let Some(v) = kaos {
+            return Self::parse(v).ok_or_else(|| {
+                format!(
+                    "{}={v:?}: expected none, redacted or full (or off/on)",
+                    Self::ENV
+                )
+            });
+        }
+        if let Some(v) = otel {
+            return Self::parse_otel(v).ok_or_else(|| {
+                format!(
+                    "{}={v:?}: expected NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT, true or false",
+                    Self::OTEL_ENV
+                )
+            });
+        }
+        Ok(Self::None)
+    }
+
+    /// From `KAOS_CAPTURE_CONTENT`, else `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`
+    /// ([`CaptureContent::from_vars`]). Unset means [`CaptureContent::None`]; a value that
+    /// does not parse is logged as a warning and also means off (content is never captured
+    /// by mistake).
     pub fn from_env() -> Self {
-        std::env::var(Self::ENV)
-            .ok()
-            .and_then(|v| Self::parse(&v))
-            .unwrap_or_default()
+        let kaos = std::env::var(Self::ENV).ok();
+        let otel = std::env::var(Self::OTEL_ENV).ok();
+        Self::from_vars(kaos.as_deref(), otel.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!("{e}; message content capture stays off");
+            Self::None
+        })
     }
 }
 
@@ -83,6 +136,22 @@ impl ContentPolicy {
             CaptureContent::Redacted => self.redactor.redact_value(&mut value),
         }
         Some(capped_json(&value, self.cap))
+    }
+}
+
+impl ContentPolicy {
+    /// The JSON text of a GenAI messages (or parts) array, or `None` when capture is off:
+    /// redacted per the mode, then capped to [`ContentPolicy::cap`] bytes by
+    /// [`capped_messages`], so it is still an array of the same shape.
+    pub(crate) fn render_messages(&self, value: &Value) -> Option<String> {
+        let mut value = match self.mode {
+            CaptureContent::None => return None,
+            _ => value.clone(),
+        };
+        if self.mode == CaptureContent::Redacted {
+            self.redactor.redact_value(&mut value);
+        }
+        Some(capped_messages(value, self.cap))
     }
 }
 
@@ -141,6 +210,62 @@ pub fn capped_json(value: &Value, cap: usize) -> String {
     }
 }
 
+/// A GenAI messages (or parts) array serialized to at most `cap` bytes and still an array of
+/// the same shape (so it validates against the conventions' schema): long strings are cut
+/// first (ending in `…[truncated]`), then the oldest items are dropped (the newest is the
+/// one a reader wants), and if even one item does not fit, the array is empty.
+pub fn capped_messages(value: Value, cap: usize) -> String {
+    let text = value.to_string();
+    if text.len() <= cap {
+        return text;
+    }
+    let mut limit = cap;
+    let mut shortened = value;
+    while limit >= 16 {
+        shorten_content(&mut shortened, limit);
+        let text = shortened.to_string();
+        if text.len() <= cap {
+            return text;
+        }
+        limit /= 2;
+    }
+    let Value::Array(items) = shortened else {
+        return capped_json(&shortened, cap);
+    };
+    // Keep the longest tail that fits: `[` + items joined by `,` + `]`.
+    let texts: Vec<String> = items.iter().map(Value::to_string).collect();
+    let mut used = 2;
+    let mut first = texts.len();
+    for (i, t) in texts.iter().enumerate().rev() {
+        let add = t.len() + usize::from(first < texts.len());
+        if used + add > cap {
+            break;
+        }
+        used += add;
+        first = i;
+    }
+    format!("[{}]", texts[first..].join(","))
+}
+
+/// Keys whose values name a message's structure (a part's `type`, a message's `role`, ...):
+/// never cut, or the value would no longer follow the schema.
+const STRUCTURAL_KEYS: [&str; 5] = ["type", "role", "finish_reason", "id", "name"];
+
+/// [`shorten_strings`] on a messages array, leaving structural values whole.
+fn shorten_content(value: &mut Value, max_chars: usize) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if !STRUCTURAL_KEYS.contains(&k.as_str()) {
+                    shorten_content(v, max_chars);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| shorten_content(v, max_chars)),
+        other => shorten_strings(other, max_chars),
+    }
+}
+
 fn truncate_bytes(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -167,5 +292,56 @@ mod tests {
         let out = capped_json(&Value::Array(many), 512);
         assert!(out.len() <= 512);
         assert!(serde_json::from_str::<Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn capped_messages_keep_the_array_shape() {
+        let msg =
+            |text: String| json!({"role": "user", "parts": [{"type": "text", "content": text}]});
+        let long: Vec<Value> = (0..3)
+            .map(|i| msg(format!("{i}{}", "é".repeat(5_000))))
+            .collect();
+        let out = capped_messages(Value::Array(long), 1024);
+        assert!(out.len() <= 1024, "{} bytes", out.len());
+        let back: Value = serde_json::from_str(&out).unwrap();
+        let items = back.as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        let text = items[2]["parts"][0]["content"].as_str().unwrap();
+        assert!(text.starts_with('2') && text.ends_with(MARKER), "{text}");
+        // Too many messages for the cap: the oldest go, the newest stays.
+        let many: Vec<Value> = (0..500).map(|i| msg(format!("m{i}"))).collect();
+        let out = capped_messages(Value::Array(many), 300);
+        assert!(out.len() <= 300);
+        let back: Value = serde_json::from_str(&out).unwrap();
+        let items = back.as_array().unwrap();
+        assert!(!items.is_empty());
+        assert_eq!(items.last().unwrap()["parts"][0]["content"], "m499");
+        // Not even one message fits: an empty array, still valid.
+        let out = capped_messages(json!([msg("x".repeat(100))]), 20);
+        assert_eq!(out, "[]");
+    }
+
+    #[test]
+    fn capture_variables_and_their_precedence() {
+        type C = CaptureContent;
+        assert_eq!(C::from_vars(None, None), Ok(C::None));
+        // The GenAI alias: true (and span modes) mean capture, redacted by default.
+        for on in ["true", "TRUE", "SPAN_ONLY", "span_and_event"] {
+            assert_eq!(C::from_vars(None, Some(on)), Ok(C::Redacted), "{on}");
+        }
+        for off in ["false", "NO_CONTENT", "EVENT_ONLY"] {
+            assert_eq!(C::from_vars(None, Some(off)), Ok(C::None), "{off}");
+        }
+        // KAOS_CAPTURE_CONTENT wins over the alias, both ways.
+        assert_eq!(C::from_vars(Some("full"), Some("NO_CONTENT")), Ok(C::Full));
+        assert_eq!(C::from_vars(Some("none"), Some("true")), Ok(C::None));
+        // On means redacted; verbatim needs `full`.
+        assert_eq!(C::parse("on"), Some(C::Redacted));
+        assert_eq!(C::parse("true"), Some(C::Redacted));
+        assert_eq!(C::parse("full"), Some(C::Full));
+        let err = C::from_vars(None, Some("yes please")).unwrap_err();
+        assert!(err.contains(C::OTEL_ENV), "{err}");
+        let err = C::from_vars(Some("maybe"), None).unwrap_err();
+        assert!(err.contains(C::ENV), "{err}");
     }
 }

@@ -54,7 +54,8 @@ impl std::fmt::Debug for OTelHook {
 
 impl OTelHook {
     /// A hook over any tracer (`SdkTracer`, `BoxedTracer`, ...). Content capture comes from
-    /// `KAOS_CAPTURE_CONTENT` (off when unset).
+    /// `KAOS_CAPTURE_CONTENT`, else `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`
+    /// (off when neither is set; see [`CaptureContent::from_vars`]).
     pub fn new<T>(tracer: T) -> Self
     where
         T: Tracer + Send + Sync + 'static,
@@ -325,8 +326,9 @@ impl OTelHook {
                     // Only built when content is captured (it was most of a summary's cost).
                     if self.content.captures()
                         && !summary.text.is_empty()
-                        && let Some(text) =
-                            self.content.render(output_messages(&summary.text, "stop"))
+                        && let Some(text) = self
+                            .content
+                            .render_messages(&output_messages(&summary.text, "stop"))
                     {
                         span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
                     }
@@ -491,7 +493,7 @@ impl OTelHook {
         }
         let otel = open.cx.span();
         let a = &span.attributes;
-        otel.set_attributes(end_attributes(open.kind, span));
+        otel.set_attributes(end_attributes(&self.content, open.kind, span));
         if open.kind == Kind::Llm
             && let Some(at) = a.get("first_chunk_unix_nano").and_then(Value::as_u64)
         {
@@ -629,6 +631,10 @@ impl Hook for OTelHook {
     fn on_event(&self, event: &Event) -> HookAction {
         self.handle(event);
         HookAction::Continue
+    }
+
+    fn captures_content(&self) -> bool {
+        self.content.captures()
     }
 
     fn flush(&self) -> Result<(), HookError> {

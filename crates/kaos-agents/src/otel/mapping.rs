@@ -11,6 +11,7 @@ use super::attributes::*;
 use super::content::ContentPolicy;
 use super::state::Kind;
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
+use crate::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
 use crate::naming::span_name;
 
 /// Prefixes of tool-reported protocol attributes copied onto `tool_call` spans.
@@ -72,6 +73,22 @@ pub(super) fn start_shape(
             ]);
             if a.get("stream").and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
+            }
+            if content.captures() {
+                content_attribute(
+                    content,
+                    a,
+                    SYSTEM_INSTRUCTIONS,
+                    GEN_AI_SYSTEM_INSTRUCTIONS,
+                    &mut attrs,
+                );
+                content_attribute(
+                    content,
+                    a,
+                    INPUT_MESSAGES,
+                    GEN_AI_INPUT_MESSAGES,
+                    &mut attrs,
+                );
             }
             SpanKind::Client
         }
@@ -141,8 +158,26 @@ pub(super) fn start_shape(
     (name, kind, attrs)
 }
 
+/// The message content under `src` (a GenAI messages or parts array the runner put on the
+/// event, see [`crate::message_parts`]) as `dst`, rendered by the capture policy.
+fn content_attribute(
+    content: &ContentPolicy,
+    a: &serde_json::Map<String, Value>,
+    src: &str,
+    dst: &'static str,
+    out: &mut Vec<KeyValue>,
+) {
+    if let Some(text) = a.get(src).and_then(|v| content.render_messages(v)) {
+        out.push(KeyValue::new(dst, text));
+    }
+}
+
 /// The attributes a span's terminal phase adds.
-pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
+pub(super) fn end_attributes(
+    content: &ContentPolicy,
+    kind: Kind,
+    span: &SpanEvent,
+) -> Vec<KeyValue> {
     let a = &span.attributes;
     let mut out = Vec::with_capacity(8);
     let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
@@ -182,6 +217,15 @@ pub(super) fn end_attributes(kind: Kind, span: &SpanEvent) -> Vec<KeyValue> {
                     GEN_AI_RESPONSE_FINISH_REASONS,
                     &Value::Array(vec![Value::String(r.to_string())]),
                 ));
+            }
+            if content.captures() {
+                content_attribute(
+                    content,
+                    a,
+                    OUTPUT_MESSAGES,
+                    GEN_AI_OUTPUT_MESSAGES,
+                    &mut out,
+                );
             }
         }
         Kind::Tool => {

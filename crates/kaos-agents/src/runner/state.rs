@@ -19,6 +19,7 @@ use crate::attrs;
 use crate::events::{
     EventKind, Intent, SpanError, SpanPhase, SpanSubject, ToolCallSummary, TurnOutcome, TurnSummary,
 };
+use crate::message_parts;
 use crate::model_stream;
 use crate::scope::TurnScope;
 use crate::session::{RunStatus, Session, SessionLease, ToolAction, TurnChanges};
@@ -219,11 +220,14 @@ impl Turn {
         inputs: &[(&str, &str)],
     ) -> Result<TypedOutcome<O>, LlmError> {
         let client = self.client()?;
-        let (span, _) = self.scope.start_span(
-            SpanSubject::LlmCall,
-            format!("llm_call.{purpose}"),
-            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()},
-        );
+        let content = self.scope.hooks().captures_content();
+        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()};
+        if content {
+            message_parts::request_attributes(&signature.messages(inputs), &mut start);
+        }
+        let (span, _) =
+            self.scope
+                .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
         let result = signature
             .call(client.as_ref(), inputs, &RequestOptions::default())
             .await;
@@ -234,6 +238,12 @@ impl Turn {
                 a.insert("response_model".into(), out.model.clone().into());
                 if let Some(id) = &out.response_id {
                     a.insert("response_id".into(), id.clone().into());
+                }
+                if content {
+                    a.insert(
+                        message_parts::OUTPUT_MESSAGES.into(),
+                        message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
+                    );
                 }
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);
             }
@@ -268,11 +278,14 @@ impl Turn {
         prose_fallback: bool,
     ) -> Result<TypedOutcome<O>, LlmError> {
         let client = self.client()?;
-        let (span, _) = self.scope.start_span(
-            SpanSubject::LlmCall,
-            format!("llm_call.{purpose}"),
-            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true},
-        );
+        let content = self.scope.hooks().captures_content();
+        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true};
+        if content {
+            message_parts::request_attributes(&signature.messages(inputs), &mut start);
+        }
+        let (span, _) =
+            self.scope
+                .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
         let (result, stats, streamed) = model_stream::stream_typed(
             &self.scope,
             &span,
@@ -304,6 +317,12 @@ impl Turn {
                     a.insert(
                         "stop_reason".into(),
                         serde_json::to_value(reason).unwrap_or(Value::Null),
+                    );
+                }
+                if content {
+                    a.insert(
+                        message_parts::OUTPUT_MESSAGES.into(),
+                        message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
                     );
                 }
                 stats.write(&mut a);
@@ -350,11 +369,14 @@ impl Turn {
         request: &LlmRequest,
     ) -> Result<ProviderResponse, LlmError> {
         let client = self.client()?;
-        let (span, _) = self.scope.start_span(
-            SpanSubject::LlmCall,
-            format!("llm_call.{purpose}"),
-            attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true},
-        );
+        let content = self.scope.hooks().captures_content();
+        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true};
+        if content {
+            message_parts::request_attributes(&request.messages, &mut start);
+        }
+        let (span, _) =
+            self.scope
+                .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
         let (result, stats) =
             model_stream::stream_chat(&self.scope, &span, client.as_ref(), request).await;
         match result {
@@ -372,6 +394,15 @@ impl Turn {
                     a.insert(
                         "stop_reason".into(),
                         serde_json::to_value(reason).unwrap_or(Value::Null),
+                    );
+                }
+                if content {
+                    a.insert(
+                        message_parts::OUTPUT_MESSAGES.into(),
+                        message_parts::output_messages(
+                            &response.parts,
+                            response.stop_reason.as_ref(),
+                        ),
                     );
                 }
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);

@@ -9,6 +9,8 @@ mod circuit;
 mod delegation;
 mod hooks;
 #[cfg(feature = "otel")]
+mod otel_content;
+#[cfg(feature = "otel")]
 mod otel_context;
 #[cfg(feature = "otel")]
 mod otel_export;

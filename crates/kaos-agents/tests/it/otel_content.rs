@@ -1,0 +1,385 @@
+//! Message content on `chat` spans (`gen_ai.system_instructions`, `gen_ai.input.messages`,
+//! `gen_ai.output.messages`): validated against the conventions' JSON schema (the subset in
+//! `tests/data/genai-content.schema.json`), redacted, capped to valid JSON, and not even
+//! built when capture is off.
+
+use futures::StreamExt;
+use kaos_agents::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
+use kaos_agents::otel::CaptureContent;
+use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanSubject};
+use kaos_llm::FunctionClient;
+use opentelemetry_sdk::trace::SpanData;
+use serde_json::{Value, json};
+
+use crate::otel_hook::{Harness, attr, attr_s, named};
+use crate::util::routing_model;
+
+const SECRET: &str = "sk-ant-api03-Z01Q1Qr3AF3O9WpwKkCxMi_c9rzhIDQlCZspEBhqH8p7adOLKy3m6WqUZSH7dG0SxBSrVu-bj8T04sN1Tfs7kU7uJE0aiAA";
+
+/// A JSON Schema validator for the keywords the schema file uses (`$ref` into `$defs`,
+/// `type`, `const`, `enum`, `oneOf`, `properties`, `required`, `additionalProperties: false`,
+/// `items`). Any other keyword is an error, so the file cannot silently ask for more.
+struct Schema {
+    root: Value,
+}
+
+impl Schema {
+    fn load() -> Self {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/genai-content.schema.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        Self {
+            root: serde_json::from_str(&text).unwrap(),
+        }
+    }
+
+    /// Validates `doc` against `#/$defs/{def}`.
+    fn validate(&self, def: &str, doc: &Value) -> Result<(), String> {
+        self.check(&self.def(def)?, doc, "$")
+    }
+
+    fn def(&self, name: &str) -> Result<Value, String> {
+        self.root["$defs"]
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no $defs/{name} in the schema"))
+    }
+
+    fn check(&self, schema: &Value, doc: &Value, at: &str) -> Result<(), String> {
+        let s = schema
+            .as_object()
+            .ok_or_else(|| format!("{at}: schema is not an object"))?;
+        for key in s.keys() {
+            let known = [
+                "$ref",
+                "type",
+                "const",
+                "enum",
+                "oneOf",
+                "properties",
+                "required",
+                "additionalProperties",
+                "items",
+            ];
+            if !known.contains(&key.as_str()) {
+                return Err(format!("{at}: unsupported schema keyword {key}"));
+            }
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r
+                .strip_prefix("#/$defs/")
+                .ok_or_else(|| format!("{at}: unsupported $ref {r}"))?;
+            return self.check(&self.def(name)?, doc, at);
+        }
+        if let Some(t) = s.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(one) => vec![one.as_str()],
+                Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                _ => return Err(format!("{at}: bad type keyword")),
+            };
+            let actual = match doc {
+                Value::Null => "null",
+                Value::Bool(_) => "boolean",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            if !types.contains(&actual) {
+                return Err(format!("{at}: {actual} is not {types:?}"));
+            }
+        }
+        if let Some(c) = s.get("const")
+            && c != doc
+        {
+            return Err(format!("{at}: {doc} is not {c}"));
+        }
+        if let Some(Value::Array(allowed)) = s.get("enum")
+            && !allowed.contains(doc)
+        {
+            return Err(format!("{at}: {doc} is not one of {allowed:?}"));
+        }
+        if let Some(Value::Array(options)) = s.get("oneOf") {
+            let errors: Vec<String> = options
+                .iter()
+                .filter_map(|o| self.check(o, doc, at).err())
+                .collect();
+            if options.len() - errors.len() != 1 {
+                return Err(format!(
+                    "{at}: {doc} matches {} of oneOf ({errors:?})",
+                    options.len() - errors.len()
+                ));
+            }
+        }
+        if let Value::Object(map) = doc {
+            for req in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = req.as_str().unwrap_or_default();
+                if !map.contains_key(key) {
+                    return Err(format!("{at}: missing required {key}"));
+                }
+            }
+            let props = s.get("properties").and_then(Value::as_object);
+            let closed = s.get("additionalProperties") == Some(&Value::Bool(false));
+            for (k, v) in map {
+                match props.and_then(|p| p.get(k)) {
+                    Some(sub) => self.check(sub, v, &format!("{at}.{k}"))?,
+                    None if closed => return Err(format!("{at}: unexpected property {k}")),
+                    None => {}
+                }
+            }
+        }
+        if let (Some(items), Value::Array(docs)) = (s.get("items"), doc) {
+            for (i, d) in docs.iter().enumerate() {
+                self.check(items, d, &format!("{at}[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_validator_rejects_what_the_conventions_reject() {
+    let schema = Schema::load();
+    let good = json!([{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "2"}]}]);
+    schema.validate("InputMessages", &good).unwrap();
+    let bad = [
+        // `result` is the old output schema's field: the parts schema says `response`.
+        (
+            "InputMessages",
+            json!([{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "result": "2"}]}]),
+        ),
+        ("InputMessages", json!([{"role": "bot", "parts": []}])),
+        ("InputMessages", json!([{"role": "user", "content": "hi"}])),
+        ("InputMessages", json!({"role": "user", "parts": []})),
+        (
+            "OutputMessages",
+            json!([{"role": "assistant", "parts": [{"type": "text", "content": "x"}]}]),
+        ),
+        (
+            "OutputMessages",
+            json!([{"role": "assistant", "parts": [{"type": "txt", "content": "x"}], "finish_reason": "stop"}]),
+        ),
+        ("SystemInstructions", json!([{"type": "text"}])),
+        ("SystemInstructions", json!("be brief")),
+    ];
+    for (def, doc) in bad {
+        assert!(schema.validate(def, &doc).is_err(), "{def} accepted {doc}");
+    }
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct TextArgs {
+    /// The text.
+    text: String,
+}
+
+fn tool_runner(h: &Harness) -> Runner {
+    let tool = FnTool::new("wordcount", "Counts words.", |a: TextArgs| async move {
+        a.text.split_whitespace().count().to_string()
+    })
+    .read_only();
+    let runtime = KaosRuntime::test_mode()
+        .with_client(
+            "fake",
+            FunctionClient::new(routing_model("wordcount", json!({"text": "a b c"}))),
+        )
+        .with_tool(tool);
+    let agent = Agent::builder()
+        .name("tester")
+        .instructions("Count words when asked.")
+        .model("fake")
+        .build()
+        .unwrap();
+    Runner::new(agent, runtime).with_shared_hook(h.hook.clone())
+}
+
+fn chats(spans: &[SpanData]) -> Vec<&SpanData> {
+    let mut chats: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("chat "))
+        .collect();
+    chats.sort_by_key(|s| s.start_time);
+    chats
+}
+
+fn json_attr(span: &SpanData, key: &str) -> Value {
+    serde_json::from_str(&attr_s(span, key)).unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+const MESSAGE: &str = "use the tool on my notes; my key is ";
+
+#[tokio::test]
+async fn chat_spans_carry_redacted_messages_in_the_parts_schema() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
+    let schema = Schema::load();
+    tool_runner(&h)
+        .turn(&format!("{MESSAGE}{SECRET}"), "content")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let chats = chats(&spans);
+    assert_eq!(chats.len(), 3, "classifier and two tool-loop calls");
+    for chat in &chats {
+        let purpose = attr_s(chat, "kaos.purpose");
+        for (key, def) in [
+            ("gen_ai.system_instructions", "SystemInstructions"),
+            ("gen_ai.input.messages", "InputMessages"),
+            ("gen_ai.output.messages", "OutputMessages"),
+        ] {
+            let doc = json_attr(chat, key);
+            schema
+                .validate(def, &doc)
+                .unwrap_or_else(|e| panic!("{purpose} {key}: {e}\n{doc:#}"));
+        }
+        // The user's message is there, its secret is not.
+        let input = attr_s(chat, "gen_ai.input.messages");
+        assert!(input.contains(MESSAGE), "{purpose}: {input}");
+        assert!(
+            input.contains("[REDACTED:anthropic_key]"),
+            "{purpose}: {input}"
+        );
+    }
+    for span in &spans {
+        for kv in &span.attributes {
+            assert!(
+                !kv.value.as_str().contains(SECRET),
+                "{} {} leaks the secret",
+                span.name,
+                kv.key
+            );
+        }
+    }
+    // The first tool-loop call asks for the tool; the second sees the call and its result.
+    let (ask, answer) = (chats[1], chats[2]);
+    assert_eq!(
+        json_attr(ask, "gen_ai.output.messages"),
+        json!([{"role": "assistant", "finish_reason": "tool_call", "parts": [
+            {"type": "tool_call", "id": "tc_1", "name": "wordcount", "arguments": {"text": "a b c"}}
+        ]}])
+    );
+    let input = json_attr(answer, "gen_ai.input.messages");
+    let tail: Vec<&Value> = input.as_array().unwrap().iter().rev().take(2).collect();
+    assert_eq!(
+        tail[0],
+        &json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": "tc_1", "response": "3"}]})
+    );
+    assert_eq!(tail[1]["parts"][0]["type"], "tool_call");
+    let output = json_attr(answer, "gen_ai.output.messages");
+    assert_eq!(output[0]["parts"][0]["content"], "result was: 3");
+    assert_eq!(output[0]["finish_reason"], "stop");
+    // The agent's instructions are the system instructions, not an input message.
+    let system = attr_s(answer, "gen_ai.system_instructions");
+    assert!(system.contains("Count words when asked."), "{system}");
+    assert!(
+        input
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["role"] != "system")
+    );
+    eprintln!(
+        "chat span {:?}\n  gen_ai.input.messages = {}\n  gen_ai.output.messages = {}",
+        answer.name,
+        attr_s(answer, "gen_ai.input.messages"),
+        attr_s(answer, "gen_ai.output.messages")
+    );
+    h.assert_state_empty();
+}
+
+#[tokio::test]
+async fn usage_only_on_chat_spans_and_no_model_on_the_intent_wrapper() {
+    let h = Harness::new();
+    tool_runner(&h).turn("use the tool", "usage").await.unwrap();
+    let spans = h.spans();
+    for span in &spans {
+        let usage = span
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str().starts_with("gen_ai.usage."));
+        assert_eq!(
+            usage,
+            span.name.starts_with("chat "),
+            "{}: gen_ai.usage.* belongs on chat spans only (a backend summing spans would count it twice)",
+            span.name
+        );
+    }
+    let wrapper = named(&spans, "agent.intent_classification");
+    assert_eq!(attr(wrapper, "gen_ai.request.model"), None);
+    assert_eq!(attr(wrapper, "gen_ai.operation.name"), None);
+}
+
+#[tokio::test]
+async fn a_small_cap_still_leaves_valid_messages() {
+    let h = Harness::with(|hook| {
+        hook.with_capture_content(CaptureContent::Full)
+            .with_content_cap(300)
+    });
+    let schema = Schema::load();
+    let long = format!("use the tool on {}", "word ".repeat(2_000));
+    tool_runner(&h).turn(&long, "cap").await.unwrap();
+    let spans = h.spans();
+    let mut cut = 0;
+    for chat in chats(&spans) {
+        for (key, def) in [
+            ("gen_ai.system_instructions", "SystemInstructions"),
+            ("gen_ai.input.messages", "InputMessages"),
+            ("gen_ai.output.messages", "OutputMessages"),
+        ] {
+            let text = attr_s(chat, key);
+            assert!(text.len() <= 300, "{key}: {} bytes", text.len());
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            schema
+                .validate(def, &doc)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            cut += usize::from(text.contains("…[truncated]"));
+        }
+    }
+    assert!(cut >= 3, "the long user message was cut on every chat span");
+}
+
+fn content_attrs(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter_map(Event::span)
+        .filter(|s| s.subject == SpanSubject::LlmCall)
+        .map(|s| {
+            [SYSTEM_INSTRUCTIONS, INPUT_MESSAGES, OUTPUT_MESSAGES]
+                .iter()
+                .filter(|k| s.attributes.contains_key(**k))
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn content_is_built_only_when_a_hook_captures_it() {
+    let off = Harness::new();
+    let events: Vec<Event> = tool_runner(&off)
+        .run("use the tool", "off".to_string())
+        .collect()
+        .await;
+    assert_eq!(
+        content_attrs(&events),
+        0,
+        "capture off: no content in the events"
+    );
+    assert!(
+        off.spans()
+            .iter()
+            .all(|s| attr(s, "gen_ai.input.messages").is_none())
+    );
+    let on = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
+    let events: Vec<Event> = tool_runner(&on)
+        .run("use the tool", "on".to_string())
+        .collect()
+        .await;
+    // Three calls: system instructions and input on each START, output on each end.
+    assert_eq!(content_attrs(&events), 9);
+}

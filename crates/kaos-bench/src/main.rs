@@ -7,12 +7,16 @@
 //! cargo run --release -p kaos-bench -- [--json] [--quick] [--only NAME]
 //! ```
 //!
-//! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed).
-//! `--json` prints one JSON object instead of the table.
+//! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed):
+//! the JSON says `"quick": true` and the table marks every figure `(quick)`.
+//! `--json` prints one JSON object instead of the table. `--only NAME` runs one workload
+//! and prints nothing, except `--only otel` and `--only metrics`, which print their keys as
+//! one JSON object (with `"quick"`).
 
 #![recursion_limit = "256"]
 
 mod alloc;
+mod otel;
 mod redaction;
 mod serve;
 mod store;
@@ -27,7 +31,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
 const ONLY_NAMES: &str =
-    "chat|tool|same|plan|otel|audit|audit_fsync|idle|concurrent|stream|serve|redact|store";
+    "chat|tool|same|plan|otel|metrics|audit|audit_fsync|idle|concurrent|stream|serve|redact|store";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +56,10 @@ pub(crate) struct Sizes {
     stream_delta_turns: usize,
     redact_mb: usize,
     redact_iters: usize,
+    /// Batches of the 64-task OTel workload, per side.
+    tasks_batches: usize,
+    /// Turns each of the 64 tasks runs per batch.
+    tasks_turns: usize,
 }
 
 impl Sizes {
@@ -77,6 +85,8 @@ impl Sizes {
             stream_delta_turns: 50,
             redact_mb: 1,
             redact_iters: 40,
+            tasks_batches: 10,
+            tasks_turns: 100,
         }
     }
 
@@ -102,6 +112,8 @@ impl Sizes {
             stream_delta_turns: 5,
             redact_mb: 1,
             redact_iters: 1,
+            tasks_batches: 2,
+            tasks_turns: 3,
         }
     }
 }
@@ -200,7 +212,8 @@ fn main() -> Result<(), BoxError> {
     let baseline_plan = single.block_on(workloads::baseline_plan(sizes))?;
     let plan = single.block_on(workloads::plan_turns(sizes))?;
     let noop_hooks_ratio = single.block_on(workloads::noop_hooks_ratio(sizes))?;
-    let otel = single.block_on(workloads::otel_ratio(sizes))?;
+    let otel = single.block_on(otel::otel_ratio(sizes))?;
+    let metrics = single.block_on(otel::metrics_ratio(sizes))?;
     let audit = single.block_on(workloads::audit_ratio(sizes))?;
     let audit_fsync = single.block_on(workloads::audit_fsync_turn_ratio(sizes))?;
     let idle = single.block_on(workloads::idle_session_bytes(sizes))?;
@@ -208,6 +221,7 @@ fn main() -> Result<(), BoxError> {
     let redact = redaction::redaction(sizes.redact_mb, sizes.redact_iters)?;
     drop(single);
     let concurrent = workloads::concurrent(sizes)?;
+    let otel64 = otel::otel_ratio_64_tasks(sizes)?;
     let stream = streaming::streaming(sizes)?;
     let served = serve::serve(quick)?;
     let (store_keys, store_note) = store::run(sizes)?;
@@ -217,21 +231,12 @@ fn main() -> Result<(), BoxError> {
         "plan_turns_per_s".into(),
         "AgentPattern::Plan, 6 model calls: classifier (plan), plan expansion (2 steps), step 1 argument synthesis + read-only FnTool `lookup` (tool span nested in the step span, checked once before timing), step 2 reasoning call, synthesis; a fresh session each turn".into(),
     );
-    notes.insert("otel_ratio".into(), match otel {
-        Some(o) => {
-            let dropped = o.spans_expected.saturating_sub(o.spans_exported);
-            let drops = if dropped == 0 {
-                "none dropped".to_string()
-            } else {
-                format!("{dropped} dropped because the queue was full (the SDK drops rather than blocks)")
-            };
-            format!(
-                "respond turns with OTelHook (content capture off) over an SdkTracerProvider with a BatchSpanProcessor (default config: queue 2048, batches of 512, its own thread) feeding a no-op exporter, ÷ without, interleaved: the hot path (span building + batch enqueue), no serialization or I/O; {} spans per turn; {} of {} spans reached the exporter, {drops}",
-                o.spans_per_turn, o.spans_exported, o.spans_expected
-            )
-        }
-        None => "built without the `otel` feature".to_string(),
-    }.into());
+    otel_notes(
+        &mut notes,
+        otel.as_ref(),
+        otel64.as_ref(),
+        metrics.is_some(),
+    );
     let audit_fs = workloads::fs_type(&std::env::temp_dir()).unwrap_or_else(|| "unknown".into());
     notes.insert(
         "audit_ratio".into(),
@@ -277,9 +282,6 @@ fn main() -> Result<(), BoxError> {
         "plan_turn_us_p99": round(plan.p99_us, 2),
         "baseline_plan_calls_us": round(baseline_plan, 3),
         "plan_turn_over_baseline": round(plan.mean_us / baseline_plan.max(1e-9), 1),
-        "otel_ratio": otel.map(|o| round(o.ratio.ratio, 3)),
-        "otel_turn_us_off_on": otel.map(|o| [round(o.ratio.off_us, 2), round(o.ratio.on_us, 2)]),
-        "otel_spans_dropped": otel.map(|o| o.spans_expected.saturating_sub(o.spans_exported)),
         "audit_ratio": round(audit.ratio, 3),
         "audit_turn_us_off_on": [round(audit.off_us, 2), round(audit.on_us, 2)],
         "audit_fsync_turn_ratio": round(audit_fsync.ratio, 4),
@@ -308,6 +310,11 @@ fn main() -> Result<(), BoxError> {
     });
 
     if let Value::Object(map) = &mut report {
+        map.extend(otel_figures(
+            otel.as_ref(),
+            otel64.as_ref(),
+            metrics.as_ref(),
+        ));
         map.extend(redaction::figures(&redact));
         for (k, v) in store_keys {
             map.insert(k.into(), v);
@@ -321,6 +328,66 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The OTel and metrics keys (`null` without the `otel` feature).
+fn otel_figures(
+    otel: Option<&otel::OtelFigures>,
+    otel64: Option<&otel::TasksFigures>,
+    metrics: Option<&workloads::Ratio>,
+) -> Map<String, Value> {
+    let figures = json!({
+        "otel_ratio": otel.map(|o| round(o.ratio.ratio, 3)),
+        "otel_turn_us_off_on": otel.map(|o| [round(o.ratio.off_us, 2), round(o.ratio.on_us, 2)]),
+        "otel_sdk_floor_ratio": otel.map(|o| round(o.floor_ratio, 3)),
+        "otel_sdk_floor_turn_us": otel.map(|o| round(o.floor_us, 2)),
+        "otel_hook_us_over_floor": otel.map(|o| round(o.hook_us_over_floor(), 2)),
+        "otel_spans_dropped": otel.map(|o| o.spans_expected.saturating_sub(o.spans_exported)),
+        "otel_ratio_64_tasks": otel64.map(|t| round(t.ratio, 3)),
+        "otel_64_tasks_turns_per_s_off_on": otel64.map(|t| [round(t.off_per_s, 0), round(t.on_per_s, 0)]),
+        "metrics_ratio": metrics.map(|m| round(m.ratio, 3)),
+        "metrics_turn_us_off_on": metrics.map(|m| [round(m.off_us, 2), round(m.on_us, 2)]),
+    });
+    match figures {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// What the OTel and metrics keys measure.
+fn otel_notes(
+    notes: &mut Map<String, Value>,
+    otel: Option<&otel::OtelFigures>,
+    otel64: Option<&otel::TasksFigures>,
+    metrics: bool,
+) {
+    let Some(o) = otel else {
+        notes.insert(
+            "otel_ratio".into(),
+            "built without the `otel` feature".into(),
+        );
+        return;
+    };
+    let dropped = o.spans_expected.saturating_sub(o.spans_exported);
+    let drops = if dropped == 0 {
+        "none dropped".to_string()
+    } else {
+        format!("{dropped} dropped because the queue was full (the SDK drops rather than blocks)")
+    };
+    notes.insert("otel_ratio".into(), format!(
+        "respond turns on one task with OTelHook (content capture forced off) over an SdkTracerProvider with a BatchSpanProcessor (default config: queue 2048, batches of 512, its own thread) feeding a no-op exporter, ÷ without; three sides interleaved in the same run (off, SDK floor, hook); the hot path (span building + batch enqueue), no serialization or I/O; {} spans per turn; {} of {} spans (floor and hook sides) reached the exporter, {drops}",
+        o.spans_per_turn, o.spans_exported, o.spans_expected
+    ).into());
+    notes.insert("otel_sdk_floor_ratio".into(), "the same turn with no hook, plus the spans OTelHook exports for it (recorded once: names, kinds, every attribute, span events, statuses, the tree) made straight through the SDK tracer on the same provider, ÷ the turn alone: the SDK's own cost for those spans; otel_hook_us_over_floor = hooked turn µs − floor turn µs".into());
+    if let Some(t) = otel64 {
+        notes.insert("otel_ratio_64_tasks".into(), format!(
+            "{} tasks on a multi-thread Tokio runtime (one worker per core), each running respond turns back to back, batches alternating with and without OTelHook (one hook and provider shared by all tasks, as above), turns/s with ÷ without",
+            t.tasks
+        ).into());
+    }
+    if metrics {
+        notes.insert("metrics_ratio".into(), "respond turns with MetricsHook over an SdkMeterProvider with a PeriodicReader (default interval) feeding a no-op exporter ÷ without, interleaved; no tracer".into());
+    }
+}
+
 /// Runs one workload alone (for a profiler).
 fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
     let single = tokio::runtime::Builder::new_current_thread()
@@ -331,7 +398,24 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
         "tool" => drop(single.block_on(workloads::tool_turns(sizes))?),
         "same" => drop(single.block_on(workloads::same_session(sizes))?),
         "plan" => drop(single.block_on(workloads::plan_turns(sizes))?),
-        "otel" => drop(single.block_on(workloads::otel_ratio(sizes))?),
+        // These print their keys: the figures of the issue's OTel overhead target.
+        "otel" => {
+            let o = single.block_on(otel::otel_ratio(sizes))?;
+            drop(single);
+            let t = otel::otel_ratio_64_tasks(sizes)?;
+            let mut keys = otel_figures(o.as_ref(), t.as_ref(), None);
+            keys.remove("metrics_ratio");
+            keys.remove("metrics_turn_us_off_on");
+            print_only(keys, quick);
+        }
+        "metrics" => {
+            let m = single.block_on(otel::metrics_ratio(sizes))?;
+            let keys = otel_figures(None, None, m.as_ref())
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("metrics_"))
+                .collect();
+            print_only(keys, quick);
+        }
         "audit" => drop(single.block_on(workloads::audit_ratio(sizes))?),
         "audit_fsync" => drop(single.block_on(workloads::audit_fsync_turn_ratio(sizes))?),
         "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
@@ -350,6 +434,12 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Prints the keys of an `--only` run as one JSON object, saying whether it was quick.
+fn print_only(mut keys: Map<String, Value>, quick: bool) {
+    keys.insert("quick".into(), quick.into());
+    println!("{}", Value::Object(keys));
+}
+
 fn print_table(report: &Value) {
     let Some(map) = report.as_object() else {
         return;
@@ -359,18 +449,25 @@ fn print_table(report: &Value) {
     } else {
         "release build"
     };
+    let quick = map.get("quick") == Some(&Value::Bool(true));
     println!("kaos-bench (offline, FunctionClient, {build})");
+    if quick {
+        println!(
+            "QUICK run (--quick): smoke-test iteration counts; every figure is marked (quick) and none is a measurement"
+        );
+    }
     println!("{:<38} {:>16}", "figure", "value");
     println!("{}", "-".repeat(55));
+    let mark = if quick { " (quick)" } else { "" };
     for (key, value) in map {
-        if matches!(key.as_str(), "notes" | "machine") {
+        if matches!(key.as_str(), "notes" | "machine" | "quick") {
             continue;
         }
         let shown = match value {
             Value::Null => "n/a".to_string(),
             other => other.to_string(),
         };
-        println!("{key:<38} {shown:>16}");
+        println!("{key:<38} {shown:>16}{mark}");
     }
     if let Some(m) = map.get("machine") {
         println!("\nmachine: {m}");

@@ -324,7 +324,7 @@ async fn open_stream_bytes(streams: usize) -> Result<f64, BoxError> {
                 let _ = held_tx.send(());
             }
         });
-        let before = crate::alloc::live_bytes();
+        let window = crate::alloc::Window::open();
         let mut clients = Vec::with_capacity(streams);
         for i in 0..streams {
             let mut s = TcpStream::connect(&addr).await?;
@@ -335,7 +335,8 @@ async fn open_stream_bytes(streams: usize) -> Result<f64, BoxError> {
         for _ in 0..streams {
             held_rx.recv().await;
         }
-        let delta = crate::alloc::live_bytes() - before;
+        let delta = window.grown();
+        drop(window);
         drop(clients);
         accept.abort();
         delta
@@ -351,7 +352,7 @@ async fn open_stream_bytes(streams: usize) -> Result<f64, BoxError> {
         let mut buf = Vec::new();
         read_response(&mut s, &mut buf, Instant::now(), || {}).await?;
     }
-    let before = crate::alloc::live_bytes();
+    let window = crate::alloc::Window::open();
     let (open_tx, mut open_rx) = tokio::sync::mpsc::unbounded_channel();
     let handles: Vec<_> = (0..streams)
         .map(|i| {
@@ -373,7 +374,8 @@ async fn open_stream_bytes(streams: usize) -> Result<f64, BoxError> {
     for _ in 0..streams {
         open_rx.recv().await;
     }
-    let served = crate::alloc::live_bytes() - before;
+    let served = window.grown();
+    drop(window);
     gate.add_permits(streams * 2 + 16);
     for h in handles {
         h.await.map_err(|e| format!("client task: {e}"))??;

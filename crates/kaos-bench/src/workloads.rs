@@ -79,7 +79,7 @@ pub(crate) fn agent(name: &str, pattern: AgentPattern) -> Result<Agent, BoxError
         .build()?)
 }
 
-fn chat_runner(client: FunctionClient) -> Result<Runner, BoxError> {
+pub(crate) fn chat_runner(client: FunctionClient) -> Result<Runner, BoxError> {
     let runtime = KaosRuntime::test_mode().with_client(MODEL, client);
     Ok(Runner::new(
         agent("bench-chat", AgentPattern::Chat)?,
@@ -121,7 +121,11 @@ fn summary_text(events: &[Event]) -> Option<(String, usize)> {
 }
 
 /// Checks that a workload does what it claims (a bench of a failing turn measures nothing).
-async fn check_turn(runner: &Runner, want_text: &str, want_tools: usize) -> Result<(), BoxError> {
+pub(crate) async fn check_turn(
+    runner: &Runner,
+    want_text: &str,
+    want_tools: usize,
+) -> Result<(), BoxError> {
     let events = drive(runner, "Hello there, what is the answer?", "check".into()).await;
     match summary_text(&events) {
         Some((text, tools)) if text == want_text && tools == want_tools => Ok(()),
@@ -241,14 +245,14 @@ impl Hook for NoopHook {
 
 /// How many alternating batches of how many turns a ratio is measured over.
 #[derive(Debug, Clone, Copy)]
-struct Batches {
-    warmup: usize,
-    batches: usize,
-    turns: usize,
+pub(crate) struct Batches {
+    pub(crate) warmup: usize,
+    pub(crate) batches: usize,
+    pub(crate) turns: usize,
 }
 
 impl Batches {
-    fn of(sizes: Sizes) -> Self {
+    pub(crate) fn of(sizes: Sizes) -> Self {
         Self {
             warmup: sizes.warmup / 2,
             batches: sizes.ratio_batches,
@@ -258,7 +262,7 @@ impl Batches {
 
     /// Turns each side runs, warm-up included (the OTel workload's span count).
     #[cfg_attr(not(feature = "otel"), allow(dead_code))]
-    fn turns_per_side(self) -> usize {
+    pub(crate) fn turns_per_side(self) -> usize {
         self.warmup + self.batches * self.turns
     }
 }
@@ -276,7 +280,11 @@ pub(crate) struct Ratio {
 
 /// Throughput with `on` ÷ throughput with `off`, from alternating batches of respond turns
 /// (a fresh session each turn).
-async fn interleaved_ratio(off: &Runner, on: &Runner, b: Batches) -> Result<Ratio, BoxError> {
+pub(crate) async fn interleaved_ratio(
+    off: &Runner,
+    on: &Runner,
+    b: Batches,
+) -> Result<Ratio, BoxError> {
     let (mut t_off, mut t_on) = (Duration::ZERO, Duration::ZERO);
     for warm in 0..b.warmup {
         drain(off, "Hello there!", format!("w-off-{warm}")).await;
@@ -369,13 +377,13 @@ pub(crate) async fn idle_session_bytes(sizes: Sizes) -> Result<f64, BoxError> {
         .map(|i| format!("idle-{i:08}"))
         .collect();
     let id_bytes: usize = ids.iter().map(String::capacity).sum();
-    let before = alloc::live_bytes();
+    let window = alloc::Window::open();
     for id in ids {
         drain(&runner, "Hello there!", id).await;
     }
-    let after = alloc::live_bytes();
-    // The ids were allocated before the snapshot and moved into the sessions: count them.
-    let grown = (after - before) as f64 + id_bytes as f64;
+    // The ids were allocated before the window and moved into the sessions: count them.
+    let grown = window.grown() as f64 + id_bytes as f64;
+    drop(window);
     black_box(&runner);
     Ok(grown / sizes.idle_sessions.max(1) as f64)
 }
@@ -479,89 +487,6 @@ pub(crate) fn concurrent(sizes: Sizes) -> Result<Concurrent, BoxError> {
         p50_ms: stats.p50_us / 1000.0,
         p99_ms: stats.p99_us / 1000.0,
     })
-}
-
-/// What the OTel ratio measured, and what the batch processor did with the spans.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OtelFigures {
-    /// Throughput with `OTelHook` ÷ without.
-    pub ratio: Ratio,
-    /// OTel spans one respond turn produces.
-    pub spans_per_turn: u64,
-    /// Spans the hooked side produced while measuring (warm-up included).
-    pub spans_expected: u64,
-    /// Spans that reached the exporter.
-    pub spans_exported: u64,
-}
-
-/// A `SpanExporter` that counts the spans it is given and drops them (export returns `Ok`
-/// at once), so the figure is the hot path alone: span building in the hook and the SDK,
-/// and the batch processor's enqueue.
-#[cfg(feature = "otel")]
-#[derive(Debug, Clone, Default)]
-struct NoopExporter {
-    spans: Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[cfg(feature = "otel")]
-impl opentelemetry_sdk::trace::SpanExporter for NoopExporter {
-    fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
-        self.spans
-            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        std::future::ready(Ok(()))
-    }
-}
-
-/// Respond-turn throughput with `OTelHook` ÷ without, interleaved. The tracer provider is
-/// the SDK's with a `BatchSpanProcessor` (default config: queue 2,048, batches of 512, its
-/// own worker thread) feeding [`NoopExporter`].
-#[cfg(feature = "otel")]
-pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
-    use std::sync::atomic::Ordering;
-
-    let exporter = NoopExporter::default();
-    let exported = exporter.spans.clone();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
-        .build();
-    let flush = |provider: &SdkTracerProvider| {
-        provider
-            .force_flush()
-            .map_err(|e| format!("OTel force_flush: {e}"))
-    };
-    let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
-    let on = chat_runner(FunctionClient::new(chat_model).without_recording())?.with_hook(
-        kaos_agents::otel::OTelHook::new(provider.tracer("kaos-bench")),
-    );
-    check_turn(&on, "Hello from the agent.", 0).await?;
-    flush(&provider)?;
-    let spans_per_turn = exported.load(Ordering::Relaxed);
-    if spans_per_turn == 0 {
-        return Err("OTelHook exported no span for a respond turn".into());
-    }
-    let b = Batches::of(sizes);
-    let ratio = interleaved_ratio(&off, &on, b).await?;
-    flush(&provider)?;
-    provider
-        .shutdown()
-        .map_err(|e| format!("OTel shutdown: {e}"))?;
-    Ok(Some(OtelFigures {
-        ratio,
-        spans_per_turn,
-        spans_expected: spans_per_turn * b.turns_per_side() as u64,
-        spans_exported: exported.load(Ordering::Relaxed) - spans_per_turn,
-    }))
-}
-
-/// Without the `otel` feature there is no OTel hook to measure.
-#[cfg(not(feature = "otel"))]
-pub(crate) async fn otel_ratio(_sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
-    Ok(None)
 }
 
 /// A fresh directory under `std::env::temp_dir()`, removed (with its files) when dropped.

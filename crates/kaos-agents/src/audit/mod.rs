@@ -30,19 +30,30 @@
 //!    `{"trailer":{"run_id":"run_…","events":11,"redactions":{"anthropic_key":1}}}`
 //!
 //! The totals over every session are also in memory ([`AuditHook::stats`]).
+//!
+//! # Where the I/O runs
+//!
+//! Not on the thread that delivers events (a Tokio worker driving a turn): every `open`,
+//! `write` and `fsync` runs on the hook's own writer thread, `kaos-audit-writer`, fed by a
+//! bounded queue. The delivering thread redacts and serializes the event, queues the line and
+//! goes on; it waits for the writer only where the durability promise needs it: at a turn's
+//! true end (so a finished turn's lines are in the file, synced under
+//! [`FsyncPolicy::EveryTurn`], when the runner hands the answer back), after every line under
+//! [`FsyncPolicy::EveryEvent`] or [`AuditHook::fail_closed`] (so a failed write halts the turn
+//! before the event is passed on), at [`Hook::flush`] and at [`Hook::shutdown`]. A full
+//! queue makes the delivering thread wait (bounded memory; nothing is dropped); every wait is
+//! bounded by [`AuditHook::with_write_timeout`], and running out of time counts as a failed
+//! write.
 
 mod clean;
 pub mod html;
 mod reader;
+mod writer;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,6 +64,7 @@ use crate::coalesce::{Coalesce, DeltaCoalescer};
 use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
 use crate::hooks::{Hook, HookAction, HookError};
 use crate::redact::{RedactionStats, Redactor};
+use writer::{Line, Sender, Shared, Writer, WriterConfig, WriterError};
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -139,17 +151,6 @@ pub struct AuditSetupError {
     pub source: std::io::Error,
 }
 
-#[derive(Default)]
-struct SessionFile {
-    file: Option<File>,
-    /// A turn span ended and the `TurnSummary` that owes its sync was not written yet.
-    sync_owed: bool,
-    /// Event lines written since the last trailer.
-    turn_events: u64,
-    /// Replacements in those lines.
-    turn_redactions: RedactionStats,
-}
-
 /// How an event relates to the end of its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TurnEnd {
@@ -178,22 +179,30 @@ impl TurnEnd {
 /// A [`Hook`] that appends every event, redacted, to a per-session JSONL file (see the
 /// [module docs](self) for the format).
 ///
-/// Many sessions may write at once: each session file has its own lock; the session table's
-/// lock is held only to look an entry up, never during I/O. A session's file stays open
-/// for the whole turn and is closed at the turn's true end (its `TurnSummary`, or a
-/// `cancelled` turn span), so idle sessions hold no handles.
+/// Redaction and serialization run on the thread that delivers the event; every file
+/// operation (`open`, `write`, `fsync`) runs on the hook's own writer thread
+/// (`kaos-audit-writer`, started at the first event), fed through a bounded queue
+/// ([`AuditHook::with_queue_capacity`]): a full queue makes the delivering thread wait, so
+/// memory stays bounded and no line is dropped. The hook waits for the writer's
+/// acknowledgement at a turn's true end (its `TurnSummary`, or a `cancelled` turn span), so
+/// when a turn returns its lines are in the file (and synced under
+/// [`FsyncPolicy::EveryTurn`]); under [`FsyncPolicy::EveryEvent`] and with
+/// [`AuditHook::fail_closed`] it waits after every line. Each wait is bounded by
+/// [`AuditHook::with_write_timeout`]; running out of time is a failure like a failed write.
+///
+/// A session's file stays open for the whole turn and is closed at the turn's true end, so
+/// idle sessions hold no handles. [`Hook::shutdown`] (and dropping the hook) syncs and
+/// closes every file and joins the thread, waiting at most the write timeout.
 pub struct AuditHook {
     dir: PathBuf,
     redactor: Redactor,
     memo: clean::CleanMemo,
     fsync: FsyncPolicy,
-    fail_closed: bool,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Mutex<SessionFile>>>>,
+    queue_capacity: usize,
+    write_timeout: Duration,
+    shared: Arc<Shared>,
     redactions: Mutex<RedactionStats>,
-    written: AtomicU64,
-    failures: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    halt: OnceLock<String>,
+    writer: Mutex<Option<Writer>>,
     coalescer: Option<DeltaCoalescer>,
 }
 
@@ -202,19 +211,21 @@ impl std::fmt::Debug for AuditHook {
         f.debug_struct("AuditHook")
             .field("dir", &self.dir)
             .field("fsync", &self.fsync)
-            .field("fail_closed", &self.fail_closed)
+            .field("fail_closed", &self.is_fail_closed())
+            .field("queue_capacity", &self.queue_capacity)
+            .field("write_timeout", &self.write_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Bytes a line buffer starts with, and the most it keeps between events.
+/// Bytes a line buffer starts with.
 const LINE_CAPACITY: usize = 1024;
-const LINE_KEEP_CAPACITY: usize = 64 * 1024;
 
-thread_local! {
-    /// The line being written, reused by every event this thread writes.
-    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_CAPACITY));
-}
+/// Lines the writer's queue holds by default before senders wait.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+
+/// How long the hook waits by default for room in the queue or for an acknowledgement.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -234,13 +245,11 @@ impl AuditHook {
             redactor: Redactor::default(),
             memo: clean::CleanMemo::default(),
             fsync: FsyncPolicy::default(),
-            fail_closed: false,
-            sessions: Mutex::default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            shared: Arc::default(),
             redactions: Mutex::default(),
-            written: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            halt: OnceLock::new(),
+            writer: Mutex::new(None),
             coalescer: Some(DeltaCoalescer::new(Coalesce::default())),
         })
     }
@@ -254,14 +263,33 @@ impl AuditHook {
 
     /// Sets when files are synced.
     pub fn with_fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.retire_writer();
         self.fsync = policy;
         self
     }
 
     /// With `true`, the first write failure makes [`Hook::halt_reason`] return a reason, so
-    /// the runner stops the turn instead of going on without an audit trail.
-    pub fn fail_closed(mut self, on: bool) -> Self {
-        self.fail_closed = on;
+    /// the runner stops the turn instead of going on without an audit trail. The hook then
+    /// waits for the writer after every line, so a failure is known before the event is
+    /// passed on, as with a write on the delivering thread.
+    pub fn fail_closed(self, on: bool) -> Self {
+        self.shared.fail_closed.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// How many lines the writer's queue holds (at least 1; default
+    /// [`DEFAULT_QUEUE_CAPACITY`]). When it is full, the thread delivering an event waits.
+    pub fn with_queue_capacity(mut self, lines: usize) -> Self {
+        self.retire_writer();
+        self.queue_capacity = lines.max(1);
+        self
+    }
+
+    /// The longest the hook waits for room in the queue, for an acknowledgement, or for the
+    /// writer thread to stop (default [`DEFAULT_WRITE_TIMEOUT`]). Running out of time counts
+    /// as a failed write.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -278,35 +306,97 @@ impl AuditHook {
     /// Counters: events written, failures, open files and redactions per kind.
     pub fn stats(&self) -> AuditStats {
         AuditStats {
-            events_written: self.written.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            open_files: lock(&self.sessions).len(),
+            events_written: self.shared.written.load(Ordering::Relaxed),
+            failures: self.shared.failures.load(Ordering::Relaxed),
+            open_files: self.shared.open_files.load(Ordering::Relaxed),
             redactions: lock(&self.redactions).clone(),
         }
     }
 
-    fn entry(&self, session_id: &Arc<str>) -> Arc<Mutex<SessionFile>> {
-        let mut sessions = lock(&self.sessions);
-        sessions.entry(session_id.clone()).or_default().clone()
+    fn is_fail_closed(&self) -> bool {
+        self.shared.fail_closed.load(Ordering::Relaxed)
     }
 
-    fn fail(&self, what: &str, session_id: &str, error: &std::io::Error) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        let message = format!("{what} for session {session_id:?}: {error}");
-        tracing::error!(target: "kaos::audit", "{message}");
-        if self.fail_closed {
-            let _ = self
-                .halt
-                .set(format!("audit trail cannot be written ({message})"));
+    /// Stops a running writer (a builder changed what it was started with); the next event
+    /// starts one with the new settings.
+    fn retire_writer(&mut self) {
+        let running = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = running
+            && let Err(e) = writer.stop(self.write_timeout)
+        {
+            self.shared.fail("stop audit writer", None, &e);
         }
-        *lock(&self.last_error) = Some(message);
     }
 
-    /// Writes one event; errors are counted by the caller.
-    /// Writes one event, counting a failure.
+    /// The running writer's queue, starting the thread if there is none.
+    fn sender(&self) -> std::io::Result<Sender> {
+        let mut slot = lock(&self.writer);
+        if let Some(writer) = &*slot {
+            return Ok(writer.sender());
+        }
+        let config = WriterConfig {
+            dir: self.dir.clone(),
+            fsync: self.fsync,
+            capacity: self.queue_capacity,
+        };
+        let writer = Writer::spawn(config, self.shared.clone())?;
+        let sender = writer.sender();
+        *slot = Some(writer);
+        Ok(sender)
+    }
+
+    /// A failure to reach the writer; a writer that is gone is replaced at the next event.
+    fn writer_failed(&self, what: &str, session_id: Option<&str>, error: &WriterError) {
+        if matches!(error, WriterError::Gone) {
+            lock(&self.writer).take();
+        }
+        self.shared.fail(what, session_id, error);
+    }
+
+    /// Redacts and serializes one event, then hands the line to the writer (waiting for it
+    /// at a turn's end, and after every line when fail-closed or syncing every event).
     fn record(&self, event: &Event) {
-        if let Err((what, error)) = self.write_event(event) {
-            self.fail(what, &event.session_id, &error);
+        let mut bytes = Vec::with_capacity(LINE_CAPACITY);
+        let mut counts = RedactionStats::default();
+        let serialized = if self.memo.event_is_clean(&self.redactor, event) {
+            serde_json::to_writer(&mut bytes, event)
+        } else {
+            let redacted = self.redactor.redact_event_counted(event, &mut counts);
+            if !counts.is_empty() {
+                lock(&self.redactions).merge(&counts);
+            }
+            serde_json::to_writer(&mut bytes, &redacted)
+        };
+        if let Err(e) = serialized {
+            self.shared
+                .fail("serialize event", Some(&event.session_id), &e);
+            return;
+        }
+        bytes.push(b'\n');
+        let end = TurnEnd::of(event);
+        let wait =
+            end == TurnEnd::Final || self.fsync == FsyncPolicy::EveryEvent || self.is_fail_closed();
+        let line = Line {
+            session_id: event.session_id.clone(),
+            run_id: event.run_id.clone(),
+            bytes,
+            redactions: counts,
+            end,
+        };
+        let sent = match self.sender() {
+            Ok(sender) => sender.line(line, wait, self.write_timeout),
+            Err(e) => {
+                self.shared
+                    .fail("start audit writer thread", Some(&event.session_id), &e);
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            self.writer_failed("write audit line", Some(&event.session_id), &e);
         }
     }
 
@@ -326,164 +416,37 @@ impl AuditHook {
         self
     }
 
-    fn write_event(&self, event: &Event) -> Result<(), (&'static str, std::io::Error)> {
-        let reused = LINE.try_with(|cell| {
-            let mut line = cell.try_borrow_mut().ok()?;
-            line.clear();
-            let result = self.write_event_with(event, &mut line);
-            if line.capacity() > LINE_KEEP_CAPACITY {
-                *line = Vec::with_capacity(LINE_CAPACITY);
-            }
-            Some(result)
-        });
-        match reused {
-            Ok(Some(result)) => result,
-            // The thread is exiting, or its buffer is in use further up the stack.
-            _ => self.write_event_with(event, &mut Vec::with_capacity(LINE_CAPACITY)),
-        }
-    }
-
-    /// [`AuditHook::write_event`], serializing into `line` (empty).
-    fn write_event_with(
-        &self,
-        event: &Event,
-        line: &mut Vec<u8>,
-    ) -> Result<(), (&'static str, std::io::Error)> {
-        let mut counts = RedactionStats::default();
-        let serialized = if self.memo.event_is_clean(&self.redactor, event) {
-            serde_json::to_writer(&mut *line, event)
-        } else {
-            let redacted = self.redactor.redact_event_counted(event, &mut counts);
-            if !counts.is_empty() {
-                lock(&self.redactions).merge(&counts);
-            }
-            serde_json::to_writer(&mut *line, &redacted)
-        };
-        serialized.map_err(|e| ("serialize event", std::io::Error::other(e)))?;
-        line.push(b'\n');
-
-        let end = TurnEnd::of(event);
-        let entry = self.entry(&event.session_id);
-        let mut guard = lock(&entry);
-        let session = &mut *guard;
-        let mut header = None;
-        if session.file.is_none() {
-            let path = self.path_for_session(&event.session_id);
-            let (file, empty) = open_session_file(&path).map_err(|e| ("open audit file", e))?;
-            session.file = Some(file);
-            if empty {
-                header = Some(header_line().map_err(|e| ("serialize header", e))?);
-            }
-        }
-        session.turn_events += 1;
-        if !counts.is_empty() {
-            session.turn_redactions.merge(&counts);
-        }
-        // The turn's last line carries its trailer in the same `write_all`.
-        if end == TurnEnd::Final {
-            let trailer = TrailerLine {
-                trailer: AuditTrailer {
-                    run_id: event.run_id.to_string(),
-                    events: std::mem::take(&mut session.turn_events),
-                    redactions: std::mem::take(&mut session.turn_redactions),
-                },
-            };
-            serde_json::to_writer(&mut *line, &trailer)
-                .map_err(|e| ("serialize trailer", std::io::Error::other(e)))?;
-            line.push(b'\n');
-        }
-        let Some(file) = session.file.as_mut() else {
-            return Err(("open audit file", std::io::Error::other("no file")));
-        };
-        // A new file's header and first line go out in one `write_all`: a crash can still
-        // only tear the last line (and an empty file gets its header on the next open).
-        let bytes: &[u8] = match &mut header {
-            Some(header) => {
-                header.extend_from_slice(line);
-                header
-            }
-            None => line,
-        };
-        let result = file
-            .write_all(bytes)
-            .and_then(|()| file.flush())
-            .map_err(|e| ("write audit line", e));
-        if result.is_ok() {
-            self.written.fetch_add(1, Ordering::Relaxed);
-        }
-        // `EveryTurn` syncs once per turn, at its true end: the `TurnSummary` that follows a
-        // completed/failed turn span, or the turn span itself when it ends `cancelled` (no
-        // summary follows). Should any other event come after a turn span before a summary,
-        // it syncs the owed turn end with itself.
-        let sync = match self.fsync {
-            FsyncPolicy::EveryEvent => true,
-            FsyncPolicy::EveryTurn => match end {
-                TurnEnd::SpanAwaitingSummary => {
-                    session.sync_owed = true;
-                    false
-                }
-                TurnEnd::Final => true,
-                TurnEnd::No => session.sync_owed,
-            },
-            FsyncPolicy::Never => false,
-        };
-        let synced = if sync {
-            session.sync_owed = false;
-            file.sync_data().map_err(|e| ("sync audit file", e))
-        } else {
-            Ok(())
-        };
-        // A turn's true end closes its session's file, so idle sessions hold no handles.
-        if end == TurnEnd::Final || result.is_err() {
-            // Closing after a failure makes the next event reopen (and repair) the file.
-            session.file = None;
-            session.sync_owed = false;
-            drop(guard);
-            self.forget(&event.session_id, &entry);
-        }
-        result.and(synced)
-    }
-
-    /// Drops a session's table entry if it still is `entry` and its file is closed.
-    fn forget(&self, session_id: &Arc<str>, entry: &Arc<Mutex<SessionFile>>) {
-        let mut sessions = lock(&self.sessions);
-        if let Some(current) = sessions.get(session_id)
-            && Arc::ptr_eq(current, entry)
-            && lock(current).file.is_none()
-        {
-            sessions.remove(session_id);
-        }
-    }
-
-    fn sync_all(&self, close: bool) -> Result<(), HookError> {
-        let entries: Vec<(Arc<str>, Arc<Mutex<SessionFile>>)> = lock(&self.sessions)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (session_id, entry) in entries {
-            let mut session = lock(&entry);
-            if let Some(file) = &session.file
-                && self.fsync != FsyncPolicy::Never
-                && let Err(e) = file.sync_data()
-            {
-                self.fail("sync audit file", &session_id, &e);
-            }
-            session.sync_owed = false;
-            if close {
-                session.file = None;
-                drop(session);
-                self.forget(&session_id, &entry);
-            }
-        }
-        let failures = self.failures.load(Ordering::Relaxed);
+    /// `Err` naming the failures so far, if any.
+    fn failures(&self) -> Result<(), HookError> {
+        let failures = self.shared.failures.load(Ordering::Relaxed);
         if failures == 0 {
             return Ok(());
         }
-        let last = lock(&self.last_error).clone().unwrap_or_default();
+        let last = lock(&self.shared.last_error).clone().unwrap_or_default();
         Err(HookError {
             hook: "audit".into(),
             message: format!("{failures} audit write failure(s); last: {last}"),
         })
+    }
+
+    /// Writes buffered deltas, then stops the writer thread: it writes what is queued, syncs
+    /// and closes every file and ends; waits for it up to the write timeout.
+    fn stop_writer(&self) {
+        self.release_deltas();
+        let running = lock(&self.writer).take();
+        if let Some(writer) = running
+            && let Err(e) = writer.stop(self.write_timeout)
+        {
+            self.shared.fail("stop audit writer", None, &e);
+        }
+    }
+}
+
+impl Drop for AuditHook {
+    /// Nothing queued is lost: buffered deltas are written, files synced and closed, and the
+    /// writer thread joined (after the write timeout it is detached, with a warning).
+    fn drop(&mut self) {
+        self.stop_writer();
     }
 }
 
@@ -501,20 +464,28 @@ impl Hook for AuditHook {
     }
 
     fn halt_reason(&self) -> Option<String> {
-        self.halt.get().cloned()
+        self.shared.halt.get().cloned()
     }
 
-    /// Writes buffered deltas and syncs open files; an error if any write failed so far.
+    /// Writes buffered deltas, waits until the writer has written everything queued and
+    /// synced the open files; an error if any write failed so far.
     fn flush(&self) -> Result<(), HookError> {
         self.release_deltas();
-        self.sync_all(false)
+        let running = lock(&self.writer).as_ref().map(Writer::sender);
+        if let Some(sender) = running
+            && let Err(e) = sender.sync(false, self.write_timeout)
+        {
+            self.writer_failed("sync audit files", None, &e);
+        }
+        self.failures()
     }
 
-    /// Writes buffered deltas, syncs and closes every open file; an error if any write
-    /// failed so far.
+    /// Writes buffered deltas, then stops the writer thread (it writes what is queued, syncs
+    /// and closes every file) and joins it, waiting at most the write timeout; an error if
+    /// any write failed so far. A later event starts a new writer.
     fn shutdown(&self) -> Result<(), HookError> {
-        self.release_deltas();
-        self.sync_all(true)
+        self.stop_writer();
+        self.failures()
     }
 }
 
@@ -565,68 +536,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)
-}
-
-/// Opens a session file for append: creates it (`0600`), or cuts a torn last line off an
-/// existing one. `true` when the file is empty, so the header is still to be written (it
-/// goes out with the first event's line, in the same `write_all`).
-fn open_session_file(path: &Path) -> std::io::Result<(File, bool)> {
-    let mut options = OpenOptions::new();
-    options.read(true).append(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(file) => Ok((file, true)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut file = OpenOptions::new().read(true).append(true).open(path)?;
-            let len = repair_torn_tail(&mut file)?;
-            Ok((file, len == 0))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The header line (with its `\n`) of a file created now.
-fn header_line() -> std::io::Result<Vec<u8>> {
-    let mut header = serde_json::to_vec(&AuditHeader::now()).map_err(std::io::Error::other)?;
-    header.push(b'\n');
-    Ok(header)
-}
-
-/// Truncates a file that does not end in `\n` back to its last `\n` (a line torn by a crash);
-/// returns the length kept.
-fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(0);
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(len);
-    }
-    // Scan backwards in chunks for the last newline.
-    let mut end = len;
-    let mut buf = vec![0u8; 8192];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let n = usize::try_from(end - start).unwrap_or(buf.len());
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf[..n])?;
-        if let Some(pos) = buf[..n].iter().rposition(|b| *b == b'\n') {
-            let keep = start + pos as u64 + 1;
-            tracing::warn!(target: "kaos::audit", cut = len - keep, "cut a torn last line off an audit file");
-            file.set_len(keep)?;
-            return Ok(keep);
-        }
-        end = start;
-    }
-    file.set_len(0)?;
-    Ok(0)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a system time (seconds precision, UTC).

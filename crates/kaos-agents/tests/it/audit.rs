@@ -186,6 +186,8 @@ fn canaries_never_reach_the_file() {
         reason: format!("pays with {CARD}"),
         run_state_ref: None,
     });
+    // An event after the turn's end is not waited for: flush waits for the writer.
+    kaos_agents::Hook::flush(&*hook).unwrap();
 
     let text = std::fs::read_to_string(hook.path_for_session("s1")).unwrap();
     for canary in ["CANARY", "4242 4242 4242 4242", "hunter2"] {
@@ -499,10 +501,11 @@ fn fail_closed_halts_the_turn() {
         content: "x".into(),
         span_id: None,
     });
+    // Fail-open does not wait for the writer; flush does.
+    assert!(kaos_agents::Hook::flush(&*open).is_err());
     assert_eq!(open.stats().failures, 1);
     assert!(kaos_agents::Hook::halt_reason(&*open).is_none());
     assert!(s.halted().is_none());
-    assert!(kaos_agents::Hook::flush(&*open).is_err());
 }
 
 #[test]
@@ -530,6 +533,8 @@ fn subagent_runs_link_across_files() {
         attrs! {"outcome" => "completed"},
         None,
     );
+    // No TurnSummary follows here, so nothing waited for the parent's last lines.
+    kaos_agents::Hook::flush(&*hook).unwrap();
 
     let child_path = hook.path_for_session("main/subagent-researcher");
     assert_eq!(child_path.parent().unwrap(), dir.path());
@@ -583,6 +588,8 @@ fn a_file_stays_open_until_the_turns_true_end() {
     let s = scope("open", "run_open", hooks(&hook));
     let (turn, _) = s.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
     s.end_span(&turn, SpanPhase::Complete, attrs! {}, None);
+    // Mid-turn lines are not waited for; flush waits for the writer (and closes nothing).
+    kaos_agents::Hook::flush(&*hook).unwrap();
     assert_eq!(
         hook.stats().open_files,
         1,

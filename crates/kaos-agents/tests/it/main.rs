@@ -4,6 +4,7 @@
 mod audit;
 mod audit_e2e;
 mod audit_html;
+mod audit_writer;
 mod budget;
 mod circuit;
 mod delegation;

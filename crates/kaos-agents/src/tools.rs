@@ -93,12 +93,32 @@ impl ToolOutput {
         self
     }
 
-    /// The text the model sees: the text, plus the structured JSON when both exist.
+    /// The text the model sees: the text, plus the structured JSON when both exist and the
+    /// structured JSON says more than the text (see [`ToolOutput::structured_repeats_text`]).
     pub fn model_text(&self) -> String {
-        match (&self.structured, self.text.is_empty()) {
-            (Some(v), true) => v.to_string(),
-            (Some(v), false) => format!("{}\n\n{}", self.text, v),
-            (None, _) => self.text.clone(),
+        match &self.structured {
+            Some(v) if self.text.is_empty() => v.to_string(),
+            Some(v) if !self.structured_repeats_text(v) => format!("{}\n\n{}", self.text, v),
+            _ => self.text.clone(),
+        }
+    }
+
+    /// Whether `structured` only repeats the text: the text is its JSON (what MCP asks a
+    /// server to send next to structured content, e.g. server-everything), or it is
+    /// `{"result": <the text>}` (how the Python MCP SDK wraps a tool's plain return value).
+    pub fn structured_repeats_text(&self, structured: &Value) -> bool {
+        let text = self.text.trim();
+        let parsed = serde_json::from_str::<Value>(text).ok();
+        if parsed.as_ref() == Some(structured) {
+            return true;
+        }
+        match structured.as_object() {
+            Some(o) if o.len() == 1 => match o.get("result") {
+                Some(Value::String(s)) => s.trim() == text,
+                Some(other) => parsed.as_ref() == Some(other),
+                None => false,
+            },
+            _ => false,
         }
     }
 }
@@ -437,5 +457,32 @@ impl ToolRegistry {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ToolOutput;
+    use serde_json::json;
+
+    #[test]
+    fn structured_content_reaches_the_model_once() {
+        // More than the text: both.
+        let out = ToolOutput::text("echo: hi").with_structured(json!({"echo": "hi"}));
+        assert_eq!(out.model_text(), "echo: hi\n\n{\"echo\":\"hi\"}");
+        // The text is the JSON (MCP's backward-compatible text block): once.
+        let out = ToolOutput::text(r#"{"temperature": 36, "humidity": 82}"#)
+            .with_structured(json!({"humidity": 82, "temperature": 36}));
+        assert_eq!(out.model_text(), r#"{"temperature": 36, "humidity": 82}"#);
+        // A plain return wrapped as {"result": ...} (the Python SDK): once.
+        let out = ToolOutput::text("QUIET").with_structured(json!({"result": "QUIET"}));
+        assert_eq!(out.model_text(), "QUIET");
+        let out = ToolOutput::text("42").with_structured(json!({"result": 42}));
+        assert_eq!(out.model_text(), "42");
+        let out = ToolOutput::text("41").with_structured(json!({"result": 42}));
+        assert_eq!(out.model_text(), "41\n\n{\"result\":42}");
+        // Only structured: its JSON.
+        let out = ToolOutput::text("").with_structured(json!({"a": 1}));
+        assert_eq!(out.model_text(), "{\"a\":1}");
     }
 }

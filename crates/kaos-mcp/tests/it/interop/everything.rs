@@ -77,6 +77,26 @@ async fn check_failing_call(toolset: &McpToolset) {
     assert_eq!(attr(&span, "kaos.is_error").as_deref(), Some("true"));
 }
 
+/// `get-structured-content` sends its JSON both as text (MCP's backward-compatible block)
+/// and as structured content: the model reads it once.
+async fn check_structured(toolset: &McpToolset) {
+    let h = Harness::new();
+    let r = traced_turn(
+        &h,
+        toolset,
+        r#"call everything.get-structured-content {"location":"Chicago"}"#,
+    )
+    .await;
+    println!("structured call answered: {}", r.text);
+    assert!(!r.tool_calls[0].is_error, "{}", r.text);
+    assert_eq!(
+        r.text.matches("Light rain / drizzle").count(),
+        1,
+        "{}",
+        r.text
+    );
+}
+
 #[tokio::test]
 async fn server_everything_over_stdio() {
     let Some(peers) = peers("server_everything_over_stdio") else {
@@ -121,6 +141,7 @@ async fn server_everything_over_stdio() {
         call["id"].to_string()
     );
     check_failing_call(&toolset).await;
+    check_structured(&toolset).await;
 }
 
 #[tokio::test]
@@ -163,4 +184,5 @@ async fn server_everything_over_streamable_http() {
         .await;
     assert_eq!(session, created, "server stdout: {:?}", stdout.all());
     check_failing_call(&toolset).await;
+    check_structured(&toolset).await;
 }

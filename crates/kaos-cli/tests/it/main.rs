@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 mod mcp;
+mod mcp_interop;
 mod observability;
 mod redaction;
 mod run;

@@ -7,7 +7,7 @@ use super::{KAOS, TempDir, events, kaos, text};
 
 /// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body
 /// length)` for each.
-fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usize)>) {
+pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usize)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -1,7 +1,8 @@
 //! End-to-end tests of the `kaos` binary (the crate's one integration-test binary): offline,
 //! in temp dirs, no network. `run`: turns, tools, resume, delegates, chat; `observability`:
 //! OTLP, traceparent, audit, logs; `store`: the session store under many processes;
-//! `serve`: `kaos serve` processes; `mcp`, `stream`, `redaction`.
+//! `serve`: `kaos serve` processes; `mcp`, `stream`, `redaction`; `mcp_interop`: MCP peers
+//! we did not write (with KAOS_MCP_INTEROP=1, after .ci/ensure-mcp-peers).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};

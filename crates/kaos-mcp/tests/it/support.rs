@@ -106,7 +106,12 @@ pub fn model() -> FunctionClient {
             let user = last_user(messages);
             let rest = user.split("call ").nth(1).unwrap_or_default();
             let (tool, args) = rest.split_once(' ').unwrap_or((rest, "{}"));
-            let args: Value = serde_json::from_str(args).unwrap_or(Value::Null);
+            // The first JSON value (a served agent's prompt has more text after it).
+            let args: Value = serde_json::Deserializer::from_str(args)
+                .into_iter::<Value>()
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or(Value::Null);
             return ProviderResponse::from_tool_call("tc_1", tool.trim(), args).with_usage(15, 3);
         }
         let user = last_user(messages);

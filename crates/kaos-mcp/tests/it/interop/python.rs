@@ -9,15 +9,15 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use kaos_agents::{McpServerConfig, TurnOutcome};
+use kaos_agents::{Agent, KaosRuntime, McpServerConfig, Runner, TurnOutcome};
 use kaos_mcp::McpToolset;
-use kaos_mcp::serve::TokenSet;
+use kaos_mcp::serve::{AgentServer, ServedAgent, TokenSet, serve_http};
 use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
 use super::{Lines, PATIENCE, data, peers, read_json, traced_turn};
 use crate::serve::{CALLER_SPAN, CALLER_TRACE, served, start_http};
-use crate::support::{Harness, attr, print_tree, runner, traceparent_of};
+use crate::support::{Harness, attr, model, print_tree, runner, traceparent_of};
 
 fn caller_traceparent() -> String {
     format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
@@ -301,4 +301,107 @@ async fn kaos_uses_a_python_mcpserver_over_streamable_http() {
     traced_turn(&h, &toolset, r#"call py.shout {"text":"again"}"#).await;
     let session = attr(&h.span("agent.tool_call.py.shout"), "mcp.session.id").unwrap();
     assert!(!session.is_empty());
+}
+
+/// Two boundaries, one trace: the Python client calls a served kaos agent (with its
+/// traceparent), whose tool comes from server-everything (which gets the tool span's).
+#[tokio::test]
+async fn a_python_caller_a_served_agent_and_server_everything_share_one_trace() {
+    let Some(peers) = peers("a_python_caller_a_served_agent_and_server_everything_share_one_trace")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wire = dir.path().join("received.jsonl");
+    let [node, index] = peers.everything();
+    let everything = McpServerConfig::stdio(
+        "everything",
+        [
+            "sh".to_string(),
+            "-c".to_string(),
+            r#"tee -a "$0" | exec "$1" "$2" stdio"#.to_string(),
+            wire.display().to_string(),
+            node,
+            index,
+        ],
+    );
+    let h = Harness::new();
+    let toolset = McpToolset::connect(vec![everything])
+        .await
+        .unwrap()
+        .with_otel_hook(h.hook.clone());
+    let relay = Agent::builder()
+        .name("relay")
+        .model("fake")
+        .build()
+        .unwrap();
+    let runtime = toolset.attach(KaosRuntime::test_mode().with_client("fake", model()));
+    let runner = Runner::new(relay, runtime).with_shared_hook(h.hook.clone());
+    let server = AgentServer::new(vec![ServedAgent::new(runner)]);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_http(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        TokenSet::empty(),
+        true,
+        move |a| {
+            let _ = bound_tx.send(a);
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let url = format!("http://{}/mcp", bound_rx.await.unwrap());
+
+    let report = dir.path().join("report.json");
+    let out = tokio::process::Command::new(peers.python())
+        .arg(data("interop_client.py"))
+        .args([
+            "--url",
+            url.as_str(),
+            "--tool",
+            "relay",
+            "--message",
+            r#"call everything.echo {"message":"through two hops"}"#,
+            "--traceparent",
+            caller_traceparent().as_str(),
+            "--report",
+        ])
+        .arg(&report)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, out).await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_json(&report);
+    let text = report["text"].as_str().unwrap();
+    println!("the Python caller got: {text}");
+    assert!(text.contains("Echo: through two hops"), "{report:#}");
+
+    let spans = h.spans();
+    print_tree(&spans);
+    let turn = h.span("agent.turn");
+    let tool = h.span("agent.tool_call.everything.echo");
+    assert_eq!(turn.span_context.trace_id().to_string(), CALLER_TRACE);
+    assert_eq!(turn.parent_span_id.to_string(), CALLER_SPAN);
+    assert_eq!(tool.span_context.trace_id().to_string(), CALLER_TRACE);
+    assert_eq!(tool.parent_span_id, turn.span_context.span_id());
+    let received = std::fs::read_to_string(&wire).unwrap();
+    let call: Value = received
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|m| m["method"] == "tools/call")
+        .unwrap();
+    println!(
+        "server-everything received traceparent {}",
+        call["params"]["_meta"]["traceparent"]
+    );
+    assert_eq!(
+        call["params"]["_meta"]["traceparent"].as_str().unwrap(),
+        traceparent_of(&tool)
+    );
 }

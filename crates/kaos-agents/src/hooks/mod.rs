@@ -113,6 +113,15 @@ pub trait Hook: Send + Sync {
         None
     }
 
+    /// The OpenTelemetry context of span `span_id` of run `run_id`, if this hook made an OTel
+    /// span of it (the [`crate::otel::OTelHook`] does). While a tool or model call runs, the
+    /// runner makes its span's context current ([`HookSet::otel_context`]), so spans and
+    /// HTTP calls made inside nest under `agent.tool_call.*` or `chat …`.
+    #[cfg(feature = "otel")]
+    fn otel_context(&self, _run_id: &str, _span_id: &str) -> Option<opentelemetry::Context> {
+        None
+    }
+
     /// Writes out anything buffered. Bounded in time.
     fn flush(&self) -> Result<(), HookError> {
         Ok(())
@@ -136,6 +145,10 @@ impl<H: Hook + ?Sized> Hook for Arc<H> {
     }
     fn captures_content(&self) -> bool {
         (**self).captures_content()
+    }
+    #[cfg(feature = "otel")]
+    fn otel_context(&self, run_id: &str, span_id: &str) -> Option<opentelemetry::Context> {
+        (**self).otel_context(run_id, span_id)
     }
     fn flush(&self) -> Result<(), HookError> {
         (**self).flush()
@@ -306,6 +319,22 @@ impl HookSet {
     /// Whether any hook records message content ([`Hook::captures_content`]).
     pub fn captures_content(&self) -> bool {
         self.hooks.iter().any(|h| h.captures_content())
+    }
+
+    /// The OTel context of span `span_id` of run `run_id` from the first hook that has one
+    /// ([`Hook::otel_context`]); `None` at once when there are no hooks. A panicking hook is
+    /// counted and skipped.
+    #[cfg(feature = "otel")]
+    pub fn otel_context(&self, run_id: &str, span_id: &str) -> Option<opentelemetry::Context> {
+        self.hooks.iter().find_map(|hook| {
+            match catch_unwind(AssertUnwindSafe(|| hook.otel_context(run_id, span_id))) {
+                Ok(cx) => cx,
+                Err(_) => {
+                    self.panics.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        })
     }
 
     /// The first halt reason any hook gives.

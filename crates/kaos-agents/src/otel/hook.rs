@@ -1,19 +1,21 @@
 //! [`OTelHook`]: maps a turn's event stream onto OpenTelemetry spans (DESIGN §5).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Link, SpanId, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
 use super::attributes::*;
 use super::content::{CaptureContent, ContentPolicy, output_messages};
 use super::mapping::{end_attributes, start_shape};
+use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
-    Key, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
+    Key, Map, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
     resolve, run_turn, run_turn_cx, settle_pending,
 };
 use super::{SpanNaming, parse_traceparent};
@@ -34,11 +36,20 @@ use crate::redact::Redactor;
 /// * State is keyed by `(run_id, span_id)` and dropped when a run has no open span, so
 ///   memory does not grow with finished turns ([`OTelHook::open_span_count`],
 ///   [`OTelHook::tracked_runs`]).
+/// * Runs are sharded by run id, each shard behind its own lock: concurrent runs do not
+///   queue behind one mutex.
+/// * [`Hook::otel_context`] answers with an open span's context, which the runner makes
+///   current while that span's tool or model call runs: instrumentation inside (an HTTP
+///   client, a tool's own spans) nests under `agent.tool_call.*` or `chat …`.
 pub struct OTelHook {
     tracer: BoxedTracer,
     pub(super) naming: SpanNaming,
     pub(super) content: ContentPolicy,
-    state: Mutex<State>,
+    shards: Shards,
+    /// session id → parent context for that session's root turns.
+    session_parents: RwLock<Map<Arc<str>, Context>>,
+    /// Whether `session_parents` may hold anything (skips its lock when never used).
+    has_session_parents: AtomicBool,
     /// OTel span id → our `(run_id, span_id)`, recorded for replay.
     id_log: Option<Mutex<HashMap<SpanId, Key>>>,
 }
@@ -65,7 +76,9 @@ impl OTelHook {
             tracer: BoxedTracer::new(Box::new(tracer)),
             naming: SpanNaming::default(),
             content: ContentPolicy::new(CaptureContent::from_env()),
-            state: Mutex::new(State::default()),
+            shards: Shards::default(),
+            session_parents: RwLock::new(Map::default()),
+            has_session_parents: AtomicBool::new(false),
             id_log: None,
         }
     }
@@ -129,30 +142,55 @@ impl OTelHook {
     /// span, e.g. from [`parse_traceparent`]). A `traceparent` attribute on the turn START
     /// takes precedence.
     pub fn set_session_parent(&self, session_id: &str, parent: Context) {
-        self.lock()
+        let mut parents = self
             .session_parents
-            .insert(Arc::from(session_id), parent);
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        parents.insert(Arc::from(session_id), parent);
+        self.has_session_parents.store(true, Ordering::Release);
     }
 
     /// Forgets the parent set by [`OTelHook::set_session_parent`].
     pub fn clear_session_parent(&self, session_id: &str) {
-        self.lock().session_parents.remove(session_id);
+        let mut parents = self
+            .session_parents
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        parents.remove(session_id);
+        self.has_session_parents
+            .store(!parents.is_empty(), Ordering::Release);
+    }
+
+    fn session_parent(&self, session_id: &str) -> Option<Context> {
+        if !self.has_session_parents.load(Ordering::Acquire) {
+            return None;
+        }
+        self.session_parents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(session_id)
+            .cloned()
     }
 
     /// How many OTel spans are started and not yet ended.
     pub fn open_span_count(&self) -> usize {
-        self.lock().spans.len()
+        self.shards.sum(|s| s.spans.len())
     }
 
     /// How many runs have state (a run's state goes when its last span ends).
     pub fn tracked_runs(&self) -> usize {
-        self.lock().runs.len()
+        self.shards.sum(|s| s.runs.len())
     }
 
     /// The OTel context of one of our open spans (e.g. to parent provider HTTP spans).
     pub fn context_of(&self, run_id: &str, span_id: &str) -> Option<Context> {
-        let state = self.lock();
-        let key: Key = (Arc::from(run_id), Arc::from(span_id));
+        let state = self.shards.lock(run_id);
+        // The map's own ids make the key: no allocation on this path (the runner asks for
+        // every tool and model call).
+        let key: Key = match state.by_span.get_key_value(span_id) {
+            Some((span, run)) if &**run == run_id => (run.clone(), span.clone()),
+            _ => (Arc::from(run_id), Arc::from(span_id)),
+        };
         state.spans.get(&key).map(|o| o.cx.clone())
     }
 
@@ -164,7 +202,19 @@ impl OTelHook {
 
     /// [`OTelHook::close_all`] with an explicit end time (unix ns).
     pub(crate) fn close_all_at(&self, reason: &str, now: u64) -> usize {
-        let mut state = self.lock();
+        let mut ended = 0;
+        for i in 0..super::shards::SHARDS {
+            let mut state = self.shards.lock_at(i);
+            ended += Self::close_shard(&mut state, reason, now);
+            let foreign = std::mem::take(&mut state.foreign);
+            drop(state);
+            ended += self.shards.cascade(foreign);
+        }
+        ended
+    }
+
+    /// Ends every open span of one shard (those whose parent is not in it first).
+    fn close_shard(state: &mut State, reason: &str, now: u64) -> usize {
         let roots: Vec<Key> = state
             .spans
             .iter()
@@ -182,28 +232,60 @@ impl OTelHook {
                 .get(&key)
                 .and_then(|o| o.closing_at)
                 .unwrap_or(now);
-            end_cancelled(&mut state, &key, at, reason);
+            end_cancelled(state, &key, at, reason);
         }
         state.runs.clear();
         before - state.spans.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
+    /// Handles one event under its run's shard lock (and no other).
     fn handle(&self, event: &Event) {
-        let mut state = self.lock();
-        let run = event.run_id.clone();
+        let run = &event.run_id;
+        let home = Shards::index(run);
+        let start = match &event.kind {
+            EventKind::Span(span) if span.phase == SpanPhase::Start => Some(span),
+            _ => None,
+        };
+        // A resumed turn's link: the paused turn's context, kept in the paused run's shard.
+        let link = start
+            .filter(|s| s.subject == SpanSubject::Turn)
+            .and_then(|s| s.attr_str("resumed_from"))
+            .and_then(|paused| self.shards.lock(paused).paused_turns.remove(paused));
+        let mut state = self.shards.lock_at(home);
         // A turn or intent span waiting for a late fact ends when something else comes.
         settle_pending(&mut state, event);
-        match &event.kind {
-            EventKind::Span(span) if span.phase == SpanPhase::Start => {
-                self.on_start(&mut state, event, span)
+        match start {
+            Some(span) => {
+                let mut foreign = None;
+                // The first span of a nested run: its parent may live in another shard.
+                if let Some(parent) = &span.parent_span_id
+                    && state.runs.get(run).is_none_or(|r| r.turn.is_none())
+                    && resolve(&state, run, parent).is_none()
+                {
+                    let pending = std::mem::take(&mut state.foreign);
+                    drop(state);
+                    self.shards.cascade(pending);
+                    let child: Key = (run.clone(), span.span_id.clone());
+                    foreign = self.shards.find_foreign_parent(parent, home, &child);
+                    state = self.shards.lock_at(home);
+                }
+                self.on_start(&mut state, event, span, foreign, link);
             }
-            EventKind::Span(span) => self.on_end(&mut state, event, span),
+            None => self.apply(&mut state, event),
+        }
+        let pending = std::mem::take(&mut state.foreign);
+        drop(state);
+        if !pending.is_empty() {
+            self.shards.cascade(pending);
+        }
+    }
+
+    /// Everything but a START, under the run's shard lock.
+    fn apply(&self, state: &mut State, event: &Event) {
+        let run = event.run_id.clone();
+        match &event.kind {
+            EventKind::Span(span) if span.phase == SpanPhase::Start => {}
+            EventKind::Span(span) => self.on_end(state, event, span),
             EventKind::IntentClassified {
                 intent,
                 confidence,
@@ -229,11 +311,11 @@ impl OTelHook {
                             .get(&key)
                             .and_then(|o| o.closing_at)
                             .unwrap_or(event.timestamp);
-                        end_span(&mut state, &key, at);
+                        end_span(state, &key, at);
                     }
                     None => {
                         // No classifier call seen (heuristic): an instant span under the turn.
-                        let parent = run_turn_cx(&state, &run);
+                        let parent = run_turn_cx(state, &run);
                         let span = self
                             .tracer
                             .span_builder(INTENT_CLASSIFICATION_SPAN)
@@ -279,7 +361,7 @@ impl OTelHook {
                 }
             }
             EventKind::BudgetExceeded { kind, reason, .. } => {
-                if let Some(open) = run_turn(&state, &run) {
+                if let Some(open) = run_turn(state, &run) {
                     open.cx.span().add_event(
                         "kaos.budget_exceeded",
                         vec![
@@ -347,7 +429,7 @@ impl OTelHook {
                     .get(&turn)
                     .and_then(|o| o.closing_at)
                     .unwrap_or(event.timestamp);
-                end_span(&mut state, &turn, at);
+                end_span(state, &turn, at);
             }
             EventKind::PlanProposed { .. }
             | EventKind::TextDelta { .. }
@@ -360,19 +442,28 @@ impl OTelHook {
     /// The context of a span with no open parent: a turn continues a `traceparent` or its
     /// session's parent; anything else starts from the caller's current context
     /// ([`ambient_context`]).
-    fn root_context(&self, state: &State, event: &Event, span: &SpanEvent) -> Context {
+    fn root_context(&self, event: &Event, span: &SpanEvent) -> Context {
         if span.subject == SpanSubject::Turn {
             if let Some(cx) = span.attr_str("traceparent").and_then(parse_traceparent) {
                 return cx;
             }
-            if let Some(cx) = state.session_parents.get(&event.session_id) {
-                return cx.clone();
+            if let Some(cx) = self.session_parent(&event.session_id) {
+                return cx;
             }
         }
         ambient_context()
     }
 
-    fn on_start(&self, state: &mut State, event: &Event, span: &SpanEvent) {
+    /// A START. `foreign` is its parent found in another shard (a nested run's first span),
+    /// `link` the paused turn a resumed turn continues.
+    fn on_start(
+        &self,
+        state: &mut State,
+        event: &Event,
+        span: &SpanEvent,
+        foreign: Option<(Key, Context)>,
+        link: Option<SpanContext>,
+    ) {
         let run = event.run_id.clone();
         let key: Key = (run.clone(), span.span_id.clone());
         if state.spans.contains_key(&key) {
@@ -389,7 +480,13 @@ impl OTelHook {
             });
         let mut parent_cx = match parent_key.as_ref().and_then(|k| state.spans.get(k)) {
             Some(open) => open.cx.clone(),
-            None => self.root_context(state, event, span),
+            None => match foreign {
+                Some((key, cx)) => {
+                    parent_key = Some(key);
+                    cx
+                }
+                None => self.root_context(event, span),
+            },
         };
         let a = &span.attributes;
         let t = system_time(event.timestamp);
@@ -450,8 +547,7 @@ impl OTelHook {
             .with_attributes(attrs);
         // A resumed turn links to the paused turn it continues (when this hook saw it).
         if kind == Kind::Turn
-            && let Some(paused) = a.get("resumed_from").and_then(Value::as_str)
-            && let Some(sc) = state.paused_turns.remove(paused)
+            && let Some(sc) = link
         {
             builder = builder.with_links(vec![Link::with_context(sc)]);
         }
@@ -635,6 +731,9 @@ impl Hook for OTelHook {
 
     fn captures_content(&self) -> bool {
         self.content.captures()
+    }
+    fn otel_context(&self, run_id: &str, span_id: &str) -> Option<Context> {
+        self.context_of(run_id, span_id)
     }
 
     fn flush(&self) -> Result<(), HookError> {

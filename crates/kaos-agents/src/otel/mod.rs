@@ -18,6 +18,7 @@ mod mapping;
 pub mod meter;
 pub mod metrics;
 pub mod replay;
+mod shards;
 mod state;
 pub mod telemetry;
 

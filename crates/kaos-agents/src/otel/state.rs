@@ -1,5 +1,6 @@
 //! The OTel hook's bookkeeping: open spans keyed by `(run_id, span_id)`, per-run state,
-//! and the operations that end spans (children first) and settle late facts.
+//! and the operations that end spans (children first) and settle late facts. One [`State`]
+//! holds the runs of one shard ([`super::shards`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -10,6 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status, TraceContextExt};
 
 use super::attributes::*;
+use super::shards::{Foreign, Shards};
 use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
 
 /// `(run_id, span_id)`: our span ids scoped by run, so concurrent runs never collide.
@@ -126,15 +128,16 @@ pub(super) struct State {
     /// span id → run id, to find a parent that lives in another run (sub-agent, handoff).
     pub(super) by_span: Map<Arc<str>, Arc<str>>,
     pub(super) runs: Map<Arc<str>, RunState>,
-    /// session id → parent context for that session's root turns.
-    pub(super) session_parents: Map<Arc<str>, Context>,
     /// run id → span context of a turn that ended paused, so the turn that resumes it can
     /// link to it (bounded: cleared when it reaches [`PAUSED_TURNS_KEPT`]).
     pub(super) paused_turns: Map<Arc<str>, opentelemetry::trace::SpanContext>,
+    /// Open descendants in other shards of spans that ended here, for
+    /// [`Shards::cascade`] once this shard's lock is released.
+    pub(super) foreign: Vec<Foreign>,
 }
 
-/// How many paused turns [`State::paused_turns`] remembers.
-pub(super) const PAUSED_TURNS_KEPT: usize = 1024;
+/// How many paused turns one shard's [`State::paused_turns`] remembers.
+pub(super) const PAUSED_TURNS_KEPT: usize = 256;
 
 pub(super) fn now_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -203,6 +206,13 @@ pub(super) fn close_children(state: &mut State, key: &Key, at: u64, reason: &str
     for child in children {
         if state.spans.contains_key(&child) {
             end_cancelled(state, &child, at, reason);
+        } else if child.0 != key.0 && Shards::index(&child.0) != Shards::index(&key.0) {
+            // A nested run's span in another shard: ended once this shard is released.
+            state.foreign.push(Foreign {
+                key: child,
+                at,
+                reason: reason.to_string(),
+            });
         }
     }
 }

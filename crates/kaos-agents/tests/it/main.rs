@@ -10,6 +10,8 @@ mod circuit;
 mod delegation;
 mod hooks;
 #[cfg(feature = "otel")]
+mod otel_concurrent;
+#[cfg(feature = "otel")]
 mod otel_content;
 #[cfg(feature = "otel")]
 mod otel_context;

@@ -197,6 +197,30 @@ impl TurnScope {
         &self.inner.hooks
     }
 
+    /// `fut` with span `id`'s OpenTelemetry context current while it runs (each poll), when a
+    /// hook has one ([`HookSet::otel_context`], feature `otel`): what the tool or model call
+    /// does inside (its own spans, an instrumented HTTP client, `tracing` spans bridged by
+    /// `tracing-opentelemetry`) nests under the span. Without such a hook, `fut` as it is.
+    pub(crate) fn in_span<F: Future>(
+        &self,
+        id: &str,
+        fut: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::context::FutureExt as _;
+            match self.inner.hooks.otel_context(&self.inner.run_id, id) {
+                Some(cx) => futures::future::Either::Left(fut.with_context(cx)),
+                None => futures::future::Either::Right(fut),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = id;
+            fut
+        }
+    }
+
     /// The innermost open span (the parent of the next START).
     pub fn current_span(&self) -> Option<Arc<str>> {
         let state = self.state();

@@ -228,9 +228,9 @@ impl Turn {
         let (span, _) =
             self.scope
                 .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
-        let result = signature
-            .call(client.as_ref(), inputs, &RequestOptions::default())
-            .await;
+        let options = RequestOptions::default();
+        let call = signature.call(client.as_ref(), inputs, &options);
+        let result = self.scope.in_span(&span, call).await;
         match &result {
             Ok(out) => {
                 let mut a = usage_attrs(&out.usage, out.cost_usd);
@@ -286,15 +286,15 @@ impl Turn {
         let (span, _) =
             self.scope
                 .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
-        let (result, stats, streamed) = model_stream::stream_typed(
+        let call = model_stream::stream_typed(
             &self.scope,
             &span,
             client.as_ref(),
             signature,
             inputs,
             field,
-        )
-        .await;
+        );
+        let (result, stats, streamed) = self.scope.in_span(&span, call).await;
         let mut a = Map::new();
         match &result {
             Ok(out) => {
@@ -377,8 +377,8 @@ impl Turn {
         let (span, _) =
             self.scope
                 .start_span(SpanSubject::LlmCall, format!("llm_call.{purpose}"), start);
-        let (result, stats) =
-            model_stream::stream_chat(&self.scope, &span, client.as_ref(), request).await;
+        let call = model_stream::stream_chat(&self.scope, &span, client.as_ref(), request);
+        let (result, stats) = self.scope.in_span(&span, call).await;
         match result {
             Ok(response) => {
                 self.streamed = Some(response.text());

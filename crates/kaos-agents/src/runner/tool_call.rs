@@ -170,7 +170,11 @@ pub(crate) async fn call_tool(
         }))),
     };
     let timeout = shared.agent.tool_timeout();
-    let run = AssertUnwindSafe(tool.call(call.arguments.clone(), &ctx)).catch_unwind();
+    // The tool's own instrumentation nests under its `tool_call` span.
+    let work = turn
+        .scope
+        .in_span(&span, tool.call(call.arguments.clone(), &ctx));
+    let run = AssertUnwindSafe(work).catch_unwind();
     let (output, error_type) = match tokio::time::timeout(timeout, run).await {
         Ok(Ok(output)) => {
             let kind = if output.is_error { "tool_error" } else { "" };

@@ -24,6 +24,8 @@ mod otel_metrics;
 #[cfg(feature = "otel")]
 mod otel_names;
 #[cfg(feature = "otel")]
+mod otel_nesting;
+#[cfg(feature = "otel")]
 mod otel_runner;
 mod plan;
 mod properties;

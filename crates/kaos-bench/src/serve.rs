@@ -5,6 +5,8 @@
 //! concurrent streams with a 20 ms model, the time to the first SSE event, RSS under that
 //! load, the heap bytes one open stream holds, and the same loop at 0 ms (CPU-bound). Each
 //! is paired with the same turns run in-process through `Runner` (no HTTP) in the same run.
+//! The 20 ms and 0 ms phases run on the in-memory store, then on SQLite (a temp state dir)
+//! and PostgreSQL (a fresh schema, dropped after; skipped with a note when unreachable).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,10 +60,21 @@ pub(crate) struct Load {
     pub first_event_p99_ms: f64,
     pub peak_rss_mb: f64,
     pub turns: usize,
+    /// Turns whose stream carried a `run_error` (not counted in `turns` or the latencies).
+    pub failed: usize,
+}
+
+/// The 20 ms and 0 ms phases on one persistent store, and the same turns in-process on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StoreLoad {
+    pub latency_20ms: Load,
+    pub inprocess_20ms_turns_per_s: f64,
+    pub cpu_bound: Load,
+    pub inprocess_cpu_turns_per_s: f64,
 }
 
 /// Everything the serve workload measured.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ServeFigures {
     pub latency_20ms: Load,
     pub inprocess_20ms_turns_per_s: f64,
@@ -69,6 +82,12 @@ pub(crate) struct ServeFigures {
     pub inprocess_cpu_turns_per_s: f64,
     pub bytes_per_open_stream: f64,
     pub streams: usize,
+    /// The phases on SQLite (a temp state dir).
+    pub sqlite: StoreLoad,
+    /// The phases on PostgreSQL (`None`: not measured, `postgres_note` says why).
+    pub postgres: Option<StoreLoad>,
+    /// Where the PostgreSQL figures come from, or why there are none.
+    pub postgres_note: String,
 }
 
 fn is_classifier(messages: &[Message]) -> bool {
@@ -165,13 +184,13 @@ fn request_bytes(addr: &str, session: &str) -> Vec<u8> {
 }
 
 /// Reads one SSE response off a keep-alive connection; returns when the first event
-/// arrived (relative to `sent`).
+/// arrived (relative to `sent`) and whether the turn failed (a `run_error` event).
 async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     sent: Instant,
     mut on_first: impl FnMut(),
-) -> Result<Duration, BoxError> {
+) -> Result<(Duration, bool), BoxError> {
     buf.clear();
     let mut first = None;
     let mut chunk = [0u8; 2048];
@@ -190,7 +209,10 @@ async fn read_response(
                 let head = String::from_utf8_lossy(&buf[..buf.len().min(200)]).to_string();
                 return Err(format!("unexpected response: {head}").into());
             }
-            return first.ok_or_else(|| "a response without events".into());
+            let failed = buf.windows(16).any(|w| w == b"event: run_error");
+            return first
+                .map(|f| (f, failed))
+                .ok_or_else(|| "a response without events".into());
         }
     }
 }
@@ -246,8 +268,8 @@ async fn load(addr: &str, streams: usize, duration: Duration, tag: &str) -> Resu
                 while Instant::now() < deadline {
                     let sent = Instant::now();
                     stream.write_all(&request).await?;
-                    let first = read_response(&mut stream, &mut buf, sent, || {}).await?;
-                    samples.push((sent.elapsed(), first));
+                    let (first, failed) = read_response(&mut stream, &mut buf, sent, || {}).await?;
+                    samples.push((sent.elapsed(), first, failed));
                 }
                 Ok::<_, BoxError>(samples)
             })
@@ -255,8 +277,13 @@ async fn load(addr: &str, streams: usize, duration: Duration, tag: &str) -> Resu
         .collect();
     let mut totals = Vec::new();
     let mut firsts = Vec::new();
+    let mut failed = 0;
     for h in handles {
-        for (total, first) in h.await.map_err(|e| format!("client task: {e}"))?? {
+        for (total, first, f) in h.await.map_err(|e| format!("client task: {e}"))?? {
+            if f {
+                failed += 1;
+                continue;
+            }
             totals.push(total);
             firsts.push(first);
         }
@@ -272,6 +299,7 @@ async fn load(addr: &str, streams: usize, duration: Duration, tag: &str) -> Resu
         first_event_p50_ms: percentile(&mut firsts, 0.50),
         first_event_p99_ms: percentile(&mut firsts, 0.99),
         peak_rss_mb,
+        failed,
     })
 }
 
@@ -292,8 +320,13 @@ async fn inprocess(
             tokio::spawn(async move {
                 let mut n = 0usize;
                 while Instant::now() < deadline {
-                    let events = runner.run("Hello there!", session.clone()).count().await;
-                    if events > 0 {
+                    let failed = runner
+                        .run("Hello there!", session.clone())
+                        .any(|e| async move {
+                            matches!(e.kind, kaos_agents::EventKind::RunError { .. })
+                        })
+                        .await;
+                    if !failed {
                         n += 1;
                     }
                 }
@@ -384,6 +417,60 @@ async fn open_stream_bytes(streams: usize) -> Result<f64, BoxError> {
     Ok((served - control) as f64 / streams as f64)
 }
 
+/// The 20 ms and 0 ms phases over `store` (served, then in-process), sessions named by `tag`.
+async fn store_phases(
+    store: Arc<dyn SessionStore>,
+    sizes: ServeSizes,
+    tag: &str,
+) -> Result<StoreLoad, BoxError> {
+    let n = sizes.streams;
+    let mut out = StoreLoad::default();
+    for latency_ms in [20, 0] {
+        let latency = Duration::from_millis(latency_ms);
+        let (addr, stop) = start(runtime(model(latency), store.clone()), n).await?;
+        let warm = format!("{tag}-warm{latency_ms}");
+        load(&addr, n.min(50), sizes.duration / 5, &warm).await?;
+        let served = load(&addr, n, sizes.duration, &format!("{tag}-l{latency_ms}")).await?;
+        let _ = stop.send(());
+        let runner = Runner::new(agent()?, runtime(model(latency), store.clone()));
+        let p = format!("{tag}-p{latency_ms}");
+        let inprocess = inprocess(runner, n, sizes.duration, &p).await?;
+        if latency_ms == 20 {
+            (out.latency_20ms, out.inprocess_20ms_turns_per_s) = (served, inprocess);
+        } else {
+            (out.cpu_bound, out.inprocess_cpu_turns_per_s) = (served, inprocess);
+        }
+    }
+    Ok(out)
+}
+
+/// The phases on SQLite in a temp state dir (removed after).
+async fn sqlite_phases(sizes: ServeSizes) -> Result<StoreLoad, BoxError> {
+    let dir = std::env::temp_dir().join(format!("kaos-bench-serve-{}", std::process::id()));
+    let store = kaos_store::open_state_dir(&dir, kaos_store::StoreOptions::default()).await?;
+    let figures = store_phases(store, sizes, "sqlite").await;
+    let _ = std::fs::remove_dir_all(&dir);
+    figures
+}
+
+/// The phases on PostgreSQL in a fresh schema (dropped after); `Err` says why they were
+/// not measured.
+async fn postgres_phases(sizes: ServeSizes, url: &str) -> Result<StoreLoad, String> {
+    let schema = format!("kaos_bench_serve_{}", std::process::id());
+    let options = kaos_store::StoreOptions {
+        schema: Some(schema.clone()),
+        ..kaos_store::StoreOptions::default()
+    };
+    let pg = kaos_store::PostgresStore::connect(url, options)
+        .await
+        .map_err(|e| format!("PostgreSQL not measured (unreachable): {e}"))?;
+    let figures = store_phases(Arc::new(pg.clone()), sizes, "pg").await;
+    let dropped = pg.drop_schema(&schema).await;
+    let figures = figures.map_err(|e| format!("PostgreSQL phases failed: {e}"))?;
+    dropped.map_err(|e| format!("dropping schema {schema}: {e}"))?;
+    Ok(figures)
+}
+
 /// Runs the serve workload (its own multi-threaded runtime).
 pub(crate) fn serve(quick: bool) -> Result<ServeFigures, BoxError> {
     let sizes = ServeSizes::new(quick);
@@ -414,6 +501,20 @@ pub(crate) fn serve(quick: bool) -> Result<ServeFigures, BoxError> {
         figures.inprocess_cpu_turns_per_s = inprocess(runner, n, sizes.duration, "p0").await?;
 
         figures.bytes_per_open_stream = open_stream_bytes(n).await?;
+
+        figures.sqlite = sqlite_phases(sizes).await?;
+        let url = crate::store::database_url();
+        match postgres_phases(sizes, &url).await {
+            Ok(pg) => {
+                figures.postgres = Some(pg);
+                figures.postgres_note = format!(
+                    "PostgreSQL at {} (pool {}, fresh schema dropped after)",
+                    kaos_store::redact_url(&url),
+                    kaos_store::StoreOptions::default().pool_size
+                );
+            }
+            Err(why) => figures.postgres_note = why,
+        }
         Ok::<_, BoxError>(figures)
     })
 }
@@ -423,8 +524,71 @@ fn r(x: f64, digits: i32) -> f64 {
     (x * m).round() / m
 }
 
+/// One store's keys (`serve_<name>_*`): throughput, latency, first event, RSS and failed
+/// turns of both phases, and the ratios to the in-process baseline of the same run (memory
+/// store) and to the same turns in-process on that store.
+fn store_report(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    s: Option<&StoreLoad>,
+    baseline: &ServeFigures,
+) {
+    let mut put = |key: &str, value: Option<f64>| {
+        out.insert(format!("serve_{name}_{key}"), serde_json::json!(value));
+    };
+    let ratio = |a: f64, b: f64| r(a / b.max(1e-9), 3);
+    let (l, c) = (s.map(|s| s.latency_20ms), s.map(|s| s.cpu_bound));
+    put("turns_per_s", l.map(|l| r(l.turns_per_s, 0)));
+    put("p50_ms", l.map(|l| r(l.p50_ms, 2)));
+    put("p99_ms", l.map(|l| r(l.p99_ms, 2)));
+    put("first_event_ms", l.map(|l| r(l.first_event_p50_ms, 2)));
+    put("rss_mb", l.map(|l| r(l.peak_rss_mb, 1)));
+    put(
+        "over_inprocess_memory_20ms",
+        l.map(|l| ratio(l.turns_per_s, baseline.inprocess_20ms_turns_per_s)),
+    );
+    put(
+        "inprocess_20ms_turns_per_s",
+        s.map(|s| r(s.inprocess_20ms_turns_per_s, 0)),
+    );
+    put(
+        "over_inprocess_same_store_20ms",
+        s.map(|s| ratio(s.latency_20ms.turns_per_s, s.inprocess_20ms_turns_per_s)),
+    );
+    put("cpu_turns_per_s", c.map(|c| r(c.turns_per_s, 0)));
+    put("cpu_p50_ms", c.map(|c| r(c.p50_ms, 2)));
+    put("cpu_p99_ms", c.map(|c| r(c.p99_ms, 2)));
+    put(
+        "cpu_over_inprocess_memory",
+        c.map(|c| ratio(c.turns_per_s, baseline.inprocess_cpu_turns_per_s)),
+    );
+    put(
+        "inprocess_cpu_turns_per_s",
+        s.map(|s| r(s.inprocess_cpu_turns_per_s, 0)),
+    );
+    put(
+        "cpu_over_inprocess_same_store",
+        s.map(|s| ratio(s.cpu_bound.turns_per_s, s.inprocess_cpu_turns_per_s)),
+    );
+    out.insert(
+        format!("serve_{name}_failed_turns"),
+        serde_json::json!(l.map(|l| l.failed + c.map_or(0, |c| c.failed))),
+    );
+}
+
 /// The figures as the report's `serve` object.
 pub(crate) fn report(f: &ServeFigures) -> serde_json::Value {
+    let mut value = memory_report(f);
+    if let serde_json::Value::Object(map) = &mut value {
+        store_report(map, "sqlite", Some(&f.sqlite), f);
+        store_report(map, "postgres", f.postgres.as_ref(), f);
+        map.insert("serve_postgres_note".into(), f.postgres_note.clone().into());
+    }
+    value
+}
+
+/// The in-memory store's keys (the first figures this workload reported).
+fn memory_report(f: &ServeFigures) -> serde_json::Value {
     let l = &f.latency_20ms;
     let c = &f.cpu_bound;
     serde_json::json!({
@@ -445,6 +609,7 @@ pub(crate) fn report(f: &ServeFigures) -> serde_json::Value {
         "serve_cpu_first_event_ms": r(c.first_event_p50_ms, 2),
         "inprocess_cpu_turns_per_s": r(f.inprocess_cpu_turns_per_s, 0),
         "serve_over_inprocess_cpu": r(c.turns_per_s / f.inprocess_cpu_turns_per_s.max(1e-9), 3),
+        "serve_failed_turns": l.failed + c.failed,
         "store": "memory",
     })
 }
@@ -454,8 +619,9 @@ pub(crate) fn notes(notes: &mut serde_json::Map<String, serde_json::Value>, f: &
     notes.insert(
         "serve".into(),
         format!(
-            "kaos-server on 127.0.0.1 (same process, one multi-threaded runtime shared with the load generator), {} keep-alive HTTP/1.1 clients each running SSE turns back to back on its own session for the phase's duration; a respond turn = 2 model calls (classifier + respond), each waiting 20 ms on a timer (serve_*) or 0 ms (serve_cpu_*); latency = request written → end of the chunked SSE body; first_event = request written → first `event:` line; in-memory session store, no OTel/audit hooks; inprocess_* = the same turns through Runner::run without HTTP, same concurrency and duration; serve_rss_mb = peak VmRSS sampled every 50 ms during the 20 ms phase (whole process: server + clients); serve_bytes_per_open_stream = live heap with N streams held mid-turn minus N plain held client connections, / N",
-            f.streams
+            "kaos-server on 127.0.0.1 (same process, one multi-threaded runtime shared with the load generator), {} keep-alive HTTP/1.1 clients each running SSE turns back to back on its own session for the phase's duration; a respond turn = 2 model calls (classifier + respond), each waiting 20 ms on a timer (serve_*) or 0 ms (serve_cpu_*); latency = request written → end of the chunked SSE body; first_event = request written → first `event:` line; in-memory session store, no OTel/audit hooks; inprocess_* = the same turns through Runner::run without HTTP, same concurrency and duration; serve_sqlite_* / serve_postgres_*: both phases again on SQLite (a temp state dir, WAL) and on PostgreSQL ({}), each also run in-process on the same store (…_over_inprocess_same_store) and compared with the in-memory in-process baseline of this run (…_over_inprocess_memory); failed_turns = streams that carried a run_error (left out of the figures); serve_rss_mb = peak VmRSS sampled every 50 ms during the 20 ms phase (whole process: server + clients); serve_bytes_per_open_stream = live heap with N streams held mid-turn minus N plain held client connections, / N",
+            f.streams,
+            f.postgres_note
         )
         .into(),
     );

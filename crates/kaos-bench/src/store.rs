@@ -12,7 +12,7 @@ use crate::workloads::{MODEL, agent, chat_model, drain};
 use crate::{BoxError, Sizes, Stats, round};
 
 /// The PostgreSQL server the bench uses (a fresh schema in it).
-fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("KAOS_BENCH_DATABASE_URL")
         .or_else(|_| std::env::var("KAOS_TEST_DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())

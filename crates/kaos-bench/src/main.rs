@@ -10,8 +10,8 @@
 //! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed):
 //! the JSON says `"quick": true` and the table marks every figure `(quick)`.
 //! `--json` prints one JSON object instead of the table. `--only NAME` runs one workload
-//! and prints nothing, except `--only otel` and `--only metrics`, which print their keys as
-//! one JSON object (with `"quick"`).
+//! and prints nothing, except `--only otel`, `--only metrics`, `--only audit` and
+//! `--only audit_fsync`, which print their keys as one JSON object (with `"quick"`).
 
 #![recursion_limit = "256"]
 
@@ -416,8 +416,24 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
                 .collect();
             print_only(keys, quick);
         }
-        "audit" => drop(single.block_on(workloads::audit_ratio(sizes))?),
-        "audit_fsync" => drop(single.block_on(workloads::audit_fsync_turn_ratio(sizes))?),
+        // These print their keys too: a before/after of the audit hook in one command.
+        "audit" => {
+            let r = single.block_on(workloads::audit_ratio(sizes))?;
+            print_only(
+                ratio_keys("audit_ratio", "audit_turn_us_off_on", &r, 3),
+                quick,
+            );
+        }
+        "audit_fsync" => {
+            let r = single.block_on(workloads::audit_fsync_turn_ratio(sizes))?;
+            let keys = ratio_keys(
+                "audit_fsync_turn_ratio",
+                "audit_fsync_turn_us_off_on",
+                &r,
+                4,
+            );
+            print_only(keys, quick);
+        }
         "idle" => drop(single.block_on(workloads::idle_session_bytes(sizes))?),
         "concurrent" => drop(workloads::concurrent(sizes)?),
         "stream" => {
@@ -435,6 +451,22 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
 }
 
 /// Prints the keys of an `--only` run as one JSON object, saying whether it was quick.
+/// `{ratio_key: ratio, us_key: [off µs, on µs]}` of one hook-on ÷ hook-off measurement.
+fn ratio_keys(
+    ratio_key: &str,
+    us_key: &str,
+    r: &workloads::Ratio,
+    digits: i32,
+) -> Map<String, Value> {
+    let mut keys = Map::new();
+    keys.insert(ratio_key.into(), json!(round(r.ratio, digits)));
+    keys.insert(
+        us_key.into(),
+        json!([round(r.off_us, 2), round(r.on_us, 2)]),
+    );
+    keys
+}
+
 fn print_only(mut keys: Map<String, Value>, quick: bool) {
     keys.insert("quick".into(), quick.into());
     println!("{}", Value::Object(keys));

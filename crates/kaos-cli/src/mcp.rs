@@ -172,9 +172,8 @@ async fn serve(args: ServeArgs) -> Result<u8, CliError> {
                 .map_err(|e| CliError::failed(anyhow!(e)))
         }
         Some(addr) => {
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
+            // SIGTERM or SIGINT, handlers installed before the "serving" line.
+            let shutdown = crate::serve::shutdown_signal();
             serve_http(
                 server,
                 addr,

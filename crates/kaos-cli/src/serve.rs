@@ -98,26 +98,35 @@ async fn agents(
     Ok((agents, sessions))
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// A future that resolves at the first SIGTERM or SIGINT. The handlers are installed when
+/// this is called, not when the future is first polled: the "listening" line is printed
+/// after it, so a supervisor that signals as soon as it reads that line gets a drain, not
+/// the default disposition (an instant kill, seen when the machine is loaded enough that
+/// the serving loop is first polled only after a turn has started).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        );
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -166,6 +175,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {addr}"))
         .map_err(CliError::usage)?;
+    let signalled = shutdown_signal();
     eprintln!(
         "kaos serve: listening on http://{local} (agents: {}; {}; sessions: {}) — OpenAPI at /openapi.json",
         names.join(", "),
@@ -177,7 +187,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         sessions.describe()
     );
     let report = server
-        .serve(listener, shutdown_signal(), drain_timeout)
+        .serve(listener, signalled, drain_timeout)
         .await
         .context("serving")
         .map_err(CliError::failed)?;

@@ -59,6 +59,11 @@ impl Cache {
         map.insert(session.id.clone(), (incarnation.to_string(), s));
     }
 
+    /// Forgets every session.
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Forgets session `id`.
     pub fn remove(&self, id: &str) {
         self.map

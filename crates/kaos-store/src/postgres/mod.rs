@@ -1,8 +1,11 @@
 //! [`PostgresStore`]: the session store in PostgreSQL, for many processes or replicas. A
-//! lease is a row update on the session; a commit locks the session row
-//! (`SELECT … FOR UPDATE`), checks the lease and appends in one transaction; a claim is a
-//! conditional row update on the run.
+//! lease is a row update on the session; a commit checks the lease and appends in one
+//! statement (turns that pause or finish runs: one transaction with the session row locked,
+//! `SELECT … FOR UPDATE`); a claim is a conditional row update on the run. Leases and plain
+//! commits of sessions that arrive together share one statement (`batch`): a turn costs two
+//! round trips, and concurrent turns share them.
 
+mod batch;
 mod connect;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ struct Inner {
     shown: String,
     options: StoreOptions,
     cache: Cache,
+    batch: batch::Batcher,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -53,12 +57,18 @@ impl PostgresStore {
         let settings = connect::settings(url, &|k| std::env::var(k).ok())?;
         let shown = settings.shown.clone();
         let pool = connect::pool(settings, &options).await?;
+        let batch = batch::Batcher::start(
+            pool.clone(),
+            shown.clone(),
+            options.lease_ttl.as_millis() as i64,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 shown,
                 options,
                 cache: Cache::default(),
+                batch,
             }),
         })
     }
@@ -126,207 +136,10 @@ impl PostgresStore {
         });
         lease.with_keepalive(task.abort_handle())
     }
-}
 
-impl Inner {
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::backend(format!("PostgreSQL store {}: {e}", self.shown))
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            self.err(format!(
-                "cannot get a connection: {e} (is the server running?)"
-            ))
-        })
-    }
-
-    /// The committed session under `header`: the cached prefix plus the rows after it.
-    async fn read(
-        &self,
-        c: &impl deadpool_postgres::GenericClient,
-        id: &str,
-        header: &Header,
-    ) -> Result<Session, StoreError> {
-        let mut s = self.cache.base(id, header);
-        s.turn_count = header.turn_count;
-        let from = s.messages.len() as i64;
-        let to = header.message_count as i64;
-        if from < to {
-            let st = c
-                .prepare_cached(
-                    "SELECT role, content FROM kaos_messages \
-                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
-                )
-                .await
-                .map_err(|e| self.err(e))?;
-            for r in c
-                .query(&st, &[&id, &from, &to])
-                .await
-                .map_err(|e| self.err(e))?
-            {
-                let role: &str = r.get(0);
-                let content: &str = r.get(1);
-                s.messages.push_back(SessionMessage {
-                    role: role.into(),
-                    content: content.into(),
-                });
-            }
-        }
-        let from = s.actions.len() as i64;
-        let to = header.action_count as i64;
-        if from < to {
-            let st = c
-                .prepare_cached(
-                    "SELECT action FROM kaos_actions \
-                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
-                )
-                .await
-                .map_err(|e| self.err(e))?;
-            for r in c
-                .query(&st, &[&id, &from, &to])
-                .await
-                .map_err(|e| self.err(e))?
-            {
-                let json: &str = r.get(0);
-                let action: ToolAction = serde_json::from_str(json)
-                    .map_err(|e| self.err(format!("session {id:?}: corrupt tool action: {e}")))?;
-                s.actions.push_back(action);
-            }
-        }
-        self.cache.put(&header.incarnation, &s);
-        for run in self.runs(c, id, true).await? {
-            match run.status {
-                RunStatus::Pending => {
-                    s.pending_runs.insert(run.run_id, run.state);
-                }
-                _ => s.runs_in_doubt.push(run.run_id),
-            }
-        }
-        Ok(s)
-    }
-
-    async fn runs(
-        &self,
-        c: &impl deadpool_postgres::GenericClient,
-        id: &str,
-        open_only: bool,
-    ) -> Result<Vec<PausedRun>, StoreError> {
-        let filter = if open_only {
-            "AND status IN ('pending', 'claimed')"
-        } else {
-            ""
-        };
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE session_id = $1 {filter} \
-                 ORDER BY created_ms, run_id"
-            ))
-            .await
-            .map_err(|e| self.err(e))?;
-        c.query(&st, &[&id])
-            .await
-            .map_err(|e| self.err(e))?
-            .iter()
-            .map(|r| self.run_of(r))
-            .collect()
-    }
-
-    async fn run(
-        &self,
-        c: &impl deadpool_postgres::GenericClient,
-        session: &str,
-        run_id: &str,
-    ) -> Result<PausedRun, StoreError> {
-        let row = c
-            .query_opt(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE run_id = $1 AND session_id = $2"
-                ),
-                &[&run_id, &session],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        match row {
-            Some(r) => self.run_of(&r),
-            None => Err(StoreError::run_not_found(session, run_id)),
-        }
-    }
-
-    fn run_of(&self, r: &Row) -> Result<PausedRun, StoreError> {
-        let run_id: String = r.get(0);
-        let state: &str = r.get(4);
-        Ok(PausedRun {
-            session_id: r.get(1),
-            turn_number: r.get::<_, i64>(2) as u64,
-            status: RunStatus::parse(r.get(3))?,
-            state: serde_json::from_str(state)
-                .map_err(|e| self.err(format!("paused run {run_id}: corrupt state: {e}")))?,
-            claimed_by: r.get(5),
-            claimed_at_ms: r.get::<_, Option<i64>>(6).map(|v| v as u64),
-            run_id,
-        })
-    }
-}
-
-fn header_of(r: &Row) -> Header {
-    Header {
-        incarnation: r.get(0),
-        turn_count: r.get::<_, i64>(1) as u64,
-        message_count: r.get::<_, i64>(2) as u64,
-        action_count: r.get::<_, i64>(3) as u64,
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for PostgresStore {
-    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let inner = &self.inner;
-        let c = inner.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT incarnation, turn_count, message_count, action_count \
-                 FROM kaos_sessions WHERE id = $1 AND committed = 1",
-                &[&id],
-            )
-            .await
-            .map_err(|e| inner.err(e))?;
-        match row {
-            Some(r) => Ok(Some(inner.read(&c, id, &header_of(&r)).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn begin(&self, id: &str, wait: Duration) -> Result<(SessionLease, Session), StoreError> {
-        let inner = &self.inner;
-        let ttl = inner.options.lease_ttl.as_millis() as i64;
-        let sql = format!(
-            "INSERT INTO kaos_sessions AS s \
-               (id, incarnation, created_ms, updated_ms, lease_token, lease_until) \
-             VALUES ($1, $2, {NOW_MS}, {NOW_MS}, $3, {NOW_MS} + $4) \
-             ON CONFLICT (id) DO UPDATE SET lease_token = EXCLUDED.lease_token, \
-               lease_until = EXCLUDED.lease_until \
-             WHERE s.lease_token IS NULL OR s.lease_until < {NOW_MS} \
-             RETURNING incarnation, turn_count, message_count, action_count"
-        );
-        let (token, session) = poll_lease(id, wait, || async {
-            let c = inner.client().await?;
-            let st = c.prepare_cached(&sql).await.map_err(|e| inner.err(e))?;
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let incarnation = uuid::Uuid::new_v4().simple().to_string();
-            let row = c
-                .query_opt(&st, &[&id, &incarnation, &token, &ttl])
-                .await
-                .map_err(|e| inner.err(e))?;
-            let Some(row) = row else { return Ok(None) };
-            let session = inner.read(&c, id, &header_of(&row)).await?;
-            Ok(Some((token, session)))
-        })
-        .await?;
-        Ok((self.lease(id, token), session))
-    }
-
-    async fn commit(
+    /// A commit that pauses or finishes runs: one transaction on one connection, the
+    /// session row locked (`SELECT … FOR UPDATE`), each run's move checked.
+    async fn commit_with_runs(
         &self,
         mut lease: SessionLease,
         changes: TurnChanges,
@@ -437,17 +250,227 @@ impl SessionStore for PostgresStore {
         .map_err(e)?;
         tx.commit().await.map_err(e)?;
         lease.disarm();
-        let mut s = inner.cache.base(&id, &header);
-        if s.messages.len() as u64 == header.message_count
-            && s.actions.len() as u64 == header.action_count
+        inner.remember(&id, &header, turns, changes);
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Extends the cached session by a commit's messages and actions (`before` = the
+    /// header the commit started from), or forgets it when the cache did not hold the rest.
+    fn remember(&self, id: &str, before: &Header, turn_count: u64, changes: TurnChanges) {
+        let mut s = self.cache.base(id, before);
+        if s.messages.len() as u64 == before.message_count
+            && s.actions.len() as u64 == before.action_count
         {
-            s.turn_count = turns;
+            s.turn_count = turn_count;
             s.messages.extend(changes.messages);
             s.actions.extend(changes.actions);
-            inner.cache.put(&header.incarnation, &s);
+            self.cache.put(&before.incarnation, &s);
         } else {
-            inner.cache.remove(&id);
+            self.cache.remove(id);
         }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::backend(format!("PostgreSQL store {}: {e}", self.shown))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            self.err(format!(
+                "cannot get a connection: {e} (is the server running?)"
+            ))
+        })
+    }
+
+    /// The committed session under `header`: the cached prefix plus the rows after it.
+    async fn read(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        id: &str,
+        header: &Header,
+        with_runs: bool,
+    ) -> Result<Session, StoreError> {
+        let mut s = self.cache.base(id, header);
+        s.turn_count = header.turn_count;
+        let from = s.messages.len() as i64;
+        let to = header.message_count as i64;
+        if from < to {
+            let st = c
+                .prepare_cached(
+                    "SELECT role, content FROM kaos_messages \
+                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in c
+                .query(&st, &[&id, &from, &to])
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                let role: &str = r.get(0);
+                let content: &str = r.get(1);
+                s.messages.push_back(SessionMessage {
+                    role: role.into(),
+                    content: content.into(),
+                });
+            }
+        }
+        let from = s.actions.len() as i64;
+        let to = header.action_count as i64;
+        if from < to {
+            let st = c
+                .prepare_cached(
+                    "SELECT action FROM kaos_actions \
+                     WHERE session_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in c
+                .query(&st, &[&id, &from, &to])
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                let json: &str = r.get(0);
+                let action: ToolAction = serde_json::from_str(json)
+                    .map_err(|e| self.err(format!("session {id:?}: corrupt tool action: {e}")))?;
+                s.actions.push_back(action);
+            }
+        }
+        self.cache.put(&header.incarnation, &s);
+        if !with_runs {
+            return Ok(s);
+        }
+        for run in self.runs(c, id, true).await? {
+            match run.status {
+                RunStatus::Pending => {
+                    s.pending_runs.insert(run.run_id, run.state);
+                }
+                _ => s.runs_in_doubt.push(run.run_id),
+            }
+        }
+        Ok(s)
+    }
+
+    async fn runs(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        id: &str,
+        open_only: bool,
+    ) -> Result<Vec<PausedRun>, StoreError> {
+        let filter = if open_only {
+            "AND status IN ('pending', 'claimed')"
+        } else {
+            ""
+        };
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE session_id = $1 {filter} \
+                 ORDER BY created_ms, run_id"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        c.query(&st, &[&id])
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| self.run_of(r))
+            .collect()
+    }
+
+    async fn run(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        session: &str,
+        run_id: &str,
+    ) -> Result<PausedRun, StoreError> {
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM kaos_runs WHERE run_id = $1 AND session_id = $2"
+                ),
+                &[&run_id, &session],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => self.run_of(&r),
+            None => Err(StoreError::run_not_found(session, run_id)),
+        }
+    }
+
+    fn run_of(&self, r: &Row) -> Result<PausedRun, StoreError> {
+        let run_id: String = r.get(0);
+        let state: &str = r.get(4);
+        Ok(PausedRun {
+            session_id: r.get(1),
+            turn_number: r.get::<_, i64>(2) as u64,
+            status: RunStatus::parse(r.get(3))?,
+            state: serde_json::from_str(state)
+                .map_err(|e| self.err(format!("paused run {run_id}: corrupt state: {e}")))?,
+            claimed_by: r.get(5),
+            claimed_at_ms: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+            run_id,
+        })
+    }
+}
+
+fn header_of(r: &Row) -> Header {
+    Header {
+        incarnation: r.get(0),
+        turn_count: r.get::<_, i64>(1) as u64,
+        message_count: r.get::<_, i64>(2) as u64,
+        action_count: r.get::<_, i64>(3) as u64,
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PostgresStore {
+    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let inner = &self.inner;
+        let c = inner.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT incarnation, turn_count, message_count, action_count \
+                 FROM kaos_sessions WHERE id = $1 AND committed = 1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| inner.err(e))?;
+        match row {
+            Some(r) => Ok(Some(inner.read(&c, id, &header_of(&r), true).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn begin(&self, id: &str, wait: Duration) -> Result<(SessionLease, Session), StoreError> {
+        let inner = &self.inner;
+        // Leases of sessions that start together are taken in one statement (see `batch`).
+        let taken = poll_lease(id, wait, || inner.batch.begin(id)).await?;
+        let lease = self.lease(id, taken.token);
+        let header = taken.header;
+        let mut session = inner.cache.base(id, &header);
+        session.turn_count = header.turn_count;
+        let cached = session.messages.len() as u64 == header.message_count
+            && session.actions.len() as u64 == header.action_count;
+        if !cached || taken.open_runs {
+            // Dropping the lease on an error here releases it.
+            let c = inner.client().await?;
+            session = inner.read(&c, id, &header, taken.open_runs).await?;
+        }
+        Ok((lease, session))
+    }
+
+    async fn commit(&self, lease: SessionLease, changes: TurnChanges) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if !changes.paused.is_empty() || !changes.finished.is_empty() {
+            return self.commit_with_runs(lease, changes).await;
+        }
+        // Commits that arrive together run as one statement (see `batch`).
+        let id = lease.session_id().to_string();
+        let done = inner.batch.commit(lease, changes).await?;
+        inner.remember(&id, &done.before, done.turn_count, done.changes);
         Ok(())
     }
 

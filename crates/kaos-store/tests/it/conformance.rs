@@ -55,6 +55,7 @@ pub async fn run_all(store: Store, tag: &str) {
     turns_round_trip_in_order(&store, &format!("{tag}-order")).await;
     a_held_session_is_busy_then_free(&store, &format!("{tag}-busy")).await;
     concurrent_turns_all_land_once(&store, &format!("{tag}-concurrent")).await;
+    many_sessions_at_once_commit_each_on_its_own(&store, &format!("{tag}-many")).await;
     a_paused_run_is_claimed_exactly_once(&store, &format!("{tag}-claim")).await;
     an_unfinished_claim_is_in_doubt_until_forced_or_abandoned(&store, &format!("{tag}-doubt"))
         .await;
@@ -153,6 +154,61 @@ async fn concurrent_turns_all_land_once(store: &Store, id: &str) {
                 &*s.messages[i + 1].content,
                 format!("re: task {t} turn {k}")
             );
+        }
+    }
+}
+
+/// Many sessions take their leases and commit at the same instant (a store may group them
+/// into one transaction): each turn lands whole, and a session whose lease was voided fails
+/// alone while the others commit.
+async fn many_sessions_at_once_commit_each_on_its_own(store: &Store, prefix: &str) {
+    const SESSIONS: usize = 40;
+    const VOIDED: usize = 7;
+    let ids: Vec<String> = (0..SESSIONS).map(|i| format!("{prefix}-{i}")).collect();
+    for round in 1..=2u64 {
+        let begun = futures::future::join_all(ids.iter().map(|id| store.begin(id, WAIT))).await;
+        let mut leases = Vec::new();
+        for (i, b) in begun.into_iter().enumerate() {
+            let (lease, s) = b.unwrap();
+            let want = if i == VOIDED { 0 } else { round - 1 };
+            assert_eq!(s.turn_count, want, "session {i} in round {round}");
+            assert_eq!(s.messages.len() as u64, 2 * want, "session {i}");
+            leases.push(lease);
+        }
+        store.delete(&ids[VOIDED]).await.unwrap();
+        let commits = leases.into_iter().enumerate().map(|(i, lease)| {
+            let store = store.clone();
+            async move {
+                let n = if i == VOIDED { 1 } else { round };
+                store
+                    .commit(lease, turn(n, &format!("s{i} r{round}")))
+                    .await
+            }
+        });
+        for (i, r) in futures::future::join_all(commits)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if i == VOIDED {
+                assert_eq!(r.unwrap_err().kind, StoreErrorKind::LeaseLost);
+            } else {
+                r.unwrap();
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let s = store.load(id).await.unwrap();
+            if i == VOIDED {
+                assert!(s.is_none(), "the voided session saved nothing");
+                continue;
+            }
+            let s = s.unwrap();
+            assert_eq!(s.turn_count, round);
+            let texts: Vec<&str> = s.messages.iter().map(|m| &*m.content).collect();
+            let last = format!("s{i} r{round}");
+            assert_eq!(texts.len() as u64, 2 * round);
+            assert_eq!(texts[texts.len() - 2], last);
+            assert_eq!(s.actions.len() as u64, round);
         }
     }
 }
@@ -346,4 +402,48 @@ pub async fn an_expired_lease_is_taken_over_and_its_commit_refused(store: &Store
     let s = store.load(id).await.unwrap().unwrap();
     assert_eq!(&*s.messages[0].content, "fresh");
     assert_eq!(s.turn_count, 1);
+}
+
+/// Sessions `ids` leased at once, then committed at once with one chat turn each, after
+/// `spoil` put a row where session `ids[bad]`'s first message goes (its insert violates the
+/// key): that commit fails with a backend error and saves nothing, the others commit, and
+/// the failed session can be leased again.
+pub async fn a_failing_commit_fails_alone<F, Fut>(
+    store: &Store,
+    ids: &[String],
+    bad: usize,
+    spoil: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let begun = futures::future::join_all(ids.iter().map(|id| store.begin(id, WAIT))).await;
+    let leases: Vec<_> = begun.into_iter().map(|b| b.unwrap().0).collect();
+    spoil().await;
+    let commits = leases.into_iter().enumerate().map(|(i, lease)| {
+        let store = store.clone();
+        async move { store.commit(lease, turn(1, &format!("s{i}"))).await }
+    });
+    for (i, r) in futures::future::join_all(commits)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if i == bad {
+            assert_eq!(r.unwrap_err().kind, StoreErrorKind::Backend);
+        } else {
+            r.unwrap();
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let s = store.load(id).await.unwrap();
+        if i == bad {
+            assert!(s.is_none(), "the failed commit saved nothing");
+        } else {
+            assert_eq!(s.unwrap().turn_count, 1);
+        }
+    }
+    let (lease, s) = store.begin(&ids[bad], WAIT).await.unwrap();
+    assert_eq!(s.turn_count, 0);
+    store.release(lease).await.unwrap();
 }

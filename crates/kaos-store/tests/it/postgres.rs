@@ -77,6 +77,32 @@ async fn an_expired_lease_is_taken_over() {
     store.drop_schema(&schema).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_commit_fails_alone_among_many() {
+    // Commits that arrive together run as one statement; a failing one must not sink it.
+    let (store, schema) = fresh(StoreOptions::default()).await;
+    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+    let ids: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
+    let spoiled = schema.clone();
+    super::conformance::a_failing_commit_fails_alone(&shared, &ids, 3, move || async move {
+        let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO \"{spoiled}\".kaos_messages (session_id, seq, turn_number, role, content) \
+                 VALUES ('g3', 0, 1, 'user', 'squatter')"
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    })
+    .await;
+    store.drop_schema(&schema).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_unreachable_server_fails_with_the_url_and_no_password() {
     let e = PostgresStore::connect(

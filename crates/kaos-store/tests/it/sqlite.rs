@@ -50,6 +50,31 @@ async fn two_handles_on_one_file_share_leases_and_turns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_commit_fails_alone_among_many() {
+    // Commits that arrive together share one transaction; a failing one must not sink it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kaos.db");
+    let store: Arc<dyn SessionStore> = Arc::new(
+        SqliteStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    let ids: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
+    let spoiled = path.clone();
+    super::conformance::a_failing_commit_fails_alone(&store, &ids, 3, move || async move {
+        let conn = rusqlite::Connection::open(&spoiled).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute(
+            "INSERT INTO kaos_messages (session_id, seq, turn_number, role, content) \
+             VALUES ('g3', 0, 1, 'user', 'squatter')",
+            [],
+        )
+        .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {

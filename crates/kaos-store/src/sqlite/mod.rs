@@ -17,6 +17,8 @@ use crate::StoreOptions;
 use crate::cache::{Cache, Header};
 use crate::migrate::SQLITE;
 
+mod group;
+
 /// Sessions in a SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -32,10 +34,12 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     options: StoreOptions,
-    cache: Cache,
+    cache: Arc<Cache>,
+    /// Leases and commits, group-committed (see `group`).
+    writer: group::Writer,
 }
 
 impl SqliteStore {
@@ -202,11 +206,15 @@ fn open_sync(path: PathBuf, options: StoreOptions) -> Result<Inner, StoreError> 
     conn.execute_batch("PRAGMA synchronous = FULL;")
         .map_err(|e| at(&e))?;
     migrate(&mut conn).map_err(|e| at(&e))?;
+    let conn = Arc::new(Mutex::new(conn));
+    let cache = Arc::new(Cache::default());
+    let writer = group::Writer::start(conn.clone(), cache.clone(), path.display().to_string())?;
     Ok(Inner {
-        conn: Mutex::new(conn),
+        conn,
         path,
         options,
-        cache: Cache::default(),
+        cache,
+        writer,
     })
 }
 
@@ -414,13 +422,12 @@ impl SessionStore for SqliteStore {
         let ttl = self.inner.options.lease_ttl;
         let (token, session) = poll_lease(id, wait, || {
             let id = id.to_string();
-            self.with(move |inner, conn| {
+            let inner = self.inner.clone();
+            // Runs inside a batch's transaction, in its own savepoint (see `group`).
+            self.inner.writer.write(move |conn| {
                 let e = |e| inner.err(e);
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(e)?;
                 let now = now_ms() as i64;
-                tx.prepare_cached(
+                conn.prepare_cached(
                     "INSERT INTO kaos_sessions (id, incarnation, created_ms, updated_ms) \
                      VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO NOTHING",
                 )
@@ -429,7 +436,7 @@ impl SessionStore for SqliteStore {
                 })
                 .map_err(e)?;
                 let token = lease_token();
-                let mut took = tx
+                let mut took = conn
                     .prepare_cached(
                         "UPDATE kaos_sessions SET lease_token = ?2, lease_until = ?3 \
                          WHERE id = ?1 AND (lease_token IS NULL OR lease_until < ?4)",
@@ -437,12 +444,12 @@ impl SessionStore for SqliteStore {
                     .and_then(|mut st| st.execute(params![id, token, until(ttl), now]))
                     .map_err(e)?;
                 if took == 0
-                    && let Some((_, Some(holder), _)) = inner.header(&tx, &id)?
+                    && let Some((_, Some(holder), _)) = inner.header(conn, &id)?
                     && holder_is_dead(&holder)
                 {
                     // Its process is gone (killed mid-turn): the lease is free now, not
                     // after its TTL.
-                    took = tx
+                    took = conn
                         .execute(
                             "UPDATE kaos_sessions SET lease_token = ?2, lease_until = ?3 \
                              WHERE id = ?1 AND lease_token = ?4",
@@ -451,14 +458,12 @@ impl SessionStore for SqliteStore {
                         .map_err(e)?;
                 }
                 if took == 0 {
-                    tx.rollback().map_err(e)?;
                     return Ok(None);
                 }
-                let Some((header, _, _)) = inner.header(&tx, &id)? else {
+                let Some((header, _, _)) = inner.header(conn, &id)? else {
                     return Err(inner.err(format!("session {id:?} vanished while leased")));
                 };
-                let session = inner.read(&tx, &id, &header)?;
-                tx.commit().map_err(e)?;
+                let session = inner.read(conn, &id, &header)?;
                 Ok(Some((token, session)))
             })
         })
@@ -473,11 +478,13 @@ impl SessionStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let id = lease.session_id().to_string();
         let token = lease.token().to_string();
-        self.with(move |inner, conn| {
+        let inner = self.inner.clone();
+        let session = id.clone();
+        // Runs inside a batch's transaction, in its own savepoint (see `group`): acknowledged
+        // once that transaction committed.
+        let (header, turns, changes) = self.inner.writer.write(move |tx| {
+            let id = session;
             let e = |e| inner.err(e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(e)?;
             let Some((header, holder, _)) = inner.header(&tx, &id)? else {
                 return Err(StoreError::lease_lost(&id));
             };
@@ -546,23 +553,23 @@ impl SessionStore for SqliteStore {
                 st.execute(params![id, turns as i64, messages as i64, actions as i64, now])
             })
             .map_err(e)?;
-            tx.commit().map_err(e)?;
-            // The cache holds the whole committed session after `begin`; extend it.
-            let mut s = inner.cache.base(&id, &header);
-            if s.messages.len() as u64 == header.message_count
-                && s.actions.len() as u64 == header.action_count
-            {
-                s.turn_count = turns;
-                s.messages.extend(changes.messages);
-                s.actions.extend(changes.actions);
-                inner.cache.put(&header.incarnation, &s);
-            } else {
-                inner.cache.remove(&id);
-            }
-            Ok(())
+            Ok((header, turns, changes))
         })
         .await?;
         lease.disarm();
+        // The cache holds the whole committed session after `begin`; extend it.
+        let inner = &self.inner;
+        let mut s = inner.cache.base(&id, &header);
+        if s.messages.len() as u64 == header.message_count
+            && s.actions.len() as u64 == header.action_count
+        {
+            s.turn_count = turns;
+            s.messages.extend(changes.messages);
+            s.actions.extend(changes.actions);
+            inner.cache.put(&header.incarnation, &s);
+        } else {
+            inner.cache.remove(&id);
+        }
         Ok(())
     }
 

@@ -485,7 +485,7 @@ impl SessionStore for SqliteStore {
         let (header, turns, changes) = self.inner.writer.write(move |tx| {
             let id = session;
             let e = |e| inner.err(e);
-            let Some((header, holder, _)) = inner.header(&tx, &id)? else {
+            let Some((header, holder, _)) = inner.header(tx, &id)? else {
                 return Err(StoreError::lease_lost(&id));
             };
             if holder.as_deref() != Some(token.as_str()) {
@@ -527,7 +527,7 @@ impl SessionStore for SqliteStore {
                     )
                     .map_err(e)?;
                 if n == 0 {
-                    return Err(match inner.run(&tx, &id, run_id) {
+                    return Err(match inner.run(tx, &id, run_id) {
                         Ok(run) => StoreError::not_claimable(&run),
                         Err(x) => x,
                     });

@@ -10,7 +10,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
-use kaos_agents::{Approval, EventStream, RunOptions, RunState, Session};
+use kaos_agents::{
+    Approval, EventKind, EventStream, RunOptions, RunState, Session, SpanPhase, SpanSubject,
+};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
@@ -144,8 +146,34 @@ async fn respond(
         state.cancel.subscribe(),
         held,
     );
+    // A session held by another process or replica (the store's lease) is only known once
+    // the runner has tried to take it, which the event after the turn's start says. Hold the
+    // response until then, so that case is a 409 like the in-process lock, not a 200 whose
+    // stream carries a run_error.
+    let mut head = Vec::new();
+    while let Some(e) = stream.next().await {
+        if let EventKind::RunError {
+            error_type,
+            message,
+            ..
+        } = &e.kind
+            && error_type == "session_busy"
+        {
+            let message = message.clone();
+            while stream.next().await.is_some() {}
+            return ApiError::new(StatusCode::CONFLICT, "session_busy", message).into_response();
+        }
+        let decided = !matches!(
+            &e.kind,
+            EventKind::Span(s) if s.subject == SpanSubject::Turn && s.phase == SpanPhase::Start
+        );
+        head.push(e);
+        if decided {
+            break;
+        }
+    }
     if json {
-        let mut events = Vec::new();
+        let mut events = head;
         while let Some(e) = stream.next().await {
             events.push(e);
         }
@@ -153,7 +181,7 @@ async fn respond(
         return Json(body).into_response();
     }
     let mut position: u64 = 0;
-    let sse = stream.map(move |e| {
+    let sse = futures::stream::iter(head).chain(stream).map(move |e| {
         let id = position;
         position += 1;
         let event = SseEvent::default()

@@ -130,3 +130,49 @@ async fn two_replicas_share_a_postgres_schema() {
         .unwrap();
     cleanup.drop_schema(&schema).await.unwrap();
 }
+
+/// A session held by a turn on one replica is `409 session_busy` on the other (the store's
+/// lease, not the replica's own lock, is what says so), and free again once that turn ends.
+#[tokio::test]
+async fn a_session_busy_on_another_replica_is_409() {
+    let dir = std::env::temp_dir().join(format!("kaos-serve-{}", uuid::Uuid::new_v4().simple()));
+    let options = kaos_store::StoreOptions::default;
+    let replica = |store| Options {
+        store: Some(store),
+        session_wait: Some(std::time::Duration::from_millis(200)),
+        ..Options::default()
+    };
+    let a = start(replica(
+        kaos_store::open_state_dir(&dir, options()).await.unwrap(),
+    ))
+    .await;
+    let b = start(replica(
+        kaos_store::open_state_dir(&dir, options()).await.unwrap(),
+    ))
+    .await;
+    let mut entered = a.gate_entries();
+    let first = crate::util::post_sse(&a.base, TOKEN_A, "held", "open the gate").await;
+    entered.recv().await.unwrap();
+    let busy = post_json(&b.base, TOKEN_A, "held", json!({"message": "hello"})).await;
+    assert_eq!(busy.status(), 409);
+    let error: serde_json::Value = busy.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "session_busy", "{error}");
+    let streamed = client()
+        .post(b.url("/v1/sessions/held/messages"))
+        .bearer_auth(TOKEN_A)
+        .header("accept", "text/event-stream")
+        .json(&json!({"message": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 409, "also when the caller asked for SSE");
+    a.controls.gate_open.add_permits(1);
+    let _ = futures::StreamExt::collect::<Vec<_>>(first.bytes_stream()).await;
+    let after = post_json(&b.base, TOKEN_A, "held", json!({"message": "hello"})).await;
+    assert_eq!(
+        after.status(),
+        200,
+        "free once the turn on the other replica ended"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

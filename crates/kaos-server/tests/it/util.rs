@@ -182,6 +182,9 @@ pub struct Options {
     pub tokens: TokenSet,
     pub store: Option<Arc<dyn SessionStore>>,
     pub drain_timeout: std::time::Duration,
+    /// How long a turn waits for the store's lease on its session (the runtime's default
+    /// when `None`).
+    pub session_wait: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -194,6 +197,7 @@ impl Default for Options {
             tokens,
             store: None,
             drain_timeout: std::time::Duration::from_secs(30),
+            session_wait: None,
         }
     }
 }
@@ -218,6 +222,9 @@ pub async fn start(options: Options) -> TestServer {
         .with_client("fake-2", FunctionClient::new(model).without_recording());
     for t in tools(&controls) {
         runtime = runtime.with_tool(t);
+    }
+    if let Some(wait) = options.session_wait {
+        runtime = runtime.with_session_wait(wait);
     }
     let assistant = Agent::builder()
         .name("assistant")

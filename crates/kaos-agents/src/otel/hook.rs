@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{
+    Link, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, Tracer,
+};
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 
@@ -18,6 +19,7 @@ use super::state::{
     Key, Map, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
     resolve, run_turn, run_turn_cx, settle_pending,
 };
+use super::tracer::HookTracer;
 use super::{SpanNaming, parse_traceparent};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome};
 use crate::hooks::{Hook, HookAction, HookError};
@@ -42,7 +44,7 @@ use crate::redact::Redactor;
 ///   current while that span's tool or model call runs: instrumentation inside (an HTTP
 ///   client, a tool's own spans) nests under `agent.tool_call.*` or `chat …`.
 pub struct OTelHook {
-    tracer: BoxedTracer,
+    tracer: HookTracer,
     pub(super) naming: SpanNaming,
     pub(super) content: ContentPolicy,
     shards: Shards,
@@ -73,7 +75,7 @@ impl OTelHook {
         T::Span: Send + Sync + 'static,
     {
         Self {
-            tracer: BoxedTracer::new(Box::new(tracer)),
+            tracer: HookTracer::new(tracer),
             naming: SpanNaming::default(),
             content: ContentPolicy::new(CaptureContent::from_env()),
             shards: Shards::default(),
@@ -316,14 +318,13 @@ impl OTelHook {
                     None => {
                         // No classifier call seen (heuristic): an instant span under the turn.
                         let parent = run_turn_cx(state, &run);
-                        let span = self
-                            .tracer
-                            .span_builder(INTENT_CLASSIFICATION_SPAN)
-                            .with_kind(SpanKind::Internal)
-                            .with_start_time(system_time(event.timestamp))
-                            .with_attributes(attrs)
-                            .start_with_context(&self.tracer, &parent);
-                        let cx = parent.with_span(span);
+                        let cx = self.tracer.start(
+                            SpanBuilder::from_name(INTENT_CLASSIFICATION_SPAN)
+                                .with_kind(SpanKind::Internal)
+                                .with_start_time(system_time(event.timestamp))
+                                .with_attributes(attrs),
+                            &parent,
+                        );
                         cx.span().set_status(Status::Ok);
                         cx.span().end_with_timestamp(system_time(event.timestamp));
                     }
@@ -507,13 +508,12 @@ impl OTelHook {
                 }
                 _ => {
                     let ikey: Key = (run.clone(), Arc::from(wrapper_id(&span.span_id)));
-                    let otel = self
-                        .tracer
-                        .span_builder(wrapper)
-                        .with_kind(SpanKind::Internal)
-                        .with_start_time(t)
-                        .start_with_context(&self.tracer, &parent_cx);
-                    let cx = parent_cx.with_span(otel);
+                    let cx = self.tracer.start(
+                        SpanBuilder::from_name(wrapper)
+                            .with_kind(SpanKind::Internal)
+                            .with_start_time(t),
+                        &parent_cx,
+                    );
                     self.log_id(&cx, &ikey);
                     insert(
                         state,
@@ -539,9 +539,7 @@ impl OTelHook {
         }
 
         let (name, otel_kind, attrs) = start_shape(self.naming, &self.content, event, span);
-        let mut builder = self
-            .tracer
-            .span_builder(name)
+        let mut builder = SpanBuilder::from_name(name)
             .with_kind(otel_kind)
             .with_start_time(t)
             .with_attributes(attrs);
@@ -551,8 +549,7 @@ impl OTelHook {
         {
             builder = builder.with_links(vec![Link::with_context(sc)]);
         }
-        let otel = builder.start_with_context(&self.tracer, &parent_cx);
-        let cx = parent_cx.with_span(otel);
+        let cx = self.tracer.start(builder, &parent_cx);
         self.log_id(&cx, &key);
         insert(state, key.clone(), cx, kind, parent_key, event.timestamp);
         match kind {
@@ -589,7 +586,10 @@ impl OTelHook {
         }
         let otel = open.cx.span();
         let a = &span.attributes;
-        otel.set_attributes(end_attributes(&self.content, open.kind, span));
+        let mut ends = std::mem::take(&mut state.end_attrs);
+        end_attributes(&self.content, open.kind, span, &mut ends);
+        otel.set_attributes(ends.drain(..));
+        state.end_attrs = ends;
         if open.kind == Kind::Llm
             && let Some(at) = a.get("first_chunk_unix_nano").and_then(Value::as_u64)
         {

@@ -172,14 +172,15 @@ fn content_attribute(
     }
 }
 
-/// The attributes a span's terminal phase adds.
+/// The attributes a span's terminal phase adds, pushed onto `out` (a buffer the caller
+/// reuses from span to span: no allocation per END).
 pub(super) fn end_attributes(
     content: &ContentPolicy,
     kind: Kind,
     span: &SpanEvent,
-) -> Vec<KeyValue> {
+    out: &mut Vec<KeyValue>,
+) {
     let a = &span.attributes;
-    let mut out = Vec::with_capacity(8);
     let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
         if let Some(v) = a.get(src).and_then(as_i64) {
             out.push(KeyValue::new(dst, v));
@@ -187,16 +188,16 @@ pub(super) fn end_attributes(
     };
     match kind {
         Kind::Llm => {
-            int_attr("input_tokens", GEN_AI_USAGE_INPUT_TOKENS, &mut out);
-            int_attr("output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS, &mut out);
+            int_attr("input_tokens", GEN_AI_USAGE_INPUT_TOKENS, out);
+            int_attr("output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS, out);
             int_attr(
                 "cache_read_tokens",
                 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-                &mut out,
+                out,
             );
-            int_attr("attempts", KAOS_ATTEMPTS, &mut out);
-            int_attr("chunks", KAOS_STREAM_CHUNKS, &mut out);
-            int_attr("streamed_chars", KAOS_STREAM_CHARS, &mut out);
+            int_attr("attempts", KAOS_ATTEMPTS, out);
+            int_attr("chunks", KAOS_STREAM_CHUNKS, out);
+            int_attr("streamed_chars", KAOS_STREAM_CHARS, out);
             if let Some(ms) = a.get("time_to_first_chunk_ms").and_then(Value::as_f64) {
                 out.push(KeyValue::new(
                     GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
@@ -219,13 +220,7 @@ pub(super) fn end_attributes(
                 ));
             }
             if content.captures() {
-                content_attribute(
-                    content,
-                    a,
-                    OUTPUT_MESSAGES,
-                    GEN_AI_OUTPUT_MESSAGES,
-                    &mut out,
-                );
+                content_attribute(content, a, OUTPUT_MESSAGES, GEN_AI_OUTPUT_MESSAGES, out);
             }
         }
         Kind::Tool => {
@@ -240,7 +235,7 @@ pub(super) fn end_attributes(
             int_attr(
                 "kaos.result_original_bytes",
                 KAOS_RESULT_ORIGINAL_BYTES,
-                &mut out,
+                out,
             );
             // Protocol attributes a tool reported (MCP: `mcp.method.name`,
             // `jsonrpc.request.id`, `network.transport`, ...), as they are.
@@ -270,5 +265,4 @@ pub(super) fn end_attributes(
         }
         Kind::Intent | Kind::Subagent | Kind::Handoff => {}
     }
-    out
 }

@@ -21,6 +21,7 @@ pub mod replay;
 mod shards;
 mod state;
 pub mod telemetry;
+mod tracer;
 
 use std::collections::HashMap;
 

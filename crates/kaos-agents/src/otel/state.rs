@@ -134,6 +134,8 @@ pub(super) struct State {
     /// Open descendants in other shards of spans that ended here, for
     /// [`Shards::cascade`] once this shard's lock is released.
     pub(super) foreign: Vec<Foreign>,
+    /// The END attributes being added (kept empty between events, reused for its capacity).
+    pub(super) end_attrs: Vec<KeyValue>,
 }
 
 /// How many paused turns one shard's [`State::paused_turns`] remembers.

@@ -18,7 +18,9 @@ use crate::cli::LogFormat;
 /// The filter when `RUST_LOG` is unset: warnings, or more with each `-v`.
 fn default_filter(verbose: u8) -> &'static str {
     match verbose {
-        0 => "warn",
+        // The logging hook's per-span warnings ("span failed …") repeat what the command
+        // itself reports (its error line, the tree's failed spans): shown from -v on.
+        0 => "warn,kaos_agents::hooks::builtin=error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -206,7 +208,7 @@ mod tests {
 
     #[test]
     fn verbosity_maps_to_levels() {
-        assert_eq!(default_filter(0), "warn");
+        assert_eq!(default_filter(0), "warn,kaos_agents::hooks::builtin=error");
         assert_eq!(default_filter(1), "info");
         assert_eq!(default_filter(2), "debug");
         assert_eq!(default_filter(9), "trace");

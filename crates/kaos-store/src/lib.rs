@@ -23,6 +23,8 @@ mod cache;
 mod migrate;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod renew;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -22,6 +22,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::StoreOptions;
 use crate::cache::{Cache, Header};
+use crate::renew::{Renewal, keep_alive};
 
 /// The database's clock in unix ms (leases compare against one clock for all replicas).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -105,20 +106,12 @@ impl PostgresStore {
         };
         let lease = SessionLease::new(id, token.clone(), release);
         let ttl = self.inner.options.lease_ttl;
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return lease;
-        };
-        if ttl.is_zero() {
-            return lease; // nothing to renew: the lease is over at once
-        }
-        let weak = Arc::downgrade(&self.inner);
         let id = id.to_string();
-        let task = handle.spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                let Some(inner) = weak.upgrade() else { return };
+        keep_alive(lease, ttl, Arc::downgrade(&self.inner), move |inner| {
+            let (id, token) = (id.clone(), token.clone());
+            async move {
                 let Ok(c) = inner.pool.get().await else {
-                    continue;
+                    return Renewal::Unreachable;
                 };
                 let renewed = c
                     .execute(
@@ -129,12 +122,13 @@ impl PostgresStore {
                         &[&id, &token, &(ttl.as_millis() as i64)],
                     )
                     .await;
-                if !matches!(renewed, Ok(1)) {
-                    return;
+                if matches!(renewed, Ok(1)) {
+                    Renewal::Held
+                } else {
+                    Renewal::Lost
                 }
             }
-        });
-        lease.with_keepalive(task.abort_handle())
+        })
     }
 
     /// A commit that pauses or finishes runs: one transaction on one connection, the

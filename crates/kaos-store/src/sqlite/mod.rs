@@ -16,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::StoreOptions;
 use crate::cache::{Cache, Header};
 use crate::migrate::SQLITE;
+use crate::renew::{Renewal, keep_alive};
 
 mod group;
 
@@ -98,19 +99,10 @@ impl SqliteStore {
         };
         let lease = SessionLease::new(id, token.clone(), release);
         let ttl = self.inner.options.lease_ttl;
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return lease;
-        };
-        if ttl.is_zero() {
-            return lease; // nothing to renew: the lease is over at once
-        }
-        let weak = Arc::downgrade(&self.inner);
         let id = id.to_string();
-        let task = handle.spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let (id, token) = (id.clone(), token.clone());
+        keep_alive(lease, ttl, Arc::downgrade(&self.inner), move |inner| {
+            let (id, token) = (id.clone(), token.clone());
+            async move {
                 let renewed = tokio::task::spawn_blocking(move || {
                     let conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
                     conn.execute(
@@ -120,12 +112,13 @@ impl SqliteStore {
                     )
                 })
                 .await;
-                if !matches!(renewed, Ok(Ok(1))) {
-                    return;
+                if matches!(renewed, Ok(Ok(1))) {
+                    Renewal::Held
+                } else {
+                    Renewal::Lost
                 }
             }
-        });
-        lease.with_keepalive(task.abort_handle())
+        })
     }
 }
 

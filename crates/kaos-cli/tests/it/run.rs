@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::store::{ops_agent, pause};
 use super::{KAOS, TempDir, assert_spans_closed, events, kaos, text};
 
 const TOOL_AGENT: &str = r#"
@@ -263,62 +264,14 @@ fn unknown_flags_are_usage_errors() {
 fn a_paused_run_is_approved_or_denied_with_kaos_resume() {
     let dir = TempDir::new("resume");
     let marker = dir.path().join("ran.txt");
-    dir.write(
-        "ops.toml",
-        &format!(
-            r#"name = "ops"
-model = "script:pause.json"
-[[tools]]
-name = "delete_report"
-description = "Deletes the old report."
-command = ["sh", "-c", "cat >/dev/null; echo once >> {}; echo deleted"]
-destructive = true
-parameters = {{ type = "object", properties = {{}} }}
-"#,
-            marker.display()
-        ),
-    );
-    dir.write(
-        "pause.json",
-        r#"["{\"intent\":\"tool_use\",\"confidence\":0.9}",
-            {"tool_calls":[{"id":"tc_1","name":"delete_report","arguments":{}}]}]"#,
-    );
+    ops_agent(&dir, &marker, "");
     dir.write(
         "after.json",
         r#"["The report is gone.", "Understood, I left it."]"#,
     );
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
-    let pause = |session: &str| {
-        let out = kaos(
-            dir.path(),
-            &[
-                "run",
-                "--agent",
-                "ops.toml",
-                "--state-dir",
-                state,
-                "--session",
-                session,
-                "-q",
-                "Delete it",
-            ],
-        );
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-        let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains("needs approval") && stderr.contains("kaos resume"),
-            "{stderr}"
-        );
-        stderr
-            .split_whitespace()
-            .find(|w| w.starts_with("run_"))
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                    .to_string()
-            })
-            .unwrap()
-    };
+    let pause = |session: &str| pause(&dir, state, session);
     let resume = |run: &str, session: &str, extra: &[&str]| {
         let mut args = vec![
             "resume",

@@ -182,7 +182,7 @@ fn kill_9_mid_commit_leaves_the_turn_before_and_the_session_usable() {
 }
 
 /// An agent file with one destructive command tool that appends a line to `marker`.
-fn ops_agent(dir: &TempDir, marker: &Path, extra: &str) {
+pub(super) fn ops_agent(dir: &TempDir, marker: &Path, extra: &str) {
     dir.write(
         "ops.toml",
         &format!(
@@ -207,7 +207,7 @@ parameters = {{ type = "object", properties = {{}} }}
     dir.write("after.json", r#"["The report is gone."]"#);
 }
 
-fn pause(dir: &TempDir, state: &str, session: &str) -> String {
+pub(super) fn pause(dir: &TempDir, state: &str, session: &str) -> String {
     let out = kaos(
         dir.path(),
         &[
@@ -224,7 +224,10 @@ fn pause(dir: &TempDir, state: &str, session: &str) -> String {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("needs approval"), "{stderr}");
+    assert!(
+        stderr.contains("needs approval") && stderr.contains("kaos resume"),
+        "{stderr}"
+    );
     stderr
         .split_whitespace()
         .find(|w| w.starts_with("run_"))

@@ -46,6 +46,10 @@ struct ScopeState {
     halted: Option<String>,
     /// The thread delivering this scope's events to the hooks right now.
     deliverer: Option<ThreadId>,
+    /// Threads waiting in [`TurnScope::commit`] for that delivery to end. The end of a
+    /// delivery wakes them only when there are some: `Condvar::notify_all` is a system call
+    /// even with nobody waiting, and a turn ends many deliveries.
+    waiting: usize,
 }
 
 struct ScopeInner {
@@ -272,11 +276,13 @@ impl TurnScope {
         let me = std::thread::current().id();
         // Another thread is delivering: wait for it, so hooks see events in sequence order.
         while state.deliverer.is_some_and(|t| t != me) {
+            state.waiting += 1;
             state = self
                 .inner
                 .delivered
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.waiting -= 1;
         }
         let first = state.sequence;
         let value = record(self, &mut state);
@@ -287,6 +293,7 @@ impl TurnScope {
             return (value, HookAction::Continue);
         }
         state.deliverer = Some(me);
+        // Frees the scope for the next deliverer if a hook call unwinds past us.
         let delivering = Delivering(self);
         let mut action = HookAction::Continue;
         while let Some(event) = state.pending.pop_front() {
@@ -307,8 +314,14 @@ impl TurnScope {
             }
             self.to_stream(&mut state, event);
         }
+        // The delivery ends under the lock already held (no second locking for the guard).
+        std::mem::forget(delivering);
+        state.deliverer = None;
+        let wake = state.waiting > 0;
         drop(state);
-        drop(delivering);
+        if wake {
+            self.inner.delivered.notify_all();
+        }
         (value, action)
     }
 
@@ -481,8 +494,13 @@ struct Delivering<'a>(&'a TurnScope);
 
 impl Drop for Delivering<'_> {
     fn drop(&mut self) {
-        self.0.state().deliverer = None;
-        self.0.inner.delivered.notify_all();
+        let mut state = self.0.state();
+        state.deliverer = None;
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.0.inner.delivered.notify_all();
+        }
     }
 }
 

@@ -122,8 +122,52 @@ pub struct SpanEvent {
 impl SpanEvent {
     /// An attribute as a string, if present and a string.
     pub fn attr_str(&self, key: &str) -> Option<&str> {
-        self.attributes.get(key).and_then(Value::as_str)
+        attr(&self.attributes, key).and_then(Value::as_str)
     }
+}
+
+/// Maps up to this size are searched by [`attr`] with a linear scan.
+const SCAN_MAX: usize = 16;
+
+/// `map[key]` for an event's attribute map. The maps hold a handful of entries (one B-tree
+/// node), so a scan that compares lengths before bytes is cheaper than the B-tree's ordered
+/// search, which compares bytes at every step; the OTel and metrics hooks look up a dozen
+/// keys per span.
+pub(crate) fn attr<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() > SCAN_MAX {
+        return map.get(key);
+    }
+    map.iter().find_map(|(k, v)| (k == key).then_some(v))
+}
+
+/// The values of `keys` (sorted, distinct) in an event's attribute map, in one pass: the map
+/// iterates in key order, so a merge walk compares each entry about once where a lookup per
+/// key would search the map `N` times (a model call's END is read for a dozen keys). A map
+/// that does not iterate in order (serde_json's `preserve_order` feature) is read with one
+/// lookup per key instead.
+pub(crate) fn pick<'a, const N: usize>(
+    map: &'a Map<String, Value>,
+    keys: &[&str; N],
+) -> [Option<&'a Value>; N] {
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+    let mut out = [None; N];
+    let mut next = 0;
+    let mut previous: Option<&str> = None;
+    for (k, v) in map {
+        let k = k.as_str();
+        if previous.is_some_and(|p| p >= k) {
+            return keys.map(|key| map.get(key));
+        }
+        previous = Some(k);
+        while next < N && keys[next] < k {
+            next += 1;
+        }
+        if next < N && keys[next] == k {
+            out[next] = Some(v);
+            next += 1;
+        }
+    }
+    out
 }
 
 /// The kinds of intent the classifier chooses from.
@@ -445,5 +489,38 @@ impl Event {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)
             .unwrap_or_else(|e| format!("{{\"serialization_error\":{:?}}}", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(keys: &[&str]) -> Map<String, Value> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), Value::from(i)))
+            .collect()
+    }
+
+    #[test]
+    fn pick_finds_what_get_finds() {
+        let m = map(&["attempts", "b", "input_tokens", "model", "zz"]);
+        let keys = ["a", "attempts", "input_tokens", "missing", "zz", "zzz"];
+        let picked = pick(&m, &keys);
+        for (key, got) in keys.iter().zip(picked) {
+            assert_eq!(got, m.get(*key), "{key}");
+            assert_eq!(attr(&m, key), m.get(*key), "{key}");
+        }
+        assert_eq!(pick(&Map::new(), &["a", "b"]), [None, None]);
+    }
+
+    #[test]
+    fn attr_on_a_large_map_searches_it() {
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let m = map(&refs);
+        assert_eq!(attr(&m, "k39"), Some(&Value::from(39)));
+        assert_eq!(attr(&m, "k40"), None);
     }
 }

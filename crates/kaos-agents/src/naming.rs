@@ -45,7 +45,7 @@ pub fn concat(parts: &[&str]) -> String {
 }
 
 fn attr<'a>(attributes: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    attributes.get(key).and_then(Value::as_str)
+    crate::events::attr(attributes, key).and_then(Value::as_str)
 }
 
 /// The exported name of a kaos span, from its subject, its event name (`tool.search`,

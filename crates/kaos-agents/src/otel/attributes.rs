@@ -139,6 +139,10 @@ pub const SHORT_TEXT_CHARS: usize = 200;
 
 /// `text` cut to at most `max` characters (on a char boundary).
 pub fn truncate_chars(text: &str, max: usize) -> String {
+    // At most `max` bytes is at most `max` characters: no need to count them.
+    if text.len() <= max {
+        return text.to_string();
+    }
     match text.char_indices().nth(max) {
         Some((i, _)) => text[..i].to_string(),
         None => text.to_string(),

@@ -21,7 +21,7 @@ use super::state::{
 };
 use super::tracer::HookTracer;
 use super::{SpanNaming, parse_traceparent};
-use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome};
+use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome, attr};
 use crate::hooks::{Hook, HookAction, HookError};
 use crate::naming::{INTENT_CLASSIFICATION_SPAN, wrapper_id, wrapper_name};
 use crate::redact::Redactor;
@@ -558,10 +558,12 @@ impl OTelHook {
             }
             Kind::Tool => {
                 if let Some(open) = state.spans.get_mut(&key) {
-                    open.call_id = a.get("call_id").and_then(Value::as_str).map(str::to_string);
+                    open.call_id = attr(a, "call_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                 }
                 if self.content.captures()
-                    && let Some(args) = a.get("arguments")
+                    && let Some(args) = attr(a, "arguments")
                     && let Some(text) = self.content.render(args.clone())
                     && let Some(open) = state.spans.get(&key)
                 {
@@ -591,11 +593,11 @@ impl OTelHook {
         otel.set_attributes(ends.drain(..));
         state.end_attrs = ends;
         if open.kind == Kind::Llm
-            && let Some(at) = a.get("first_chunk_unix_nano").and_then(Value::as_u64)
+            && let Some(at) = attr(a, "first_chunk_unix_nano").and_then(Value::as_u64)
         {
             // The first chunk's moment, recorded when the span ends (the event stream says
             // when it was; the exported span is the same as if it had been added live).
-            let ttfc = a.get("time_to_first_chunk_ms").and_then(Value::as_f64);
+            let ttfc = attr(a, "time_to_first_chunk_ms").and_then(Value::as_f64);
             otel.add_event_with_timestamp(
                 EVENT_FIRST_CHUNK,
                 system_time(at),
@@ -614,12 +616,14 @@ impl OTelHook {
         let mut paused_turn = None;
         open.status = match span.phase {
             SpanPhase::Start | SpanPhase::Complete => {
-                let is_error = a.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-                let outcome = a.get("outcome").and_then(Value::as_str);
+                let is_error = attr(a, "is_error")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let outcome = attr(a, "outcome").and_then(Value::as_str);
                 if is_error {
                     Status::error(
                         self.content.short(
-                            a.get("result_summary")
+                            attr(a, "result_summary")
                                 .and_then(Value::as_str)
                                 .unwrap_or("tool error"),
                         ),
@@ -657,8 +661,7 @@ impl OTelHook {
                 }
             }
             SpanPhase::Cancelled => {
-                let reason = a
-                    .get("cancel_reason")
+                let reason = attr(a, "cancel_reason")
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .or_else(|| error.map(|e| e.error_type.clone()))
@@ -679,7 +682,7 @@ impl OTelHook {
         }
         if kind == Kind::Tool
             && self.content.captures()
-            && let Some(result) = a.get("result_summary")
+            && let Some(result) = attr(a, "result_summary")
             && let Some(text) = self.content.render(result.clone())
         {
             otel.set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_RESULT, text));

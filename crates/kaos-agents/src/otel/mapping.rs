@@ -2,15 +2,15 @@
 
 use std::borrow::Cow;
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use opentelemetry::{KeyValue, StringValue};
 use serde_json::Value;
 
 use super::SpanNaming;
 use super::attributes::*;
 use super::content::ContentPolicy;
 use super::state::Kind;
-use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject};
+use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr, pick};
 use crate::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
 use crate::naming::span_name;
 
@@ -29,7 +29,7 @@ pub(super) fn start_shape(
     span: &SpanEvent,
 ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
     let a = &span.attributes;
-    let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |k: &str| attr(a, k).and_then(Value::as_str).unwrap_or("").to_string();
     let suffix = |prefix: &str| {
         span.name
             .strip_prefix(prefix)
@@ -51,19 +51,19 @@ pub(super) fn start_shape(
                 KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
             ]);
-            if let Some(n) = a.get("turn_number").and_then(as_i64) {
+            if let Some(n) = attr(a, "turn_number").and_then(as_i64) {
                 attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
             }
-            if let Some(m) = a.get("model").and_then(Value::as_str) {
+            if let Some(m) = attr(a, "model").and_then(Value::as_str) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
             }
-            if let Some(r) = a.get("resumed_from").and_then(Value::as_str) {
+            if let Some(r) = attr(a, "resumed_from").and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
             }
             SpanKind::Internal
         }
         SpanSubject::LlmCall => {
-            let model = a.get("model").and_then(Value::as_str).unwrap_or("");
+            let model = attr(a, "model").and_then(Value::as_str).unwrap_or("");
             attrs.extend([
                 KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
                 KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
@@ -71,7 +71,7 @@ pub(super) fn start_shape(
                 KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
                 KeyValue::new(KAOS_PURPOSE, s("purpose")),
             ]);
-            if a.get("stream").and_then(Value::as_bool) == Some(true) {
+            if attr(a, "stream").and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
             }
             if content.captures() {
@@ -93,7 +93,7 @@ pub(super) fn start_shape(
             SpanKind::Client
         }
         SpanSubject::ToolCall => {
-            let tool = match a.get("tool_name").and_then(Value::as_str) {
+            let tool = match attr(a, "tool_name").and_then(Value::as_str) {
                 Some(t) => t.to_string(),
                 None => suffix("tool."),
             };
@@ -106,17 +106,16 @@ pub(super) fn start_shape(
                 KeyValue::new(KAOS_CALL_ID, s("call_id")),
                 KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
             ]);
-            if let Some(p) = a.get("permission").and_then(Value::as_str) {
+            if let Some(p) = attr(a, "permission").and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
             }
-            if let Some(p) = a.get("step_id").and_then(Value::as_str) {
+            if let Some(p) = attr(a, "step_id").and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
             }
             SpanKind::Internal
         }
         SpanSubject::Step => {
-            let id = a
-                .get("step_id")
+            let id = attr(a, "step_id")
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| suffix("step."));
@@ -128,8 +127,7 @@ pub(super) fn start_shape(
             SpanKind::Internal
         }
         SpanSubject::Subagent => {
-            let name = a
-                .get("subagent_name")
+            let name = attr(a, "subagent_name")
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| suffix("subagent."));
@@ -142,8 +140,7 @@ pub(super) fn start_shape(
             SpanKind::Internal
         }
         SpanSubject::Handoff => {
-            let to = a
-                .get("to_agent")
+            let to = attr(a, "to_agent")
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| suffix("handoff."));
@@ -167,7 +164,7 @@ fn content_attribute(
     dst: &'static str,
     out: &mut Vec<KeyValue>,
 ) {
-    if let Some(text) = a.get(src).and_then(|v| content.render_messages(v)) {
+    if let Some(text) = attr(a, src).and_then(|v| content.render_messages(v)) {
         out.push(KeyValue::new(dst, text));
     }
 }
@@ -181,42 +178,67 @@ pub(super) fn end_attributes(
     out: &mut Vec<KeyValue>,
 ) {
     let a = &span.attributes;
-    let int_attr = |src: &str, dst: &'static str, out: &mut Vec<KeyValue>| {
-        if let Some(v) = a.get(src).and_then(as_i64) {
-            out.push(KeyValue::new(dst, v));
-        }
-    };
     match kind {
         Kind::Llm => {
-            int_attr("input_tokens", GEN_AI_USAGE_INPUT_TOKENS, out);
-            int_attr("output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS, out);
-            int_attr(
-                "cache_read_tokens",
-                GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-                out,
+            let [
+                attempts,
+                cache_read,
+                chunks,
+                cost,
+                input,
+                output,
+                response_id,
+                response_model,
+                stop_reason,
+                streamed_chars,
+                ttfc_ms,
+            ] = pick(
+                a,
+                &[
+                    "attempts",
+                    "cache_read_tokens",
+                    "chunks",
+                    "cost_usd",
+                    "input_tokens",
+                    "output_tokens",
+                    "response_id",
+                    "response_model",
+                    "stop_reason",
+                    "streamed_chars",
+                    "time_to_first_chunk_ms",
+                ],
             );
-            int_attr("attempts", KAOS_ATTEMPTS, out);
-            int_attr("chunks", KAOS_STREAM_CHUNKS, out);
-            int_attr("streamed_chars", KAOS_STREAM_CHARS, out);
-            if let Some(ms) = a.get("time_to_first_chunk_ms").and_then(Value::as_f64) {
+            let mut int_attr = |v: Option<&Value>, dst: &'static str| {
+                if let Some(v) = v.and_then(as_i64) {
+                    out.push(KeyValue::new(dst, v));
+                }
+            };
+            int_attr(input, GEN_AI_USAGE_INPUT_TOKENS);
+            int_attr(output, GEN_AI_USAGE_OUTPUT_TOKENS);
+            int_attr(cache_read, GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS);
+            int_attr(attempts, KAOS_ATTEMPTS);
+            int_attr(chunks, KAOS_STREAM_CHUNKS);
+            int_attr(streamed_chars, KAOS_STREAM_CHARS);
+            if let Some(ms) = ttfc_ms.and_then(Value::as_f64) {
                 out.push(KeyValue::new(
                     GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
                     ms / 1000.0,
                 ));
             }
-            if let Some(c) = a.get("cost_usd").and_then(Value::as_f64) {
+            if let Some(c) = cost.and_then(Value::as_f64) {
                 out.push(KeyValue::new(KAOS_COST_USD, c));
             }
-            if let Some(m) = a.get("response_model").and_then(Value::as_str) {
+            if let Some(m) = response_model.and_then(Value::as_str) {
                 out.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.to_string()));
             }
-            if let Some(id) = a.get("response_id").and_then(Value::as_str) {
+            if let Some(id) = response_id.and_then(Value::as_str) {
                 out.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
             }
-            if let Some(r) = a.get("stop_reason").and_then(Value::as_str) {
-                out.push(kv_json(
+            if let Some(r) = stop_reason.and_then(Value::as_str) {
+                // A one-element string array, built as such (no JSON detour).
+                out.push(KeyValue::new(
                     GEN_AI_RESPONSE_FINISH_REASONS,
-                    &Value::Array(vec![Value::String(r.to_string())]),
+                    opentelemetry::Value::Array(vec![StringValue::from(r.to_string())].into()),
                 ));
             }
             if content.captures() {
@@ -224,19 +246,24 @@ pub(super) fn end_attributes(
             }
         }
         Kind::Tool => {
-            if let Some(b) = a.get("is_error").and_then(Value::as_bool) {
-                out.push(KeyValue::new(KAOS_IS_ERROR, b));
-            } else {
-                out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
-            }
-            if let Some(b) = a.get("kaos.result_truncated").and_then(Value::as_bool) {
+            let [is_error, original_bytes, truncated] = pick(
+                a,
+                &[
+                    "is_error",
+                    "kaos.result_original_bytes",
+                    "kaos.result_truncated",
+                ],
+            );
+            let is_error = is_error
+                .and_then(Value::as_bool)
+                .unwrap_or(span.phase == SpanPhase::Error);
+            out.push(KeyValue::new(KAOS_IS_ERROR, is_error));
+            if let Some(b) = truncated.and_then(Value::as_bool) {
                 out.push(KeyValue::new(KAOS_RESULT_TRUNCATED, b));
             }
-            int_attr(
-                "kaos.result_original_bytes",
-                KAOS_RESULT_ORIGINAL_BYTES,
-                out,
-            );
+            if let Some(n) = original_bytes.and_then(as_i64) {
+                out.push(KeyValue::new(KAOS_RESULT_ORIGINAL_BYTES, n));
+            }
             // Protocol attributes a tool reported (MCP: `mcp.method.name`,
             // `jsonrpc.request.id`, `network.transport`, ...), as they are.
             for (k, v) in a {
@@ -259,7 +286,7 @@ pub(super) fn end_attributes(
             out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
         }
         Kind::Turn => {
-            if let Some(o) = a.get("outcome").and_then(Value::as_str) {
+            if let Some(o) = attr(a, "outcome").and_then(Value::as_str) {
                 out.push(KeyValue::new(KAOS_OUTCOME, o.to_string()));
             }
         }

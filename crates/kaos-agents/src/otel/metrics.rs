@@ -27,7 +27,7 @@ use super::attributes::*;
 use super::state::IdHasher;
 use super::telemetry::TelemetryStats;
 use crate::audit::AuditHook;
-use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject};
+use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, attr};
 use crate::hooks::{Hook, HookAction};
 
 /// `gen_ai.client.operation.duration` (s).
@@ -350,7 +350,7 @@ impl MetricsHook {
             .or_else(|| (span.phase == SpanPhase::Cancelled).then(|| "cancelled".to_string()));
         match span.subject {
             SpanSubject::LlmCall => {
-                if let Some(m) = a.get("response_model").and_then(Value::as_str)
+                if let Some(m) = attr(a, "response_model").and_then(Value::as_str)
                     && !m.is_empty()
                 {
                     attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.to_string()));
@@ -359,11 +359,11 @@ impl MetricsHook {
                     attrs.push(KeyValue::new(ERROR_TYPE, e));
                 }
                 self.operation_duration.record(seconds, &attrs);
-                if let Some(ms) = a.get("time_to_first_chunk_ms").and_then(Value::as_f64) {
+                if let Some(ms) = attr(a, "time_to_first_chunk_ms").and_then(Value::as_f64) {
                     self.time_to_first_chunk.record(ms / 1000.0, &attrs);
                 }
                 for (field, kind) in [("input_tokens", "input"), ("output_tokens", "output")] {
-                    if let Some(n) = a.get(field).and_then(Value::as_u64) {
+                    if let Some(n) = attr(a, field).and_then(Value::as_u64) {
                         attrs.push(KeyValue::new(GEN_AI_TOKEN_TYPE, kind));
                         self.token_usage.record(n, &attrs);
                         attrs.pop();
@@ -371,7 +371,7 @@ impl MetricsHook {
                 }
             }
             SpanSubject::ToolCall => {
-                let is_error = a.get("is_error").and_then(Value::as_bool) == Some(true);
+                let is_error = attr(a, "is_error").and_then(Value::as_bool) == Some(true);
                 let error_type = error_type.or_else(|| is_error.then(|| "tool_error".to_string()));
                 if let Some(e) = error_type {
                     attrs.push(KeyValue::new(ERROR_TYPE, e));
@@ -384,7 +384,7 @@ impl MetricsHook {
             }
             SpanSubject::Turn => {
                 let outcome =
-                    a.get("outcome")
+                    attr(a, "outcome")
                         .and_then(Value::as_str)
                         .unwrap_or(match span.phase {
                             SpanPhase::Cancelled => "cancelled",

@@ -536,7 +536,13 @@ async fn the_chat_span_lasts_to_the_last_chunk_and_records_time_to_first_chunk()
         attr(ok, "gen_ai.usage.output_tokens"),
         Some(OValue::I64(34))
     );
-    assert!(attr(ok, "gen_ai.response.finish_reasons").is_some());
+    // A string array, as the conventions define it.
+    let Some(OValue::Array(opentelemetry::Array::String(reasons))) =
+        attr(ok, "gen_ai.response.finish_reasons")
+    else {
+        panic!("finish_reasons is not a string array on {ok:?}")
+    };
+    assert_eq!(reasons.len(), 1);
     let Some(OValue::F64(ttfc)) = attr(ok, "gen_ai.response.time_to_first_chunk") else {
         panic!("no time to first chunk on {ok:?}")
     };

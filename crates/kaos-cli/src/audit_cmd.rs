@@ -56,7 +56,7 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
             let page = audit::html::render_html(&log);
             match output {
                 Some(out) => {
-                    std::fs::write(out, page)
+                    write_owner_only(out, page.as_bytes())
                         .with_context(|| format!("writing {}", out.display()))
                         .map_err(CliError::failed)?;
                     eprintln!("kaos: wrote {}", out.display());
@@ -108,4 +108,20 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
             Ok(0)
         }
     }
+}
+
+/// Writes `bytes` to `path`, creating it owner-only (`0600` on Unix) like every audit file:
+/// the page carries the trail's content. An existing file keeps its mode and is replaced.
+fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

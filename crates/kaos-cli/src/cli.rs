@@ -359,7 +359,7 @@ pub enum AuditAction {
         #[arg(long, value_name = "URL")]
         otlp: Option<String>,
     },
-    /// Render a trail as a standalone HTML page.
+    /// Render a trail as a standalone HTML page (a file given with `-o` is created owner-only).
     Html {
         /// The trail file.
         file: PathBuf,

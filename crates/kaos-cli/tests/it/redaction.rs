@@ -265,6 +265,15 @@ fn audit_show_html_and_export_redact_a_trail_written_in_the_clear() {
     assert_eq!(html.status.code(), Some(0), "{}", text(&html.stderr));
     let body = std::fs::read_to_string(&page).unwrap();
     assert!(body.contains("<html"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the page is owner-only, like the trail it renders"
+        );
+    }
     assert_eq!(leaked(&body), Vec::<&str>::new());
     assert!(body.contains("[REDACTED:stripe_key]"));
     let raw = kaos(dir.path(), &["audit", "html", old, "--no-redact"]);

@@ -310,6 +310,21 @@ pub enum StopReason {
     Other(String),
 }
 
+impl StopReason {
+    /// The reason as one string: the snake_case name (`end_turn`, `max_tokens`, ...), or the
+    /// provider's own text for [`StopReason::Other`] (whose serde form is an object).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::EndTurn => "end_turn",
+            Self::MaxTokens => "max_tokens",
+            Self::ToolUse => "tool_use",
+            Self::StopSequence => "stop_sequence",
+            Self::ContentFilter => "content_filter",
+            Self::Other(other) => other,
+        }
+    }
+}
+
 /// A model's answer, whatever the provider.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ProviderResponse {
@@ -425,5 +440,30 @@ impl ProviderResponse {
     /// `{...}` / `[...]` inside surrounding prose.
     pub fn output_json(&self) -> Result<Value, crate::json::JsonExtractError> {
         crate::json::extract_json(&self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopReason;
+
+    #[test]
+    fn stop_reason_as_str_is_its_serde_name_or_the_providers_text() {
+        for reason in [
+            StopReason::EndTurn,
+            StopReason::MaxTokens,
+            StopReason::ToolUse,
+            StopReason::StopSequence,
+            StopReason::ContentFilter,
+        ] {
+            assert_eq!(
+                serde_json::to_value(&reason).unwrap(),
+                serde_json::Value::String(reason.as_str().to_string())
+            );
+        }
+        assert_eq!(
+            StopReason::Other("pause_turn".into()).as_str(),
+            "pause_turn"
+        );
     }
 }

@@ -316,7 +316,7 @@ impl Turn {
                 if let Some(reason) = &out.stop_reason {
                     a.insert(
                         "stop_reason".into(),
-                        serde_json::to_value(reason).unwrap_or(Value::Null),
+                        Value::String(reason.as_str().to_string()),
                     );
                 }
                 if content {
@@ -393,7 +393,7 @@ impl Turn {
                 if let Some(reason) = &response.stop_reason {
                     a.insert(
                         "stop_reason".into(),
-                        serde_json::to_value(reason).unwrap_or(Value::Null),
+                        Value::String(reason.as_str().to_string()),
                     );
                 }
                 if content {

@@ -568,3 +568,52 @@ async fn the_chat_span_lasts_to_the_last_chunk_and_records_time_to_first_chunk()
     assert_eq!(attr(broken, "kaos.stream.chunks"), Some(OValue::I64(1)));
     assert_eq!(attr(broken, "kaos.stream.chars"), Some(OValue::I64(16)));
 }
+
+/// A stop reason kaos has no name for (Anthropic's `pause_turn`) reaches the event stream and
+/// the chat span as the provider's own text; it used to be recorded as a JSON object, which
+/// the span mapping could not read, so `gen_ai.response.finish_reasons` went missing.
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn an_unnamed_stop_reason_is_kept_verbatim_on_the_event_and_the_span() {
+    use crate::otel_hook::{Harness, attr};
+    use opentelemetry::Value as OValue;
+
+    let server = FakeProvider::start(vec![
+        anthropic_json(RESPOND),
+        FakeReply::sse(anthropic_stream(
+            &[StreamPart::Text(pieces(&[r#"{"response": "Hi"}"#]))],
+            "pause_turn",
+        )),
+    ])
+    .await
+    .unwrap();
+    let h = Harness::new();
+    let (runner, rec) = runner(anthropic(&server), false);
+    let runner = runner.with_shared_hook(h.hook.clone());
+    runner.turn("hello", "s").await.unwrap();
+    let ends: Vec<_> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Span(s)
+                if s.phase == SpanPhase::Complete && s.name == "llm_call.respond" =>
+            {
+                Some(s)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].attributes["stop_reason"], "pause_turn");
+    let spans = h.spans();
+    let respond = spans
+        .iter()
+        .find(|s| attr(s, "kaos.purpose").map(|v| v.as_str().to_string()) == Some("respond".into()))
+        .expect("the respond chat span");
+    assert_eq!(
+        attr(respond, "gen_ai.response.finish_reasons"),
+        Some(OValue::Array(opentelemetry::Array::String(vec![
+            "pause_turn".into()
+        ])))
+    );
+}

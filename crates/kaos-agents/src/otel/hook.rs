@@ -531,7 +531,7 @@ impl OTelHook {
                 .entry(run.clone())
                 .or_default()
                 .intent_of_llm
-                .insert(span.span_id.clone(), intent_key.clone());
+                .push((span.span_id.clone(), intent_key.clone()));
             if let Some(o) = state.spans.get(&intent_key) {
                 parent_cx = o.cx.clone();
             }
@@ -689,10 +689,13 @@ impl OTelHook {
         }
         match kind {
             Kind::Llm => {
-                let intent = state
-                    .runs
-                    .get_mut(&run)
-                    .and_then(|r| r.intent_of_llm.remove(&span.span_id));
+                let intent = state.runs.get_mut(&run).and_then(|r| {
+                    let i = r
+                        .intent_of_llm
+                        .iter()
+                        .position(|(llm, _)| *llm == span.span_id)?;
+                    Some(r.intent_of_llm.swap_remove(i).1)
+                });
                 end_span(state, &key, event.timestamp);
                 if let Some(ikey) = intent
                     && let Some(o) = state.spans.get_mut(&ikey)

@@ -113,8 +113,9 @@ pub(super) struct RunState {
     pub(super) turn: Option<Key>,
     /// The intent span waiting for `IntentClassified`.
     pub(super) pending_intent: Option<Key>,
-    /// Classifier llm span id → its intent span key.
-    pub(super) intent_of_llm: Map<Arc<str>, Key>,
+    /// Classifier llm span id → its intent span key (one entry per classifier call in
+    /// flight, so a short list rather than a hash map, which would allocate a table per turn).
+    pub(super) intent_of_llm: Vec<(Arc<str>, Key)>,
     pub(super) tokens: u64,
     pub(super) cost: Option<f64>,
     pub(super) cost_unknown: bool,

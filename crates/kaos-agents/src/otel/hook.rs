@@ -26,6 +26,9 @@ use crate::hooks::{Hook, HookAction, HookError};
 use crate::naming::{INTENT_CLASSIFICATION_SPAN, wrapper_id, wrapper_name};
 use crate::redact::Redactor;
 
+/// OTel span id → our `(run_id, span_id)`, for replay.
+pub(crate) type IdLog = HashMap<SpanId, (Arc<str>, Arc<str>)>;
+
 /// Maps kaos turn events onto OpenTelemetry spans.
 ///
 /// * Span times are the events' own timestamps.
@@ -53,7 +56,7 @@ pub struct OTelHook {
     /// Whether `session_parents` may hold anything (skips its lock when never used).
     has_session_parents: AtomicBool,
     /// OTel span id → our `(run_id, span_id)`, recorded for replay.
-    id_log: Option<Mutex<HashMap<SpanId, Key>>>,
+    id_log: Option<Mutex<IdLog>>,
 }
 
 impl std::fmt::Debug for OTelHook {
@@ -92,7 +95,7 @@ impl OTelHook {
     }
 
     /// The recorded OTel span id → `(run_id, span_id)` table.
-    pub(crate) fn take_id_log(&self) -> HashMap<SpanId, (Arc<str>, Arc<str>)> {
+    pub(crate) fn take_id_log(&self) -> IdLog {
         self.id_log
             .as_ref()
             .map(|m| {
@@ -105,7 +108,10 @@ impl OTelHook {
         if let Some(log) = &self.id_log {
             log.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(cx.span().span_context().span_id(), key.clone());
+                .insert(
+                    cx.span().span_context().span_id(),
+                    (key.0.clone(), key.1.clone()),
+                );
         }
     }
 
@@ -190,8 +196,8 @@ impl OTelHook {
         // The map's own ids make the key: no allocation on this path (the runner asks for
         // every tool and model call).
         let key: Key = match state.by_span.get_key_value(span_id) {
-            Some((span, run)) if &**run == run_id => (run.clone(), span.clone()),
-            _ => (Arc::from(run_id), Arc::from(span_id)),
+            Some((span, run)) if &**run == run_id => Key::new(run.clone(), span.clone()),
+            _ => Key::new(Arc::from(run_id), Arc::from(span_id)),
         };
         state.spans.get(&key).map(|o| o.cx.clone())
     }
@@ -267,7 +273,7 @@ impl OTelHook {
                     let pending = std::mem::take(&mut state.foreign);
                     drop(state);
                     self.shards.cascade(pending);
-                    let child: Key = (run.clone(), span.span_id.clone());
+                    let child = Key::new(run.clone(), span.span_id.clone());
                     foreign = self.shards.find_foreign_parent(parent, home, &child);
                     state = self.shards.lock_at(home);
                 }
@@ -466,7 +472,7 @@ impl OTelHook {
         link: Option<SpanContext>,
     ) {
         let run = event.run_id.clone();
-        let key: Key = (run.clone(), span.span_id.clone());
+        let key = Key::new(run.clone(), span.span_id.clone());
         if state.spans.contains_key(&key) {
             return; // A repeated START: keep the first.
         }
@@ -507,7 +513,7 @@ impl OTelHook {
                     k
                 }
                 _ => {
-                    let ikey: Key = (run.clone(), Arc::from(wrapper_id(&span.span_id)));
+                    let ikey = Key::new(run.clone(), Arc::from(wrapper_id(&span.span_id)));
                     let cx = self.tracer.start(
                         SpanBuilder::from_name(wrapper)
                             .with_kind(SpanKind::Internal)
@@ -579,7 +585,7 @@ impl OTelHook {
 
     fn on_end(&self, state: &mut State, event: &Event, span: &SpanEvent) {
         let run = event.run_id.clone();
-        let key: Key = (run.clone(), span.span_id.clone());
+        let key = Key::new(run.clone(), span.span_id.clone());
         let Some(open) = state.spans.get_mut(&key) else {
             return; // An end without a START (or a second end): nothing to close.
         };

@@ -83,7 +83,7 @@ impl Shards {
         (0..SHARDS).filter(|&i| i != skip).find_map(|i| {
             let mut state = self.lock_at(i);
             let run = state.by_span.get(span_id)?.clone();
-            let key: Key = (run, span_id.clone());
+            let key = Key::new(run, span_id.clone());
             let open = state.spans.get_mut(&key)?;
             open.children.push(child.clone());
             Some((key, open.cx.clone()))

@@ -290,7 +290,7 @@ impl OTelHook {
 
     /// Everything but a START, under the run's shard lock.
     fn apply(&self, state: &mut State, event: &Event) {
-        let run = event.run_id.clone();
+        let run = &event.run_id;
         match &event.kind {
             EventKind::Span(span) if span.phase == SpanPhase::Start => {}
             EventKind::Span(span) => self.on_end(state, event, span),
@@ -306,7 +306,7 @@ impl OTelHook {
                 ];
                 let pending = state
                     .runs
-                    .get_mut(&run)
+                    .get_mut(run)
                     .and_then(|r| r.pending_intent.take());
                 match pending {
                     Some(key) => {
@@ -323,7 +323,7 @@ impl OTelHook {
                     }
                     None => {
                         // No classifier call seen (heuristic): an instant span under the turn.
-                        let parent = run_turn_cx(state, &run);
+                        let parent = run_turn_cx(state, run);
                         let cx = self.tracer.start(
                             SpanBuilder::from_name(INTENT_CLASSIFICATION_SPAN)
                                 .with_kind(SpanKind::Internal)
@@ -335,7 +335,7 @@ impl OTelHook {
                         cx.span().end_with_timestamp(system_time(event.timestamp));
                     }
                 }
-                if let Some(turn) = state.runs.get(&run).and_then(|r| r.turn.clone())
+                if let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone())
                     && let Some(open) = state.spans.get(&turn)
                 {
                     open.cx
@@ -348,7 +348,7 @@ impl OTelHook {
                 cost_usd,
                 ..
             } => {
-                if let Some(r) = state.runs.get_mut(&run) {
+                if let Some(r) = state.runs.get_mut(run) {
                     r.tokens += total_tokens;
                     match cost_usd {
                         Some(c) => r.cost = Some(r.cost.unwrap_or(0.0) + c),
@@ -360,7 +360,7 @@ impl OTelHook {
                 let waiting = state
                     .spans
                     .iter()
-                    .find(|(k, o)| k.0 == run && o.call_id.as_deref() == Some(call_id.as_str()));
+                    .find(|(k, o)| k.0 == *run && o.call_id.as_deref() == Some(call_id.as_str()));
                 if let Some((_, open)) = waiting {
                     open.cx
                         .span()
@@ -368,7 +368,7 @@ impl OTelHook {
                 }
             }
             EventKind::BudgetExceeded { kind, reason, .. } => {
-                if let Some(open) = run_turn(state, &run) {
+                if let Some(open) = run_turn(state, run) {
                     open.cx.span().add_event(
                         "kaos.budget_exceeded",
                         vec![
@@ -383,7 +383,7 @@ impl OTelHook {
                 message,
                 recovery_hint,
             } => {
-                if let Some(turn) = state.runs.get(&run).and_then(|r| r.turn.clone())
+                if let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone())
                     && let Some(open) = state.spans.get_mut(&turn)
                 {
                     let span = open.cx.span();
@@ -396,7 +396,7 @@ impl OTelHook {
                 }
             }
             EventKind::TurnSummary(summary) => {
-                let Some(turn) = state.runs.get(&run).and_then(|r| r.turn.clone()) else {
+                let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone()) else {
                     return;
                 };
                 if let Some(open) = state.spans.get_mut(&turn) {
@@ -471,7 +471,7 @@ impl OTelHook {
         foreign: Option<(Key, Context)>,
         link: Option<SpanContext>,
     ) {
-        let run = event.run_id.clone();
+        let run = &event.run_id;
         let key = Key::new(run.clone(), span.span_id.clone());
         if state.spans.contains_key(&key) {
             return; // A repeated START: keep the first.
@@ -480,10 +480,10 @@ impl OTelHook {
         let mut parent_key = span
             .parent_span_id
             .as_ref()
-            .and_then(|p| resolve(state, &run, p))
+            .and_then(|p| resolve(state, run, p))
             .or_else(|| match span.subject {
                 SpanSubject::Turn => None,
-                _ => state.runs.get(&run).and_then(|r| r.turn.clone()),
+                _ => state.runs.get(run).and_then(|r| r.turn.clone()),
             });
         let mut parent_cx = match parent_key.as_ref().and_then(|k| state.spans.get(k)) {
             Some(open) => open.cx.clone(),
@@ -503,7 +503,7 @@ impl OTelHook {
         if let Some(wrapper) = wrapper_name(span.subject, a) {
             let existing = state
                 .runs
-                .get_mut(&run)
+                .get_mut(run)
                 .and_then(|r| r.pending_intent.take());
             let intent_key = match existing {
                 Some(k) if state.spans.contains_key(&k) => {
@@ -560,7 +560,10 @@ impl OTelHook {
         insert(state, key.clone(), cx, kind, parent_key, event.timestamp);
         match kind {
             Kind::Turn => {
-                state.runs.entry(run).or_default().turn = Some(key);
+                // `insert` above made the run's state.
+                if let Some(r) = state.runs.get_mut(run) {
+                    r.turn = Some(key);
+                }
             }
             Kind::Tool => {
                 if let Some(open) = state.spans.get_mut(&key) {
@@ -577,14 +580,16 @@ impl OTelHook {
                         .span()
                         .set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text));
                 }
-                state.runs.entry(run).or_default().tool_calls += 1;
+                if let Some(r) = state.runs.get_mut(run) {
+                    r.tool_calls += 1;
+                }
             }
             _ => {}
         }
     }
 
     fn on_end(&self, state: &mut State, event: &Event, span: &SpanEvent) {
-        let run = event.run_id.clone();
+        let run = &event.run_id;
         let key = Key::new(run.clone(), span.span_id.clone());
         let Some(open) = state.spans.get_mut(&key) else {
             return; // An end without a START (or a second end): nothing to close.
@@ -695,7 +700,7 @@ impl OTelHook {
         }
         match kind {
             Kind::Llm => {
-                let intent = state.runs.get_mut(&run).and_then(|r| {
+                let intent = state.runs.get_mut(run).and_then(|r| {
                     let i = r
                         .intent_of_llm
                         .iter()
@@ -714,7 +719,7 @@ impl OTelHook {
                     };
                     if span.phase == SpanPhase::Cancelled {
                         end_cancelled(state, &ikey, event.timestamp, "cancelled");
-                    } else if let Some(r) = state.runs.get_mut(&run) {
+                    } else if let Some(r) = state.runs.get_mut(run) {
                         r.pending_intent = Some(ikey);
                     }
                 }

@@ -312,13 +312,18 @@ pub(super) fn settle_pending(state: &mut State, event: &Event) {
     let Some(r) = state.runs.get(run) else {
         return;
     };
-    let waits_intent = matches!(
-        &event.kind,
-        EventKind::IntentClassified { .. } | EventKind::UsageObserved { .. }
-    ) || matches!(&event.kind, EventKind::Span(s) if s.subject == SpanSubject::LlmCall
-            && s.phase == SpanPhase::Start
-            && s.attr_str("purpose") == Some("intent_classification"));
-    if !waits_intent && let Some(ikey) = r.pending_intent.clone() {
+    // Only read the event when an intent span is waiting (most events find none).
+    let waits_intent = || {
+        matches!(
+            &event.kind,
+            EventKind::IntentClassified { .. } | EventKind::UsageObserved { .. }
+        ) || matches!(&event.kind, EventKind::Span(s) if s.subject == SpanSubject::LlmCall
+                && s.phase == SpanPhase::Start
+                && s.attr_str("purpose") == Some("intent_classification"))
+    };
+    if let Some(ikey) = r.pending_intent.clone()
+        && !waits_intent()
+    {
         let at = state
             .spans
             .get(&ikey)

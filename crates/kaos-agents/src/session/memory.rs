@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Session;
 use super::store::{
-    PausedRun, RunStatus, SessionInfo, SessionLease, SessionStore, StoreError, StoreErrorKind,
-    TurnChanges, now_ms,
+    PausedRun, RunStatus, SessionInfo, SessionLease, SessionStore, StoreError, TurnChanges, now_ms,
 };
 
 /// Sessions in memory; nothing touches disk.
@@ -220,15 +219,7 @@ impl SessionStore for InMemoryStore {
         run_id: &str,
         status: RunStatus,
     ) -> Result<PausedRun, StoreError> {
-        if !matches!(status, RunStatus::Done | RunStatus::Abandoned) {
-            return Err(StoreError::new(
-                StoreErrorKind::Backend,
-                format!(
-                    "a run settles as done or abandoned, not {}",
-                    status.as_str()
-                ),
-            ));
-        }
+        status.check_settles()?;
         let mut state = self.shared.lock();
         let run = state
             .sessions

@@ -154,6 +154,18 @@ impl RunStatus {
         }
     }
 
+    /// `Ok` for a status a run can settle as (`done`, `abandoned`): what every store's
+    /// `settle_run` checks first.
+    pub fn check_settles(self) -> Result<(), StoreError> {
+        match self {
+            Self::Done | Self::Abandoned => Ok(()),
+            other => Err(StoreError::backend(format!(
+                "a run settles as done or abandoned, not {}",
+                other.as_str()
+            ))),
+        }
+    }
+
     /// Parses a stored status.
     pub fn parse(s: &str) -> Result<Self, StoreError> {
         Ok(match s {

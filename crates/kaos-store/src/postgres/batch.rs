@@ -79,6 +79,15 @@ impl Ctx {
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::backend(format!("PostgreSQL store {}: {e}", self.shown))
     }
+
+    /// A pooled connection, or an error saying why there is none.
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            self.err(format!(
+                "cannot get a connection: {e} (is the server running?)"
+            ))
+        })
+    }
 }
 
 impl Batcher {
@@ -231,11 +240,7 @@ async fn lease_rows(
     let ids: Vec<&str> = sorted.iter().map(|r| r.0.as_str()).collect();
     let tokens: Vec<&str> = sorted.iter().map(|r| r.1.as_str()).collect();
     let incarnations: Vec<&str> = sorted.iter().map(|r| r.2.as_str()).collect();
-    let c = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| ctx.err(format!("cannot get a connection: {e}")))?;
+    let c = ctx.client().await?;
     let st = c
         .prepare_cached(&format!(
             "WITH req AS ( \
@@ -441,11 +446,7 @@ async fn commit_rows(
             actions.push(action.as_str());
         }
     }
-    let c = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| ctx.err(format!("cannot get a connection: {e}")))?;
+    let c = ctx.client().await?;
     let st = c
         .prepare_cached(&format!(
             "WITH req AS ( \

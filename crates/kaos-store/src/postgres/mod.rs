@@ -517,12 +517,7 @@ impl SessionStore for PostgresStore {
         run_id: &str,
         status: RunStatus,
     ) -> Result<PausedRun, StoreError> {
-        if !matches!(status, RunStatus::Done | RunStatus::Abandoned) {
-            return Err(StoreError::backend(format!(
-                "a run settles as done or abandoned, not {}",
-                status.as_str()
-            )));
-        }
+        status.check_settles()?;
         let inner = &self.inner;
         let c = inner.client().await?;
         let row = c

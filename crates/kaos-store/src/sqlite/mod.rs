@@ -626,12 +626,7 @@ impl SessionStore for SqliteStore {
         run_id: &str,
         status: RunStatus,
     ) -> Result<PausedRun, StoreError> {
-        if !matches!(status, RunStatus::Done | RunStatus::Abandoned) {
-            return Err(StoreError::backend(format!(
-                "a run settles as done or abandoned, not {}",
-                status.as_str()
-            )));
-        }
+        status.check_settles()?;
         let (session, run_id) = (session_id.to_string(), run_id.to_string());
         self.with(move |inner, conn| {
             let e = |e| inner.err(e);

@@ -140,36 +140,6 @@ pub(crate) fn attr<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Val
     map.iter().find_map(|(k, v)| (k == key).then_some(v))
 }
 
-/// The values of `keys` (sorted, distinct) in an event's attribute map, in one pass: the map
-/// iterates in key order, so a merge walk compares each entry about once where a lookup per
-/// key would search the map `N` times (a model call's END is read for a dozen keys). A map
-/// that does not iterate in order (serde_json's `preserve_order` feature) is read with one
-/// lookup per key instead.
-pub(crate) fn pick<'a, const N: usize>(
-    map: &'a Map<String, Value>,
-    keys: &[&str; N],
-) -> [Option<&'a Value>; N] {
-    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
-    let mut out = [None; N];
-    let mut next = 0;
-    let mut previous: Option<&str> = None;
-    for (k, v) in map {
-        let k = k.as_str();
-        if previous.is_some_and(|p| p >= k) {
-            return keys.map(|key| map.get(key));
-        }
-        previous = Some(k);
-        while next < N && keys[next] < k {
-            next += 1;
-        }
-        if next < N && keys[next] == k {
-            out[next] = Some(v);
-            next += 1;
-        }
-    }
-    out
-}
-
 /// The kinds of intent the classifier chooses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -504,15 +474,11 @@ mod tests {
     }
 
     #[test]
-    fn pick_finds_what_get_finds() {
+    fn attr_finds_what_get_finds() {
         let m = map(&["attempts", "b", "input_tokens", "model", "zz"]);
-        let keys = ["a", "attempts", "input_tokens", "missing", "zz", "zzz"];
-        let picked = pick(&m, &keys);
-        for (key, got) in keys.iter().zip(picked) {
-            assert_eq!(got, m.get(*key), "{key}");
-            assert_eq!(attr(&m, key), m.get(*key), "{key}");
+        for key in ["a", "attempts", "input_tokens", "missing", "zz", "zzz"] {
+            assert_eq!(attr(&m, key), m.get(key), "{key}");
         }
-        assert_eq!(pick(&Map::new(), &["a", "b"]), [None, None]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::SpanNaming;
 use super::attributes::*;
 use super::content::ContentPolicy;
 use super::state::Kind;
-use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr, pick};
+use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr};
 use crate::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
 use crate::naming::span_name;
 
@@ -291,5 +291,54 @@ pub(super) fn end_attributes(
             }
         }
         Kind::Intent | Kind::Subagent | Kind::Handoff => {}
+    }
+}
+
+/// The values of `keys` (sorted, distinct) in an event's attribute map, in one pass: the map
+/// iterates in key order, so a merge walk compares each entry about once where a lookup per
+/// key would search the map `N` times (a model call's END is read for a dozen keys). A map
+/// that does not iterate in order (serde_json's `preserve_order` feature) is read with one
+/// lookup per key instead.
+fn pick<'a, const N: usize>(
+    map: &'a serde_json::Map<String, Value>,
+    keys: &[&str; N],
+) -> [Option<&'a Value>; N] {
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+    let mut out = [None; N];
+    let mut next = 0;
+    let mut previous: Option<&str> = None;
+    for (k, v) in map {
+        let k = k.as_str();
+        if previous.is_some_and(|p| p >= k) {
+            return keys.map(|key| map.get(key));
+        }
+        previous = Some(k);
+        while next < N && keys[next] < k {
+            next += 1;
+        }
+        if next < N && keys[next] == k {
+            out[next] = Some(v);
+            next += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_finds_what_get_finds() {
+        let m: serde_json::Map<String, Value> = ["attempts", "b", "input_tokens", "model", "zz"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), Value::from(i)))
+            .collect();
+        let keys = ["a", "attempts", "input_tokens", "missing", "zz", "zzz"];
+        for (key, got) in keys.iter().zip(pick(&m, &keys)) {
+            assert_eq!(got, m.get(*key), "{key}");
+        }
+        assert_eq!(pick(&serde_json::Map::new(), &["a", "b"]), [None, None]);
     }
 }

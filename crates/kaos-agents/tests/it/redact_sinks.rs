@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use kaos_agents::redact::{RedactionStats, Redactor};
 
 const GITLAB: &str = "glpat-Canary1234567890abcd";
+#[cfg(feature = "otel")]
 const PASSWORD: &str = "hunter2CanaryPw";
+#[cfg(feature = "otel")]
 const ANTHROPIC: &str = "sk-ant-api03-CanaryKey0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-AAAA";
 
 #[cfg(feature = "otel")]

@@ -1,9 +1,10 @@
-//! A counting global allocator: forwards to `System` and, only while a [`Window`] is open,
+//! A counting global allocator: forwards to the allocator the `kaos` binary uses (mimalloc;
+//! the C library's `System` with the feature `system-alloc`) and, only while a [`Window`] is open,
 //! keeps a live heap byte count, so the bench can measure how much memory a persisted
 //! session (or a served stream) holds without putting an atomic read-modify-write on every
 //! allocation of the timing figures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 /// Bytes allocated minus bytes freed while counting.
@@ -16,17 +17,31 @@ fn counting() -> bool {
     WINDOWS.load(Ordering::Relaxed) != 0
 }
 
-/// `System`, counting live bytes while a [`Window`] is open.
+/// The allocator the figures are measured on: the `kaos` binary's (mimalloc) by default.
+#[cfg(not(feature = "system-alloc"))]
+const INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The allocator the figures are measured on: the C library's (feature `system-alloc`).
+#[cfg(feature = "system-alloc")]
+const INNER: std::alloc::System = std::alloc::System;
+
+/// The name of [`INNER`], for the report.
+pub(crate) const ALLOCATOR: &str = if cfg!(feature = "system-alloc") {
+    "system"
+} else {
+    "mimalloc"
+};
+
+/// [`INNER`], counting live bytes while a [`Window`] is open.
 pub(crate) struct Counting;
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the only
+// SAFETY: every method forwards to `INNER` with the caller's arguments unchanged; the only
 // addition is a relaxed atomic load and, while counting, a relaxed counter update, which
 // cannot affect the allocation.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as-is (the caller upholds `GlobalAlloc::alloc`'s contract).
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { INNER.alloc(layout) };
         if !p.is_null() && counting() {
             LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
@@ -35,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as-is.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { INNER.dealloc(ptr, layout) };
         if counting() {
             LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         }
@@ -43,7 +58,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as-is.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { INNER.alloc_zeroed(layout) };
         if !p.is_null() && counting() {
             LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
@@ -52,7 +67,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as-is.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { INNER.realloc(ptr, layout, new_size) };
         if !p.is_null() && counting() {
             LIVE_BYTES.fetch_add(
                 new_size as isize - layout.size() as isize,

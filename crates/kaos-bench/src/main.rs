@@ -169,7 +169,7 @@ fn machine() -> Value {
         })
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    json!({"cpu": cpu, "nproc": cores, "os": std::env::consts::OS})
+    json!({"cpu": cpu, "nproc": cores, "os": std::env::consts::OS, "allocator": alloc::ALLOCATOR})
 }
 
 fn main() -> Result<(), BoxError> {

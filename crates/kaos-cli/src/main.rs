@@ -30,6 +30,13 @@ use clap::Parser;
 
 use crate::exit::CliError;
 
+/// The process allocator (feature `mimalloc`, on by default): the OpenTelemetry SDK builds
+/// spans on the runner's threads and frees them on its exporter's thread, a pattern the C
+/// library's malloc handles slowly (kaos-bench measures both).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

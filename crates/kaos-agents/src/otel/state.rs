@@ -34,7 +34,11 @@ impl Key {
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
         // The hash first: different keys almost never share it.
-        self.2 == other.2 && self.0 == other.0 && self.1 == other.1
+        // Then the ids' pointers: the hook's keys mostly share the scope's own `Arc`s, so
+        // the string comparison runs only for keys built from other copies of the ids.
+        self.2 == other.2
+            && (Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0)
+            && (Arc::ptr_eq(&self.1, &other.1) || self.1 == other.1)
     }
 }
 

@@ -16,8 +16,8 @@ use super::mapping::{end_attributes, start_shape};
 use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
-    Key, Map, PAUSED_TURNS_KEPT, State, close_children, end_cancelled, end_span, insert, now_nanos,
-    resolve, run_turn, run_turn_cx, settle_pending,
+    Key, Map, Open, PAUSED_TURNS_KEPT, RunState, Search, Shared, State, close_children,
+    end_cancelled, end_span, insert, now_nanos, same, settle_pending,
 };
 use super::tracer::HookTracer;
 use super::{SpanNaming, parse_traceparent};
@@ -38,9 +38,9 @@ pub(crate) type IdLog = HashMap<SpanId, (Arc<str>, Arc<str>)>;
 ///   **UNSET** (GenAI practice: a deferral is not an error) and get `kaos.cancelled=true`
 ///   and `kaos.cancel_reason`. Error phases and `RunError` set ERROR with a message;
 ///   successful ends set OK.
-/// * State is keyed by `(run_id, span_id)` and dropped when a run has no open span, so
-///   memory does not grow with finished turns ([`OTelHook::open_span_count`],
-///   [`OTelHook::tracked_runs`]).
+/// * State is kept per run (its open spans in a short vector) and dropped when the run has
+///   no open span, so memory does not grow with finished turns
+///   ([`OTelHook::open_span_count`], [`OTelHook::tracked_runs`]).
 /// * Runs are sharded by run id, each shard behind its own lock: concurrent runs do not
 ///   queue behind one mutex.
 /// * [`Hook::otel_context`] answers with an open span's context, which the runner makes
@@ -104,13 +104,13 @@ impl OTelHook {
             .unwrap_or_default()
     }
 
-    fn log_id(&self, cx: &Context, key: &Key) {
+    fn log_id(&self, cx: &Context, run: &Arc<str>, span: &Arc<str>) {
         if let Some(log) = &self.id_log {
             log.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(
                     cx.span().span_context().span_id(),
-                    (key.0.clone(), key.1.clone()),
+                    (run.clone(), span.clone()),
                 );
         }
     }
@@ -182,7 +182,7 @@ impl OTelHook {
 
     /// How many OTel spans are started and not yet ended.
     pub fn open_span_count(&self) -> usize {
-        self.shards.sum(|s| s.spans.len())
+        self.shards.sum(State::open_spans)
     }
 
     /// How many runs have state (a run's state goes when its last span ends).
@@ -192,14 +192,13 @@ impl OTelHook {
 
     /// The OTel context of one of our open spans (e.g. to parent provider HTTP spans).
     pub fn context_of(&self, run_id: &str, span_id: &str) -> Option<Context> {
+        // No allocation on this path (the runner asks for every tool and model call).
         let state = self.shards.lock(run_id);
-        // The map's own ids make the key: no allocation on this path (the runner asks for
-        // every tool and model call).
-        let key: Key = match state.by_span.get_key_value(span_id) {
-            Some((span, run)) if &**run == run_id => Key::new(run.clone(), span.clone()),
-            _ => Key::new(Arc::from(run_id), Arc::from(span_id)),
-        };
-        state.spans.get(&key).map(|o| o.cx.clone())
+        let run = state.runs.get(run_id)?;
+        run.spans
+            .iter()
+            .find(|o| &*o.id == span_id)
+            .map(|o| o.cx.clone())
     }
 
     /// Ends every open span now (status UNSET, `kaos.cancel_reason=reason`), children first.
@@ -211,39 +210,18 @@ impl OTelHook {
     /// [`OTelHook::close_all`] with an explicit end time (unix ns).
     pub(crate) fn close_all_at(&self, reason: &str, now: u64) -> usize {
         let mut ended = 0;
-        for i in 0..super::shards::SHARDS {
-            let mut state = self.shards.lock_at(i);
-            ended += Self::close_shard(&mut state, reason, now);
-            let foreign = std::mem::take(&mut state.foreign);
-            drop(state);
-            ended += self.shards.cascade(foreign);
+        // First every span but nested runs' first spans, which their parents end (with the
+        // parent's time); then whatever is left (a nested run whose parent was not seen).
+        for skip_nested in [true, false] {
+            for i in 0..super::shards::SHARDS {
+                let mut state = self.shards.lock_at(i);
+                ended += state.close(reason, now, skip_nested);
+                let foreign = std::mem::take(&mut state.shared.foreign);
+                drop(state);
+                ended += self.shards.cascade(foreign);
+            }
         }
         ended
-    }
-
-    /// Ends every open span of one shard (those whose parent is not in it first).
-    fn close_shard(state: &mut State, reason: &str, now: u64) -> usize {
-        let roots: Vec<Key> = state
-            .spans
-            .iter()
-            .filter(|(_, o)| {
-                o.parent
-                    .as_ref()
-                    .is_none_or(|p| !state.spans.contains_key(p))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        let before = state.spans.len();
-        for key in roots {
-            let at = state
-                .spans
-                .get(&key)
-                .and_then(|o| o.closing_at)
-                .unwrap_or(now);
-            end_cancelled(state, &key, at, reason);
-        }
-        state.runs.clear();
-        before - state.spans.len()
     }
 
     /// Handles one event under its run's shard lock (and no other).
@@ -258,86 +236,140 @@ impl OTelHook {
         let link = start
             .filter(|s| s.subject == SpanSubject::Turn)
             .and_then(|s| s.attr_str("resumed_from"))
-            .and_then(|paused| self.shards.lock(paused).paused_turns.remove(paused));
+            .and_then(|paused| self.shards.lock(paused).shared.paused_turns.remove(paused));
         let mut state = self.shards.lock_at(home);
-        // A turn or intent span waiting for a late fact ends when something else comes.
-        settle_pending(&mut state, event);
         match start {
             Some(span) => {
-                let mut foreign = None;
-                // The first span of a nested run: its parent may live in another shard.
-                if let Some(parent) = &span.parent_span_id
-                    && state.runs.get(run).is_none_or(|r| r.turn.is_none())
-                    && resolve(&state, run, parent).is_none()
-                {
-                    let pending = std::mem::take(&mut state.foreign);
-                    drop(state);
-                    self.shards.cascade(pending);
-                    let child = Key::new(run.clone(), span.span_id.clone());
-                    foreign = self.shards.find_foreign_parent(parent, home, &child);
-                    state = self.shards.lock_at(home);
-                }
-                self.on_start(&mut state, event, span, foreign, link);
+                let parent = match &span.parent_span_id {
+                    Some(parent) => {
+                        let (found, searched) = Self::find_parent(&mut state, event, span, parent);
+                        match found {
+                            Some(found) => Some(found),
+                            // The first span of a nested run: its parent may be in another shard.
+                            None if searched => {
+                                let pending = std::mem::take(&mut state.shared.foreign);
+                                drop(state);
+                                self.shards.cascade(pending);
+                                let child = Key {
+                                    run: run.clone(),
+                                    span: span.span_id.clone(),
+                                };
+                                let found = self
+                                    .shards
+                                    .find_foreign_parent(parent, home, &child)
+                                    .map(Parent::Nested);
+                                state = self.shards.lock_at(home);
+                                found
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
+                let (rs, shared) = state.run_entry(run);
+                settle_pending(rs, shared, event);
+                self.on_start(rs, shared, event, span, parent, link);
             }
-            None => self.apply(&mut state, event),
+            None => {
+                let State { runs, shared } = &mut *state;
+                let done = match runs.get_mut(run) {
+                    Some(rs) => {
+                        settle_pending(rs, shared, event);
+                        self.apply(Some(&mut *rs), shared, event);
+                        rs.spans.is_empty()
+                    }
+                    None => {
+                        self.apply(None, shared, event);
+                        false
+                    }
+                };
+                // The run's last span ended: its state goes (a START always leaves one open).
+                if done {
+                    state.drop_if_done(run);
+                }
+            }
         }
-        let pending = std::mem::take(&mut state.foreign);
+        let pending = std::mem::take(&mut state.shared.foreign);
         drop(state);
         if !pending.is_empty() {
             self.shards.cascade(pending);
         }
     }
 
-    /// Everything but a START, under the run's shard lock.
-    fn apply(&self, state: &mut State, event: &Event) {
-        let run = &event.run_id;
+    /// The parent of a START that names one: open in its own run, or (a nested run's span)
+    /// in another run of this shard. The second value says whether the other shards are
+    /// worth searching: the parent was not found and this is the run's first span.
+    fn find_parent(
+        state: &mut State,
+        event: &Event,
+        span: &SpanEvent,
+        parent: &Arc<str>,
+    ) -> (Option<Parent>, bool) {
+        let run = state.runs.get(&event.run_id);
+        if run.is_some_and(|r| r.find(parent).is_some()) {
+            return (Some(Parent::Local(parent.clone())), false);
+        }
+        let first = run.is_none_or(|r| r.turn().is_none());
+        let child = Key {
+            run: event.run_id.clone(),
+            span: span.span_id.clone(),
+        };
+        let found = state
+            .find_nest_parent(parent, &child, Search::Index)
+            // A later span of a nested run looks no further than its own shard.
+            .or_else(|| (!first).then(|| state.find_nest_parent(parent, &child, Search::Scan))?);
+        match found {
+            Some(cx) => (Some(Parent::Nested(cx)), false),
+            None => (None, first),
+        }
+    }
+
+    /// Everything but a START, under the run's shard lock. `run` is the event's run state
+    /// (none when no span of the run is open).
+    fn apply(&self, mut run: Option<&mut RunState>, shared: &mut Shared, event: &Event) {
         match &event.kind {
             EventKind::Span(span) if span.phase == SpanPhase::Start => {}
-            EventKind::Span(span) => self.on_end(state, event, span),
+            EventKind::Span(span) => {
+                if let Some(run) = run {
+                    self.on_end(run, shared, event, span);
+                }
+            }
             EventKind::IntentClassified {
                 intent,
                 confidence,
                 reasoning,
             } => {
-                let attrs = vec![
+                let attrs = [
                     KeyValue::new(KAOS_INTENT, intent.as_str()),
                     KeyValue::new(KAOS_CONFIDENCE, *confidence),
                     KeyValue::new(KAOS_REASONING, self.content.short(reasoning)),
                 ];
-                let pending = state
-                    .runs
-                    .get_mut(run)
-                    .and_then(|r| r.pending_intent.take());
-                match pending {
-                    Some(key) => {
-                        if let Some(open) = state.spans.get_mut(&key) {
+                let pending = run.as_deref_mut().and_then(|r| r.pending_intent.take());
+                match (pending, run.as_deref_mut()) {
+                    (Some(id), Some(rs)) => {
+                        let mut at = event.timestamp;
+                        if let Some(open) = rs.get_mut(&id) {
                             open.cx.span().set_attributes(attrs);
                             open.status = Status::Ok;
+                            at = open.closing_at.unwrap_or(at);
                         }
-                        let at = state
-                            .spans
-                            .get(&key)
-                            .and_then(|o| o.closing_at)
-                            .unwrap_or(event.timestamp);
-                        end_span(state, &key, at);
+                        end_span(rs, shared, &id, at);
                     }
-                    None => {
+                    _ => {
                         // No classifier call seen (heuristic): an instant span under the turn.
-                        let parent = run_turn_cx(state, run);
+                        let parent = RunState::turn_cx(run.as_deref());
                         let cx = self.tracer.start(
                             SpanBuilder::from_name(INTENT_CLASSIFICATION_SPAN)
                                 .with_kind(SpanKind::Internal)
                                 .with_start_time(system_time(event.timestamp))
-                                .with_attributes(attrs),
+                                .with_attributes(attrs.to_vec()),
                             &parent,
                         );
                         cx.span().set_status(Status::Ok);
                         cx.span().end_with_timestamp(system_time(event.timestamp));
                     }
                 }
-                if let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone())
-                    && let Some(open) = state.spans.get(&turn)
-                {
+                if let Some(open) = run.as_deref().and_then(RunState::turn) {
                     open.cx
                         .span()
                         .set_attribute(KeyValue::new(KAOS_INTENT, intent.as_str()));
@@ -348,7 +380,7 @@ impl OTelHook {
                 cost_usd,
                 ..
             } => {
-                if let Some(r) = state.runs.get_mut(run) {
+                if let Some(r) = run {
                     r.tokens += total_tokens;
                     match cost_usd {
                         Some(c) => r.cost = Some(r.cost.unwrap_or(0.0) + c),
@@ -357,18 +389,19 @@ impl OTelHook {
                 }
             }
             EventKind::ToolCallApprovalRequired { call_id, .. } => {
-                let waiting = state
-                    .spans
-                    .iter()
-                    .find(|(k, o)| k.0 == *run && o.call_id.as_deref() == Some(call_id.as_str()));
-                if let Some((_, open)) = waiting {
+                let waiting = run.as_deref().and_then(|r| {
+                    r.spans
+                        .iter()
+                        .find(|o| o.call_id.as_deref() == Some(call_id.as_str()))
+                });
+                if let Some(open) = waiting {
                     open.cx
                         .span()
                         .set_attribute(KeyValue::new(KAOS_APPROVAL_REQUIRED, true));
                 }
             }
             EventKind::BudgetExceeded { kind, reason, .. } => {
-                if let Some(open) = run_turn(state, run) {
+                if let Some(open) = run.as_deref().and_then(RunState::turn) {
                     open.cx.span().add_event(
                         "kaos.budget_exceeded",
                         vec![
@@ -383,9 +416,7 @@ impl OTelHook {
                 message,
                 recovery_hint,
             } => {
-                if let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone())
-                    && let Some(open) = state.spans.get_mut(&turn)
-                {
+                if let Some(open) = run.and_then(RunState::turn_mut) {
                     let span = open.cx.span();
                     span.set_attributes([
                         KeyValue::new(KAOS_ERROR_TYPE, error_type.clone()),
@@ -396,47 +427,45 @@ impl OTelHook {
                 }
             }
             EventKind::TurnSummary(summary) => {
-                let Some(turn) = state.runs.get(run).and_then(|r| r.turn.clone()) else {
+                let Some(run) = run else {
                     return;
                 };
-                if let Some(open) = state.spans.get_mut(&turn) {
-                    let span = open.cx.span();
-                    span.set_attributes([
-                        KeyValue::new(KAOS_TOKENS_USED, int(summary.tokens_used)),
-                        KeyValue::new(KAOS_INPUT_TOKENS, int(summary.input_tokens)),
-                        KeyValue::new(KAOS_OUTPUT_TOKENS, int(summary.output_tokens)),
-                        KeyValue::new(KAOS_TOOL_CALL_COUNT, int(summary.tool_calls.len() as u64)),
-                    ]);
-                    // `kaos.outcome` comes from the turn's terminal span and `kaos.intent` from
-                    // `IntentClassified`; setting them again would export them twice.
-                    if let Some(cost) = summary.cost_usd {
-                        span.set_attribute(KeyValue::new(KAOS_COST_USD, cost));
-                    }
-                    // Only built when content is captured (it was most of a summary's cost).
-                    if self.content.captures()
-                        && !summary.text.is_empty()
-                        && let Some(text) = self
-                            .content
-                            .render_messages(&output_messages(&summary.text, "stop"))
-                    {
-                        span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
-                    }
-                    match summary.outcome {
-                        TurnOutcome::Failed => {
-                            if !matches!(open.status, Status::Error { .. }) {
-                                open.status = Status::error("turn failed");
-                            }
-                        }
-                        TurnOutcome::Paused => open.status = Status::Unset,
-                        TurnOutcome::Completed => {}
-                    }
+                let Some(open) = run.turn_mut() else {
+                    return;
+                };
+                let turn = open.id.clone();
+                let span = open.cx.span();
+                span.set_attributes([
+                    KeyValue::new(KAOS_TOKENS_USED, int(summary.tokens_used)),
+                    KeyValue::new(KAOS_INPUT_TOKENS, int(summary.input_tokens)),
+                    KeyValue::new(KAOS_OUTPUT_TOKENS, int(summary.output_tokens)),
+                    KeyValue::new(KAOS_TOOL_CALL_COUNT, int(summary.tool_calls.len() as u64)),
+                ]);
+                // `kaos.outcome` comes from the turn's terminal span and `kaos.intent` from
+                // `IntentClassified`; setting them again would export them twice.
+                if let Some(cost) = summary.cost_usd {
+                    span.set_attribute(KeyValue::new(KAOS_COST_USD, cost));
                 }
-                let at = state
-                    .spans
-                    .get(&turn)
-                    .and_then(|o| o.closing_at)
-                    .unwrap_or(event.timestamp);
-                end_span(state, &turn, at);
+                // Only built when content is captured (it was most of a summary's cost).
+                if self.content.captures()
+                    && !summary.text.is_empty()
+                    && let Some(text) = self
+                        .content
+                        .render_messages(&output_messages(&summary.text, "stop"))
+                {
+                    span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
+                }
+                match summary.outcome {
+                    TurnOutcome::Failed => {
+                        if !matches!(open.status, Status::Error { .. }) {
+                            open.status = Status::error("turn failed");
+                        }
+                    }
+                    TurnOutcome::Paused => open.status = Status::Unset,
+                    TurnOutcome::Completed => {}
+                }
+                let at = open.closing_at.unwrap_or(event.timestamp);
+                end_span(run, shared, &turn, at);
             }
             EventKind::PlanProposed { .. }
             | EventKind::TextDelta { .. }
@@ -461,39 +490,35 @@ impl OTelHook {
         ambient_context()
     }
 
-    /// A START. `foreign` is its parent found in another shard (a nested run's first span),
-    /// `link` the paused turn a resumed turn continues.
+    /// A START. `parent` is its open parent span (in its run, or the span of another run a
+    /// nested run's first span starts under), `link` the paused turn a resumed turn continues.
     fn on_start(
         &self,
-        state: &mut State,
+        run: &mut RunState,
+        shared: &mut Shared,
         event: &Event,
         span: &SpanEvent,
-        foreign: Option<(Key, Context)>,
+        parent: Option<Parent>,
         link: Option<SpanContext>,
     ) {
-        let run = &event.run_id;
-        let key = Key::new(run.clone(), span.span_id.clone());
-        if state.spans.contains_key(&key) {
+        if run.find(&span.span_id).is_some() {
             return; // A repeated START: keep the first.
         }
         // The named parent if it is open, else (below a turn) the run's open turn.
-        let mut parent_key = span
-            .parent_span_id
-            .as_ref()
-            .and_then(|p| resolve(state, run, p))
-            .or_else(|| match span.subject {
-                SpanSubject::Turn => None,
-                _ => state.runs.get(run).and_then(|r| r.turn.clone()),
-            });
-        let mut parent_cx = match parent_key.as_ref().and_then(|k| state.spans.get(k)) {
-            Some(open) => open.cx.clone(),
-            None => match foreign {
-                Some((key, cx)) => {
-                    parent_key = Some(key);
-                    cx
+        let parent = parent.or_else(|| match span.subject {
+            SpanSubject::Turn => None,
+            _ => run.turn().map(|t| Parent::Local(t.id.clone())),
+        });
+        let (mut parent_id, nested, mut parent_cx) = match parent {
+            Some(Parent::Local(id)) => match run.get(&id) {
+                Some(open) => {
+                    let cx = open.cx.clone();
+                    (Some(id), false, cx)
                 }
-                None => self.root_context(event, span),
+                None => (None, false, self.root_context(event, span)),
             },
+            Some(Parent::Nested(cx)) => (None, true, cx),
+            None => (None, false, self.root_context(event, span)),
         };
         let a = &span.attributes;
         let t = system_time(event.timestamp);
@@ -501,47 +526,34 @@ impl OTelHook {
 
         // The classifier's call sits inside an `agent.intent_classification` span.
         if let Some(wrapper) = wrapper_name(span.subject, a) {
-            let existing = state
-                .runs
-                .get_mut(run)
-                .and_then(|r| r.pending_intent.take());
-            let intent_key = match existing {
-                Some(k) if state.spans.contains_key(&k) => {
-                    if let Some(o) = state.spans.get_mut(&k) {
-                        o.closing_at = None;
-                    }
-                    k
+            let waiting = run.pending_intent.take();
+            let intent_id = match waiting.and_then(|id| run.get_mut(&id)) {
+                Some(open) => {
+                    open.closing_at = None;
+                    open.id.clone()
                 }
-                _ => {
-                    let ikey = Key::new(run.clone(), Arc::from(wrapper_id(&span.span_id)));
+                None => {
+                    let id: Arc<str> = Arc::from(wrapper_id(&span.span_id));
                     let cx = self.tracer.start(
                         SpanBuilder::from_name(wrapper)
                             .with_kind(SpanKind::Internal)
                             .with_start_time(t),
                         &parent_cx,
                     );
-                    self.log_id(&cx, &ikey);
-                    insert(
-                        state,
-                        ikey.clone(),
-                        cx,
-                        Kind::Intent,
-                        parent_key.clone(),
-                        event.timestamp,
-                    );
-                    ikey
+                    self.log_id(&cx, &run.id, &id);
+                    let mut open = Open::new(id.clone(), cx, Kind::Intent, event.timestamp);
+                    open.parent = parent_id.take();
+                    open.nested_in_other_run = nested;
+                    insert(run, shared, open);
+                    id
                 }
             };
-            state
-                .runs
-                .entry(run.clone())
-                .or_default()
-                .intent_of_llm
-                .push((span.span_id.clone(), intent_key.clone()));
-            if let Some(o) = state.spans.get(&intent_key) {
-                parent_cx = o.cx.clone();
+            if let Some(open) = run.get(&intent_id) {
+                parent_cx = open.cx.clone();
             }
-            parent_key = Some(intent_key);
+            run.intent_of_llm
+                .push((span.span_id.clone(), intent_id.clone()));
+            parent_id = Some(intent_id);
         }
 
         let (name, otel_kind, attrs) = start_shape(self.naming, &self.content, event, span);
@@ -556,63 +568,51 @@ impl OTelHook {
             builder = builder.with_links(vec![Link::with_context(sc)]);
         }
         let cx = self.tracer.start(builder, &parent_cx);
-        self.log_id(&cx, &key);
-        insert(state, key.clone(), cx, kind, parent_key, event.timestamp);
-        match kind {
-            Kind::Turn => {
-                // `insert` above made the run's state.
-                if let Some(r) = state.runs.get_mut(run) {
-                    r.turn = Some(key);
-                }
+        self.log_id(&cx, &run.id, &span.span_id);
+        let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
+        open.nested_in_other_run = nested && parent_id.is_none();
+        open.parent = parent_id;
+        if kind == Kind::Tool {
+            open.call_id = attr(a, "call_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if self.content.captures()
+                && let Some(args) = attr(a, "arguments")
+                && let Some(text) = self.content.render(args.clone())
+            {
+                open.cx
+                    .span()
+                    .set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text));
             }
-            Kind::Tool => {
-                if let Some(open) = state.spans.get_mut(&key) {
-                    open.call_id = attr(a, "call_id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                }
-                if self.content.captures()
-                    && let Some(args) = attr(a, "arguments")
-                    && let Some(text) = self.content.render(args.clone())
-                    && let Some(open) = state.spans.get(&key)
-                {
-                    open.cx
-                        .span()
-                        .set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text));
-                }
-                if let Some(r) = state.runs.get_mut(run) {
-                    r.tool_calls += 1;
-                }
-            }
-            _ => {}
+            run.tool_calls += 1;
         }
+        insert(run, shared, open);
     }
 
-    fn on_end(&self, state: &mut State, event: &Event, span: &SpanEvent) {
-        let run = &event.run_id;
-        let key = Key::new(run.clone(), span.span_id.clone());
-        let Some(open) = state.spans.get_mut(&key) else {
+    fn on_end(&self, run: &mut RunState, shared: &mut Shared, event: &Event, span: &SpanEvent) {
+        let Some(open) = run.get_mut(&span.span_id) else {
             return; // An end without a START (or a second end): nothing to close.
         };
         if open.closing_at.is_some() {
             return; // Already ended; waiting for its late fact.
         }
+        let id = open.id.clone();
         let otel = open.cx.span();
-        let a = &span.attributes;
-        let mut ends = std::mem::take(&mut state.end_attrs);
-        end_attributes(&self.content, open.kind, span, &mut ends);
+        let mut ends = std::mem::take(&mut shared.end_attrs);
+        let facts = end_attributes(&self.content, open.kind, span, &mut ends);
         otel.set_attributes(ends.drain(..));
-        state.end_attrs = ends;
+        shared.end_attrs = ends;
         if open.kind == Kind::Llm
-            && let Some(at) = attr(a, "first_chunk_unix_nano").and_then(Value::as_u64)
+            && let Some(at) = facts.first_chunk_unix_nano
         {
             // The first chunk's moment, recorded when the span ends (the event stream says
             // when it was; the exported span is the same as if it had been added live).
-            let ttfc = attr(a, "time_to_first_chunk_ms").and_then(Value::as_f64);
             otel.add_event_with_timestamp(
                 EVENT_FIRST_CHUNK,
                 system_time(at),
-                ttfc.map(|ms| KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ms / 1000.0))
+                facts
+                    .time_to_first_chunk_ms
+                    .map(|ms| KeyValue::new(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ms / 1000.0))
                     .into_iter()
                     .collect(),
             );
@@ -627,14 +627,12 @@ impl OTelHook {
         let mut paused_turn = None;
         open.status = match span.phase {
             SpanPhase::Start | SpanPhase::Complete => {
-                let is_error = attr(a, "is_error")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                let outcome = attr(a, "outcome").and_then(Value::as_str);
-                if is_error {
+                let outcome = facts.outcome;
+                if facts.is_error == Some(true) {
                     Status::error(
                         self.content.short(
-                            attr(a, "result_summary")
+                            facts
+                                .result_summary
                                 .and_then(Value::as_str)
                                 .unwrap_or("tool error"),
                         ),
@@ -672,8 +670,8 @@ impl OTelHook {
                 }
             }
             SpanPhase::Cancelled => {
-                let reason = attr(a, "cancel_reason")
-                    .and_then(Value::as_str)
+                let reason = facts
+                    .cancel_reason
                     .map(str::to_string)
                     .or_else(|| error.map(|e| e.error_type.clone()))
                     .unwrap_or_else(|| "cancelled".to_string());
@@ -684,32 +682,30 @@ impl OTelHook {
                 Status::Unset
             }
         };
-        let kind = open.kind;
-        if let Some(sc) = paused_turn {
-            if state.paused_turns.len() >= PAUSED_TURNS_KEPT {
-                state.paused_turns.clear();
-            }
-            state.paused_turns.insert(run.clone(), sc);
-        }
-        if kind == Kind::Tool
+        if open.kind == Kind::Tool
             && self.content.captures()
-            && let Some(result) = attr(a, "result_summary")
+            && let Some(result) = facts.result_summary
             && let Some(text) = self.content.render(result.clone())
         {
             otel.set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_RESULT, text));
         }
+        let kind = open.kind;
+        if let Some(sc) = paused_turn {
+            if shared.paused_turns.len() >= PAUSED_TURNS_KEPT {
+                shared.paused_turns.clear();
+            }
+            shared.paused_turns.insert(run.id.clone(), sc);
+        }
         match kind {
             Kind::Llm => {
-                let intent = state.runs.get_mut(run).and_then(|r| {
-                    let i = r
-                        .intent_of_llm
-                        .iter()
-                        .position(|(llm, _)| *llm == span.span_id)?;
-                    Some(r.intent_of_llm.swap_remove(i).1)
-                });
-                end_span(state, &key, event.timestamp);
-                if let Some(ikey) = intent
-                    && let Some(o) = state.spans.get_mut(&ikey)
+                let intent = run
+                    .intent_of_llm
+                    .iter()
+                    .position(|(llm, _)| same(llm, &id))
+                    .map(|i| run.intent_of_llm.swap_remove(i).1);
+                end_span(run, shared, &id, event.timestamp);
+                if let Some(intent) = intent
+                    && let Some(o) = run.get_mut(&intent)
                 {
                     // Waits for IntentClassified; ends at this call's end time.
                     o.closing_at = Some(event.timestamp);
@@ -718,22 +714,30 @@ impl OTelHook {
                         _ => Status::Unset,
                     };
                     if span.phase == SpanPhase::Cancelled {
-                        end_cancelled(state, &ikey, event.timestamp, "cancelled");
-                    } else if let Some(r) = state.runs.get_mut(run) {
-                        r.pending_intent = Some(ikey);
+                        end_cancelled(run, shared, &intent, event.timestamp, "cancelled");
+                    } else {
+                        run.pending_intent = Some(intent);
                     }
                 }
             }
             Kind::Turn if span.phase != SpanPhase::Cancelled => {
                 // Close what is still open inside, then wait for the TurnSummary.
-                close_children(state, &key, event.timestamp, "parent_ended");
-                if let Some(o) = state.spans.get_mut(&key) {
+                close_children(run, shared, &id, event.timestamp, "parent_ended");
+                if let Some(o) = run.get_mut(&id) {
                     o.closing_at = Some(event.timestamp);
                 }
             }
-            _ => end_span(state, &key, event.timestamp),
+            _ => end_span(run, shared, &id, event.timestamp),
         }
     }
+}
+
+/// Where a new span's parent is.
+enum Parent {
+    /// A span of the same run (its id).
+    Local(Arc<str>),
+    /// A span of another run, under which a nested run's first span starts (its context).
+    Nested(Context),
 }
 
 impl Hook for OTelHook {

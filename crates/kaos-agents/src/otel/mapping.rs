@@ -169,45 +169,71 @@ fn content_attribute(
     }
 }
 
+/// What a terminal phase's attributes say beyond the span attributes they become, read in
+/// the same pass over the event's map.
+#[derive(Default)]
+pub(super) struct EndFacts<'a> {
+    pub(super) is_error: Option<bool>,
+    pub(super) outcome: Option<&'a str>,
+    pub(super) result_summary: Option<&'a Value>,
+    pub(super) cancel_reason: Option<&'a str>,
+    pub(super) first_chunk_unix_nano: Option<u64>,
+    pub(super) time_to_first_chunk_ms: Option<f64>,
+}
+
 /// The attributes a span's terminal phase adds, pushed onto `out` (a buffer the caller
-/// reuses from span to span: no allocation per END).
-pub(super) fn end_attributes(
+/// reuses from span to span: no allocation per END), and the facts the hook reads besides.
+/// One pass over the event's map with a `match` on each key: a model call's END is read for
+/// a dozen keys, and one lookup per key searched the map a dozen times.
+pub(super) fn end_attributes<'a>(
     content: &ContentPolicy,
     kind: Kind,
-    span: &SpanEvent,
+    span: &'a SpanEvent,
     out: &mut Vec<KeyValue>,
-) {
+) -> EndFacts<'a> {
     let a = &span.attributes;
+    let mut facts = EndFacts::default();
+    let [
+        mut attempts,
+        mut cache_read,
+        mut chunks,
+        mut cost,
+        mut input,
+        mut output,
+    ] = [None; 6];
+    let [
+        mut response_id,
+        mut response_model,
+        mut stop_reason,
+        mut streamed_chars,
+    ] = [None; 4];
+    let [mut original_bytes, mut truncated] = [None; 2];
+    let mut protocol = false;
+    for (k, v) in a {
+        match k.as_str() {
+            "is_error" => facts.is_error = v.as_bool(),
+            "outcome" => facts.outcome = v.as_str(),
+            "result_summary" => facts.result_summary = Some(v),
+            "cancel_reason" => facts.cancel_reason = v.as_str(),
+            "first_chunk_unix_nano" => facts.first_chunk_unix_nano = v.as_u64(),
+            "time_to_first_chunk_ms" => facts.time_to_first_chunk_ms = v.as_f64(),
+            "attempts" => attempts = Some(v),
+            "cache_read_tokens" => cache_read = Some(v),
+            "chunks" => chunks = Some(v),
+            "cost_usd" => cost = Some(v),
+            "input_tokens" => input = Some(v),
+            "output_tokens" => output = Some(v),
+            "response_id" => response_id = Some(v),
+            "response_model" => response_model = Some(v),
+            "stop_reason" => stop_reason = Some(v),
+            "streamed_chars" => streamed_chars = Some(v),
+            "kaos.result_original_bytes" => original_bytes = Some(v),
+            "kaos.result_truncated" => truncated = Some(v),
+            key => protocol |= kind == Kind::Tool && is_protocol_key(key),
+        }
+    }
     match kind {
         Kind::Llm => {
-            let [
-                attempts,
-                cache_read,
-                chunks,
-                cost,
-                input,
-                output,
-                response_id,
-                response_model,
-                stop_reason,
-                streamed_chars,
-                ttfc_ms,
-            ] = pick(
-                a,
-                &[
-                    "attempts",
-                    "cache_read_tokens",
-                    "chunks",
-                    "cost_usd",
-                    "input_tokens",
-                    "output_tokens",
-                    "response_id",
-                    "response_model",
-                    "stop_reason",
-                    "streamed_chars",
-                    "time_to_first_chunk_ms",
-                ],
-            );
             let mut int_attr = |v: Option<&Value>, dst: &'static str| {
                 if let Some(v) = v.and_then(as_i64) {
                     out.push(KeyValue::new(dst, v));
@@ -219,7 +245,7 @@ pub(super) fn end_attributes(
             int_attr(attempts, KAOS_ATTEMPTS);
             int_attr(chunks, KAOS_STREAM_CHUNKS);
             int_attr(streamed_chars, KAOS_STREAM_CHARS);
-            if let Some(ms) = ttfc_ms.and_then(Value::as_f64) {
+            if let Some(ms) = facts.time_to_first_chunk_ms {
                 out.push(KeyValue::new(
                     GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
                     ms / 1000.0,
@@ -246,17 +272,7 @@ pub(super) fn end_attributes(
             }
         }
         Kind::Tool => {
-            let [is_error, original_bytes, truncated] = pick(
-                a,
-                &[
-                    "is_error",
-                    "kaos.result_original_bytes",
-                    "kaos.result_truncated",
-                ],
-            );
-            let is_error = is_error
-                .and_then(Value::as_bool)
-                .unwrap_or(span.phase == SpanPhase::Error);
+            let is_error = facts.is_error.unwrap_or(span.phase == SpanPhase::Error);
             out.push(KeyValue::new(KAOS_IS_ERROR, is_error));
             if let Some(b) = truncated.and_then(Value::as_bool) {
                 out.push(KeyValue::new(KAOS_RESULT_TRUNCATED, b));
@@ -264,81 +280,41 @@ pub(super) fn end_attributes(
             if let Some(n) = original_bytes.and_then(as_i64) {
                 out.push(KeyValue::new(KAOS_RESULT_ORIGINAL_BYTES, n));
             }
-            // Protocol attributes a tool reported (MCP: `mcp.method.name`,
-            // `jsonrpc.request.id`, `network.transport`, ...), as they are.
-            for (k, v) in a {
-                if !PROTOCOL_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                    continue;
-                }
-                let key = opentelemetry::Key::new(k.clone());
-                match v {
-                    Value::String(s) => out.push(KeyValue::new(key, s.clone())),
-                    Value::Bool(b) => out.push(KeyValue::new(key, *b)),
-                    Value::Number(n) => match n.as_i64() {
-                        Some(i) => out.push(KeyValue::new(key, i)),
-                        None => out.push(KeyValue::new(key, n.as_f64().unwrap_or(0.0))),
-                    },
-                    other => out.push(KeyValue::new(key, other.to_string())),
-                }
+            if protocol {
+                protocol_attributes(a, out);
             }
         }
         Kind::Step => {
             out.push(KeyValue::new(KAOS_IS_ERROR, span.phase == SpanPhase::Error));
         }
         Kind::Turn => {
-            if let Some(o) = attr(a, "outcome").and_then(Value::as_str) {
+            if let Some(o) = facts.outcome {
                 out.push(KeyValue::new(KAOS_OUTCOME, o.to_string()));
             }
         }
         Kind::Intent | Kind::Subagent | Kind::Handoff => {}
     }
+    facts
 }
 
-/// The values of `keys` (sorted, distinct) in an event's attribute map, in one pass: the map
-/// iterates in key order, so a merge walk compares each entry about once where a lookup per
-/// key would search the map `N` times (a model call's END is read for a dozen keys). A map
-/// that does not iterate in order (serde_json's `preserve_order` feature) is read with one
-/// lookup per key instead.
-fn pick<'a, const N: usize>(
-    map: &'a serde_json::Map<String, Value>,
-    keys: &[&str; N],
-) -> [Option<&'a Value>; N] {
-    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
-    let mut out = [None; N];
-    let mut next = 0;
-    let mut previous: Option<&str> = None;
-    for (k, v) in map {
-        let k = k.as_str();
-        if previous.is_some_and(|p| p >= k) {
-            return keys.map(|key| map.get(key));
-        }
-        previous = Some(k);
-        while next < N && keys[next] < k {
-            next += 1;
-        }
-        if next < N && keys[next] == k {
-            out[next] = Some(v);
-            next += 1;
-        }
-    }
-    out
+/// Whether `key` is a protocol attribute a tool reported ([`PROTOCOL_PREFIXES`]).
+fn is_protocol_key(key: &str) -> bool {
+    PROTOCOL_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pick_finds_what_get_finds() {
-        let m: serde_json::Map<String, Value> = ["attempts", "b", "input_tokens", "model", "zz"]
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.to_string(), Value::from(i)))
-            .collect();
-        let keys = ["a", "attempts", "input_tokens", "missing", "zz", "zzz"];
-        for (key, got) in keys.iter().zip(pick(&m, &keys)) {
-            assert_eq!(got, m.get(*key), "{key}");
+/// Protocol attributes a tool reported (MCP: `mcp.method.name`, `jsonrpc.request.id`,
+/// `network.transport`, ...), as they are.
+fn protocol_attributes(a: &serde_json::Map<String, Value>, out: &mut Vec<KeyValue>) {
+    for (k, v) in a.iter().filter(|(k, _)| is_protocol_key(k)) {
+        let key = opentelemetry::Key::new(k.clone());
+        match v {
+            Value::String(s) => out.push(KeyValue::new(key, s.clone())),
+            Value::Bool(b) => out.push(KeyValue::new(key, *b)),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => out.push(KeyValue::new(key, i)),
+                None => out.push(KeyValue::new(key, n.as_f64().unwrap_or(0.0))),
+            },
+            other => out.push(KeyValue::new(key, other.to_string())),
         }
-        assert_eq!(pick(&serde_json::Map::new(), &["a", "b"]), [None, None]);
     }
 }

@@ -7,14 +7,14 @@
 //! parent span. The two things that cross shards never hold two shard locks at once:
 //! finding the parent of a nested run's first span ([`Shards::find_foreign_parent`]) locks
 //! one shard at a time, and ending a span whose open descendants live in another shard
-//! records them ([`State::foreign`]) for [`Shards::cascade`], after the first lock is gone.
+//! records them ([`Shared::foreign`](super::state::Shared::foreign)) for [`Shards::cascade`], after the first lock is gone.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::Context;
 
-use super::state::{IdHasher, Key, State, end_cancelled};
+use super::state::{Foreign, IdHasher, Key, Search, State, end_cancelled};
 
 /// How many shards (a power of two): enough that 64 concurrent runs rarely share one.
 pub(super) const SHARDS: usize = 64;
@@ -35,13 +35,6 @@ impl Default for Shards {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
-}
-
-/// A span to end as cancelled (it lives in another shard than the span that ended).
-pub(super) struct Foreign {
-    pub(super) key: Key,
-    pub(super) at: u64,
-    pub(super) reason: String,
 }
 
 impl Shards {
@@ -71,23 +64,28 @@ impl Shards {
         (0..SHARDS).map(|i| f(&self.lock_at(i))).sum()
     }
 
-    /// Finds the open span `span_id` in a shard other than `skip` (the parent of a nested
-    /// run's first span), records `child` among its children (so ending it ends the child's
-    /// subtree) and returns its key and context. Locks one shard at a time.
+    /// Finds the open span `span_id` of another run (the parent of a nested run's first
+    /// span), records `child` as nested under it (so ending it ends the child's subtree) and
+    /// returns its context: first in the index of every shard but `skip` (whose index was
+    /// searched already), then by a scan of every shard. Locks one shard at a time.
     pub(super) fn find_foreign_parent(
         &self,
         span_id: &Arc<str>,
         skip: usize,
         child: &Key,
-    ) -> Option<(Key, Context)> {
-        (0..SHARDS).filter(|&i| i != skip).find_map(|i| {
-            let mut state = self.lock_at(i);
-            let run = state.by_span.get(span_id)?.clone();
-            let key = Key::new(run, span_id.clone());
-            let open = state.spans.get_mut(&key)?;
-            open.children.push(child.clone());
-            Some((key, open.cx.clone()))
-        })
+    ) -> Option<Context> {
+        (0..SHARDS)
+            .filter(|&i| i != skip)
+            .find_map(|i| {
+                self.lock_at(i)
+                    .find_nest_parent(span_id, child, Search::Index)
+            })
+            .or_else(|| {
+                (0..SHARDS).find_map(|i| {
+                    self.lock_at(i)
+                        .find_nest_parent(span_id, child, Search::Scan)
+                })
+            })
     }
 
     /// Ends the spans in `work` (and whatever they in turn hand over) as cancelled, each
@@ -95,13 +93,15 @@ impl Shards {
     pub(super) fn cascade(&self, mut work: Vec<Foreign>) -> usize {
         let mut ended = 0;
         while let Some(Foreign { key, at, reason }) = work.pop() {
-            let mut state = self.lock(&key.0);
-            if state.spans.contains_key(&key) {
-                let before = state.spans.len();
-                end_cancelled(&mut state, &key, at, &reason);
-                ended += before - state.spans.len();
+            let mut state = self.lock(&key.run);
+            let State { runs, shared } = &mut *state;
+            if let Some(run) = runs.get_mut(&key.run) {
+                let before = run.spans.len();
+                end_cancelled(run, shared, &key.span, at, &reason);
+                ended += before - run.spans.len();
             }
-            work.append(&mut state.foreign);
+            state.drop_if_done(&key.run);
+            work.append(&mut state.shared.foreign);
         }
         ended
     }
@@ -246,5 +246,55 @@ mod tests {
                 s.name
             );
         }
+    }
+
+    /// A nested run whose parent is a span of a kind the index leaves out (here a model call),
+    /// in another shard and in the same one: found by the scan, and nested under it.
+    #[test]
+    fn a_nested_run_under_an_unindexed_span_is_found_by_the_scan() {
+        let lead = "run-lead";
+        let other = (0..)
+            .map(|i| format!("run-other-{i}"))
+            .find(|r| Shards::index(r) != Shards::index(lead))
+            .unwrap();
+        let same = (0..)
+            .map(|i| format!("run-same-{i}"))
+            .find(|r| Shards::index(r) == Shards::index(lead))
+            .unwrap();
+        let mut feed = Feed::new();
+        use SpanPhase::{Complete, Start};
+        use SpanSubject::{LlmCall, Turn};
+        feed.span(lead, Turn, Start, "t1", None);
+        feed.span(lead, LlmCall, Start, "llm", Some("t1"));
+        feed.span(&other, Turn, Start, "t-other", Some("llm"));
+        feed.span(&same, Turn, Start, "t-same", Some("llm"));
+        for (run, id) in [(other.as_str(), "t-other"), (same.as_str(), "t-same")] {
+            feed.span(run, Turn, Complete, id, None);
+        }
+        feed.span(lead, LlmCall, Complete, "llm", Some("t1"));
+        feed.span(lead, Turn, Complete, "t1", None);
+        feed.hook.close_all("end of test");
+        assert_eq!(feed.hook.open_span_count(), 0);
+        assert_eq!(feed.hook.tracked_runs(), 0);
+
+        let spans = feed.spans();
+        let llm = spans
+            .iter()
+            .find(|s| s.name.starts_with("chat"))
+            .expect("the model call's span");
+        let nested: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "agent.turn" && s.parent_span_id == llm.span_context.span_id())
+            .collect();
+        assert_eq!(
+            nested.len(),
+            2,
+            "both nested turns under the model call: {spans:?}"
+        );
+        assert!(
+            nested
+                .iter()
+                .all(|s| s.span_context.trace_id() == llm.span_context.trace_id())
+        );
     }
 }

@@ -1,58 +1,42 @@
-//! The OTel hook's bookkeeping: open spans keyed by `(run_id, span_id)`, per-run state,
-//! and the operations that end spans (children first) and settle late facts. One [`State`]
-//! holds the runs of one shard ([`super::shards`]).
+//! The OTel hook's bookkeeping, per run. A run's open spans sit in a short vector owned by its
+//! [`RunState`] (a respond turn has at most three open at once), found by id with a pointer
+//! comparison in the common case: an event costs one map lookup (its run), and parents and
+//! children inside a run are found by scanning that vector. Only what crosses runs — a nested
+//! run's first span and the span it nests under — goes through [`Shared::by_span`] and
+//! [`Shared::foreign`]. One [`State`] holds the runs of one shard ([`super::shards`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use opentelemetry::Context;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
 
 use super::attributes::*;
-use super::shards::{Foreign, Shards};
 use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
 
-/// `(run_id, span_id)`: our span ids scoped by run, so concurrent runs never collide. The
-/// hash of the two ids is computed once, when the key is made: a key is looked up in several
-/// maps several times per event, and rehashing ~50 bytes each time was a tenth of the hook.
-#[derive(Clone, Debug)]
-pub(super) struct Key(pub(super) Arc<str>, pub(super) Arc<str>, u64);
+/// Whether two ids are the same: the pointer first (the hook's ids are mostly the scope's own
+/// `Arc`s), the text when they are different copies.
+#[inline]
+pub(super) fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
 
-impl Key {
-    /// The key of span `span` of run `run`.
-    pub(super) fn new(run: Arc<str>, span: Arc<str>) -> Self {
-        let mut h = IdHasher::default();
-        run.hash(&mut h);
-        span.hash(&mut h);
-        let hash = h.finish();
-        Self(run, span, hash)
-    }
+/// `(run_id, span_id)`: a span of some run, used where a reference crosses runs.
+#[derive(Clone, Debug)]
+pub(super) struct Key {
+    pub(super) run: Arc<str>,
+    pub(super) span: Arc<str>,
 }
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        // The hash first: different keys almost never share it.
-        // Then the ids' pointers: the hook's keys mostly share the scope's own `Arc`s, so
-        // the string comparison runs only for keys built from other copies of the ids.
-        self.2 == other.2
-            && (Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0)
-            && (Arc::ptr_eq(&self.1, &other.1) || self.1 == other.1)
+        same(&self.run, &other.run) && same(&self.span, &other.span)
     }
 }
 
-impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.2);
-    }
-}
-
-/// The hook's maps: keyed by our own ids, a handful of entries per open turn, looked up
-/// several times per event, so a word-at-a-time multiplicative hash (FxHash's) instead of
-/// SipHash, which was a third of the hook's cost.
+/// The hook's maps: keyed by our own ids, looked up about once per event, so a word-at-a-time
+/// multiplicative hash (FxHash's) instead of SipHash.
 pub(super) type Map<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// FxHash (rustc's): rotate, xor a word, multiply.
@@ -117,6 +101,19 @@ pub(super) enum Kind {
     Handoff,
 }
 
+impl Kind {
+    /// Whether a nested run may start under a span of this kind (the runner nests sub-agent
+    /// and handoff runs under their spans; a tool or step may run an agent). Such spans are
+    /// indexed in [`Shared::by_span`]; a nested run under any other span is still found, by
+    /// a scan ([`Search::Scan`]).
+    fn hosts_runs(self) -> bool {
+        matches!(
+            self,
+            Kind::Tool | Kind::Step | Kind::Subagent | Kind::Handoff
+        )
+    }
+}
+
 impl From<SpanSubject> for Kind {
     fn from(s: SpanSubject) -> Self {
         match s {
@@ -132,10 +129,17 @@ impl From<SpanSubject> for Kind {
 
 /// One started OTel span that has not ended yet.
 pub(super) struct Open {
+    /// Our span id.
+    pub(super) id: Arc<str>,
     pub(super) cx: Context,
     pub(super) kind: Kind,
-    pub(super) parent: Option<Key>,
-    pub(super) children: Vec<Key>,
+    /// The parent span, when it is in the same run.
+    pub(super) parent: Option<Arc<str>>,
+    /// Whether the parent is a span of another run (this is a nested run's first span).
+    pub(super) nested_in_other_run: bool,
+    /// First spans of nested runs started under this one (other runs, maybe other shards);
+    /// ended as `parent_ended` when this span ends. Entries may be stale (already ended).
+    pub(super) nested: Vec<Key>,
     pub(super) start_ns: u64,
     /// Logically ended at this time; waits for a late fact (`IntentClassified` for the
     /// intent span, `TurnSummary` for the turn) before it is ended with this timestamp.
@@ -146,39 +150,240 @@ pub(super) struct Open {
     pub(super) call_id: Option<String>,
 }
 
-#[derive(Default)]
+impl Open {
+    /// A span just started at `start_ns`.
+    pub(super) fn new(id: Arc<str>, cx: Context, kind: Kind, start_ns: u64) -> Self {
+        Self {
+            id,
+            cx,
+            kind,
+            parent: None,
+            nested_in_other_run: false,
+            nested: Vec::new(),
+            start_ns,
+            closing_at: None,
+            status: Status::Unset,
+            call_id: None,
+        }
+    }
+
+    fn is_child_of(&self, id: &Arc<str>) -> bool {
+        self.parent.as_ref().is_some_and(|p| same(p, id))
+    }
+}
+
+/// One run's open spans and the facts its turn span collects.
 pub(super) struct RunState {
-    pub(super) turn: Option<Key>,
+    pub(super) id: Arc<str>,
+    /// Open spans, in start order.
+    pub(super) spans: Vec<Open>,
     /// The intent span waiting for `IntentClassified`.
-    pub(super) pending_intent: Option<Key>,
-    /// Classifier llm span id → its intent span key (one entry per classifier call in
-    /// flight, so a short list rather than a hash map, which would allocate a table per turn).
-    pub(super) intent_of_llm: Vec<(Arc<str>, Key)>,
+    pub(super) pending_intent: Option<Arc<str>>,
+    /// Classifier llm span id → its intent span id (one entry per classifier call in flight).
+    pub(super) intent_of_llm: Vec<(Arc<str>, Arc<str>)>,
     pub(super) tokens: u64,
     pub(super) cost: Option<f64>,
     pub(super) cost_unknown: bool,
     pub(super) tool_calls: u64,
-    pub(super) open: usize,
 }
 
+impl RunState {
+    fn new(id: Arc<str>) -> Self {
+        Self {
+            id,
+            spans: Vec::new(),
+            pending_intent: None,
+            intent_of_llm: Vec::new(),
+            tokens: 0,
+            cost: None,
+            cost_unknown: false,
+            tool_calls: 0,
+        }
+    }
+
+    /// Made ready for run `id`, keeping the vectors' capacity.
+    fn reuse(mut self, id: Arc<str>) -> Self {
+        self.id = id;
+        self.spans.clear();
+        self.pending_intent = None;
+        self.intent_of_llm.clear();
+        self.tokens = 0;
+        self.cost = None;
+        self.cost_unknown = false;
+        self.tool_calls = 0;
+        self
+    }
+
+    /// The position of open span `id`.
+    #[inline]
+    pub(super) fn find(&self, id: &Arc<str>) -> Option<usize> {
+        self.spans.iter().position(|o| same(&o.id, id))
+    }
+
+    /// Open span `id`.
+    pub(super) fn get(&self, id: &Arc<str>) -> Option<&Open> {
+        self.spans.iter().find(|o| same(&o.id, id))
+    }
+
+    /// Open span `id`, to change.
+    pub(super) fn get_mut(&mut self, id: &Arc<str>) -> Option<&mut Open> {
+        self.spans.iter_mut().find(|o| same(&o.id, id))
+    }
+
+    /// The run's open turn span.
+    pub(super) fn turn(&self) -> Option<&Open> {
+        self.spans.iter().find(|o| o.kind == Kind::Turn)
+    }
+
+    /// The run's open turn span, to change.
+    pub(super) fn turn_mut(&mut self) -> Option<&mut Open> {
+        self.spans.iter_mut().find(|o| o.kind == Kind::Turn)
+    }
+
+    /// The context of the run's open turn, else the caller's current one.
+    pub(super) fn turn_cx(run: Option<&Self>) -> Context {
+        run.and_then(Self::turn)
+            .map(|o| o.cx.clone())
+            .unwrap_or_else(Context::current)
+    }
+}
+
+/// A span to end as cancelled, in a run other than the one being handled (a nested run's
+/// span whose parent ended): ended by [`super::shards::Shards::cascade`] once the handled
+/// run's shard is released.
+pub(super) struct Foreign {
+    pub(super) key: Key,
+    pub(super) at: u64,
+    pub(super) reason: String,
+}
+
+/// What a shard keeps besides its runs.
 #[derive(Default)]
-pub(super) struct State {
-    pub(super) spans: Map<Key, Open>,
-    /// span id → run id, to find a parent that lives in another run (sub-agent, handoff).
+pub(super) struct Shared {
+    /// span id → run id of the open spans under which nested runs may start
+    /// ([`Kind::hosts_runs`]), to find a nested run's parent in another run.
     pub(super) by_span: Map<Arc<str>, Arc<str>>,
-    pub(super) runs: Map<Arc<str>, RunState>,
     /// run id → span context of a turn that ended paused, so the turn that resumes it can
     /// link to it (bounded: cleared when it reaches [`PAUSED_TURNS_KEPT`]).
-    pub(super) paused_turns: Map<Arc<str>, opentelemetry::trace::SpanContext>,
-    /// Open descendants in other shards of spans that ended here, for
-    /// [`Shards::cascade`] once this shard's lock is released.
+    pub(super) paused_turns: Map<Arc<str>, SpanContext>,
+    /// Spans of other runs to end once this shard's lock is released.
     pub(super) foreign: Vec<Foreign>,
     /// The END attributes being added (kept empty between events, reused for its capacity).
     pub(super) end_attrs: Vec<KeyValue>,
+    /// Finished runs' states, reused (with their vectors' capacity) by new runs.
+    spare: Vec<RunState>,
 }
 
-/// How many paused turns one shard's [`State::paused_turns`] remembers.
+/// How [`State::find_nest_parent`] looks for a span of another run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Search {
+    /// In the index of spans that may host nested runs (one map lookup).
+    Index,
+    /// Through every open span of the shard.
+    Scan,
+}
+
+/// How many finished run states one shard keeps for reuse.
+const SPARE_RUNS: usize = 16;
+
+/// How many paused turns one shard's [`Shared::paused_turns`] remembers.
 pub(super) const PAUSED_TURNS_KEPT: usize = 256;
+
+/// One shard: its runs and what they share.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) runs: Map<Arc<str>, RunState>,
+    pub(super) shared: Shared,
+}
+
+impl State {
+    /// The state of run `run`, made (or reused) if it has none.
+    pub(super) fn run_entry(&mut self, run: &Arc<str>) -> (&mut RunState, &mut Shared) {
+        let Self { runs, shared } = self;
+        let state = runs
+            .entry(run.clone())
+            .or_insert_with(|| match shared.spare.pop() {
+                Some(spare) => spare.reuse(run.clone()),
+                None => RunState::new(run.clone()),
+            });
+        (state, shared)
+    }
+
+    /// Forgets run `run` if it has no open span left.
+    pub(super) fn drop_if_done(&mut self, run: &str) {
+        if self.runs.get(run).is_some_and(|r| r.spans.is_empty())
+            && let Some(done) = self.runs.remove(run)
+            && self.shared.spare.len() < SPARE_RUNS
+        {
+            self.shared.spare.push(done);
+        }
+    }
+
+    /// How many spans are open in this shard.
+    pub(super) fn open_spans(&self) -> usize {
+        self.runs.values().map(|r| r.spans.len()).sum()
+    }
+
+    /// Finds open span `span_id` of a run other than `child.run` (the parent of a nested
+    /// run's first span), records `child` as nested under it and returns its context. With
+    /// [`Search::Index`], only spans [`Shared::by_span`] indexes; with [`Search::Scan`], every
+    /// open span of the shard (a nested run under a span of a kind the index leaves out).
+    pub(super) fn find_nest_parent(
+        &mut self,
+        span_id: &Arc<str>,
+        child: &Key,
+        search: Search,
+    ) -> Option<Context> {
+        let open = match search {
+            Search::Index => {
+                let run = self
+                    .shared
+                    .by_span
+                    .get(span_id)
+                    .filter(|run| !same(run, &child.run))?;
+                self.runs
+                    .get_mut(run)?
+                    .spans
+                    .iter_mut()
+                    .find(|o| same(&o.id, span_id))
+            }
+            Search::Scan => self
+                .runs
+                .values_mut()
+                .filter(|r| !same(&r.id, &child.run))
+                .flat_map(|r| r.spans.iter_mut())
+                .find(|o| same(&o.id, span_id)),
+        }?;
+        open.nested.push(child.clone());
+        Some(open.cx.clone())
+    }
+
+    /// Ends every open span of this shard (status UNSET, `kaos.cancel_reason=reason`),
+    /// children first, at `now` (or the time a span waiting for a late fact ended). With
+    /// `skip_nested`, the first spans of nested runs are left to their parents (which end them
+    /// through [`Shared::foreign`], with the parent's time). Returns how many ended here.
+    pub(super) fn close(&mut self, reason: &str, now: u64, skip_nested: bool) -> usize {
+        let before = self.open_spans();
+        let Self { runs, shared } = self;
+        for run in runs.values_mut() {
+            while let Some(root) = run
+                .spans
+                .iter()
+                .find(|o| o.parent.is_none() && !(skip_nested && o.nested_in_other_run))
+                .map(|o| o.id.clone())
+            {
+                let at = run.get(&root).and_then(|o| o.closing_at).unwrap_or(now);
+                end_cancelled(run, shared, &root, at, reason);
+            }
+        }
+        let ended = before - self.open_spans();
+        let ids: Vec<Arc<str>> = self.runs.keys().cloned().collect();
+        for id in ids {
+            self.drop_if_done(&id);
+        }
+        ended
+    }
+}
 
 pub(super) fn now_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -187,121 +392,87 @@ pub(super) fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// Finds the open span `span_id`: in `run` first, then in any run (a cross-run parent).
-pub(super) fn resolve(state: &State, run: &Arc<str>, span_id: &Arc<str>) -> Option<Key> {
-    let key = Key::new(run.clone(), span_id.clone());
-    if state.spans.contains_key(&key) {
-        return Some(key);
+/// Records span `open` of `run` as started.
+pub(super) fn insert(run: &mut RunState, shared: &mut Shared, open: Open) {
+    if open.kind.hosts_runs() {
+        shared.by_span.insert(open.id.clone(), run.id.clone());
     }
-    let other = state.by_span.get(span_id)?;
-    let key = Key::new(other.clone(), span_id.clone());
-    state.spans.contains_key(&key).then_some(key)
+    run.spans.push(open);
 }
 
-pub(super) fn run_turn<'a>(state: &'a State, run: &Arc<str>) -> Option<&'a Open> {
-    let turn = state.runs.get(run)?.turn.as_ref()?;
-    state.spans.get(turn)
-}
-
-pub(super) fn run_turn_cx(state: &State, run: &Arc<str>) -> Context {
-    run_turn(state, run)
-        .map(|o| o.cx.clone())
-        .unwrap_or_else(Context::current)
-}
-
-pub(super) fn insert(
-    state: &mut State,
-    key: Key,
-    cx: Context,
-    kind: Kind,
-    parent: Option<Key>,
-    start: u64,
+/// Ends the open descendants of span `id` (children first) as cancelled, at `at`: this
+/// run's at once, nested runs' through [`Shared::foreign`].
+pub(super) fn close_children(
+    run: &mut RunState,
+    shared: &mut Shared,
+    id: &Arc<str>,
+    at: u64,
+    reason: &str,
 ) {
-    if let Some(p) = parent.as_ref().and_then(|p| state.spans.get_mut(p)) {
-        p.children.push(key.clone());
-    }
-    state.by_span.insert(key.1.clone(), key.0.clone());
-    state.runs.entry(key.0.clone()).or_default().open += 1;
-    state.spans.insert(
-        key,
-        Open {
-            cx,
-            kind,
-            parent,
-            children: Vec::new(),
-            start_ns: start,
-            closing_at: None,
-            status: Status::Unset,
-            call_id: None,
-        },
-    );
-}
-
-/// Ends `key`'s open descendants (children first) as cancelled, at `at`.
-pub(super) fn close_children(state: &mut State, key: &Key, at: u64, reason: &str) {
-    let children = state
-        .spans
-        .get_mut(key)
-        .map(|o| std::mem::take(&mut o.children))
-        .unwrap_or_default();
-    for child in children {
-        if state.spans.contains_key(&child) {
-            end_cancelled(state, &child, at, reason);
-        } else if child.0 != key.0 && Shards::index(&child.0) != Shards::index(&key.0) {
-            // A nested run's span in another shard: ended once this shard is released.
-            state.foreign.push(Foreign {
-                key: child,
+    if let Some(open) = run.get_mut(id)
+        && !open.nested.is_empty()
+    {
+        for key in std::mem::take(&mut open.nested) {
+            shared.foreign.push(Foreign {
+                key,
                 at,
                 reason: reason.to_string(),
             });
         }
     }
-}
-
-/// Ends `key` as cancelled (UNSET + `kaos.cancelled`), its descendants first. A span already
-/// waiting for a late fact keeps its own end time and status.
-pub(super) fn end_cancelled(state: &mut State, key: &Key, at: u64, reason: &str) {
-    if let Some(o) = state.spans.get_mut(key)
-        && o.closing_at.is_none()
-    {
-        o.cx.span().set_attributes([
-            KeyValue::new(KAOS_CANCELLED, true),
-            KeyValue::new(KAOS_CANCEL_REASON, reason.to_string()),
-        ]);
-        o.status = Status::Unset;
-    }
-    let at = state
+    while let Some(child) = run
         .spans
-        .get(key)
-        .and_then(|o| o.closing_at)
-        .unwrap_or(at);
-    close_children(state, key, at, reason);
-    end_span(state, key, at);
+        .iter()
+        .find(|o| o.is_child_of(id))
+        .map(|o| o.id.clone())
+    {
+        end_cancelled(run, shared, &child, at, reason);
+    }
 }
 
-/// Ends the OTel span of `key` exactly once (descendants first) and forgets it.
-pub(super) fn end_span(state: &mut State, key: &Key, at: u64) {
-    close_children(state, key, at, "parent_ended");
-    let Some(open) = state.spans.remove(key) else {
+/// Ends span `id` as cancelled (UNSET + `kaos.cancelled`), its descendants first. A span
+/// already waiting for a late fact keeps its own end time and status.
+pub(super) fn end_cancelled(
+    run: &mut RunState,
+    shared: &mut Shared,
+    id: &Arc<str>,
+    at: u64,
+    reason: &str,
+) {
+    let Some(open) = run.get_mut(id) else {
         return;
     };
-    if state.by_span.get(&key.1) == Some(&key.0) {
-        state.by_span.remove(&key.1);
+    let at = match open.closing_at {
+        Some(closing) => closing,
+        None => {
+            open.cx.span().set_attributes([
+                KeyValue::new(KAOS_CANCELLED, true),
+                KeyValue::new(KAOS_CANCEL_REASON, reason.to_string()),
+            ]);
+            open.status = Status::Unset;
+            at
+        }
+    };
+    close_children(run, shared, id, at, reason);
+    end_span(run, shared, id, at);
+}
+
+/// Ends the OTel span `id` of `run` exactly once (descendants first) and forgets it.
+pub(super) fn end_span(run: &mut RunState, shared: &mut Shared, id: &Arc<str>, at: u64) {
+    close_children(run, shared, id, at, "parent_ended");
+    let Some(i) = run.find(id) else {
+        return;
+    };
+    let open = run.spans.remove(i);
+    if open.kind.hosts_runs()
+        && let Some(owner) = shared.by_span.remove(&open.id)
+        && !same(&owner, &run.id)
+    {
+        // Another run's span with the same id (ids are random; only hand-made ones collide).
+        shared.by_span.insert(open.id.clone(), owner);
     }
-    if let Some(p) = open.parent.as_ref().and_then(|p| state.spans.get_mut(p)) {
-        p.children.retain(|c| c != key);
-    }
-    if let Some(r) = state.runs.get_mut(&key.0) {
-        r.open = r.open.saturating_sub(1);
-        if r.turn.as_ref() == Some(key) {
-            r.turn = None;
-        }
-        if r.pending_intent.as_ref() == Some(key) {
-            r.pending_intent = None;
-        }
-        if r.open == 0 {
-            state.runs.remove(&key.0);
-        }
+    if run.pending_intent.as_ref().is_some_and(|p| same(p, id)) {
+        run.pending_intent = None;
     }
     let span = open.cx.span();
     span.set_status(open.status);
@@ -311,11 +482,7 @@ pub(super) fn end_span(state: &mut State, key: &Key, at: u64) {
 /// Before handling `event`: a waiting intent span of its run ends unless `event` is the
 /// fact it waits for (or usage, or another classifier attempt); a waiting turn of its run
 /// ends unless `event` is its summary.
-pub(super) fn settle_pending(state: &mut State, event: &Event) {
-    let run = &event.run_id;
-    let Some(r) = state.runs.get(run) else {
-        return;
-    };
+pub(super) fn settle_pending(run: &mut RunState, shared: &mut Shared, event: &Event) {
     // Only read the event when an intent span is waiting (most events find none).
     let waits_intent = || {
         matches!(
@@ -325,39 +492,31 @@ pub(super) fn settle_pending(state: &mut State, event: &Event) {
                 && s.phase == SpanPhase::Start
                 && s.attr_str("purpose") == Some("intent_classification"))
     };
-    if let Some(ikey) = r.pending_intent.clone()
+    if let Some(intent) = run.pending_intent.clone()
         && !waits_intent()
     {
-        let at = state
-            .spans
-            .get(&ikey)
+        let at = run
+            .get(&intent)
             .and_then(|o| o.closing_at)
             .unwrap_or(event.timestamp);
-        end_span(state, &ikey, at);
+        end_span(run, shared, &intent, at);
     }
-    let Some(r) = state.runs.get(run) else {
-        return;
-    };
     let is_summary = matches!(
         &event.kind,
         EventKind::TurnSummary(_) | EventKind::UsageObserved { .. }
     );
     if !is_summary
-        && let Some(turn) = r.turn.clone()
-        && let Some(at) = state.spans.get(&turn).and_then(|o| o.closing_at)
+        && let Some((turn, at)) = run.turn().and_then(|o| Some((o.id.clone(), o.closing_at?)))
     {
-        finish_turn_without_summary(state, run);
-        end_span(state, &turn, at);
+        finish_turn_without_summary(run);
+        end_span(run, shared, &turn, at);
     }
 }
 
 /// A turn that ends without a summary takes the usage seen so far.
-pub(super) fn finish_turn_without_summary(state: &mut State, run: &Arc<str>) {
-    let Some(r) = state.runs.get(run) else {
-        return;
-    };
-    let (tokens, cost, unknown, tools) = (r.tokens, r.cost, r.cost_unknown, r.tool_calls);
-    if let Some(open) = run_turn(state, run) {
+pub(super) fn finish_turn_without_summary(run: &RunState) {
+    let (tokens, cost, unknown, tools) = (run.tokens, run.cost, run.cost_unknown, run.tool_calls);
+    if let Some(open) = run.turn() {
         let span = open.cx.span();
         if tokens > 0 || tools > 0 {
             span.set_attribute(KeyValue::new(KAOS_TOKENS_USED, int(tokens)));

@@ -366,10 +366,17 @@ impl State {
         let before = self.open_spans();
         let Self { runs, shared } = self;
         for run in runs.values_mut() {
+            // A root: no parent open in this run (ending a span ends its children first, so a
+            // child never outlives its parent; a parent that is somehow gone is not waited for).
+            let is_root = |spans: &[Open], o: &Open| {
+                o.parent
+                    .as_ref()
+                    .is_none_or(|p| !spans.iter().any(|q| same(&q.id, p)))
+            };
             while let Some(root) = run
                 .spans
                 .iter()
-                .find(|o| o.parent.is_none() && !(skip_nested && o.nested_in_other_run))
+                .find(|o| is_root(&run.spans, o) && !(skip_nested && o.nested_in_other_run))
                 .map(|o| o.id.clone())
             {
                 let at = run.get(&root).and_then(|o| o.closing_at).unwrap_or(now);

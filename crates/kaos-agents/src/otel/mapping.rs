@@ -51,27 +51,29 @@ pub(super) fn start_shape(
                 KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
                 KeyValue::new(KAOS_RUN_ID, event.run_id.clone()),
             ]);
-            if let Some(n) = attr(a, "turn_number").and_then(as_i64) {
+            let keys = StartKeys::of(a);
+            if let Some(n) = keys.turn_number.and_then(as_i64) {
                 attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
             }
-            if let Some(m) = attr(a, "model").and_then(Value::as_str) {
+            if let Some(m) = keys.model.and_then(Value::as_str) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
             }
-            if let Some(r) = attr(a, "resumed_from").and_then(Value::as_str) {
+            if let Some(r) = keys.resumed_from.and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
             }
             SpanKind::Internal
         }
         SpanSubject::LlmCall => {
-            let model = attr(a, "model").and_then(Value::as_str).unwrap_or("");
+            let keys = StartKeys::of(a);
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
             attrs.extend([
                 KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
-                KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
-                KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
+                KeyValue::new(GEN_AI_PROVIDER_NAME, text(keys.provider)),
+                KeyValue::new(GEN_AI_REQUEST_MODEL, text(keys.model)),
                 KeyValue::new(GEN_AI_CONVERSATION_ID, event.session_id.clone()),
-                KeyValue::new(KAOS_PURPOSE, s("purpose")),
+                KeyValue::new(KAOS_PURPOSE, text(keys.purpose)),
             ]);
-            if attr(a, "stream").and_then(Value::as_bool) == Some(true) {
+            if keys.stream.and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
             }
             if content.captures() {
@@ -153,6 +155,36 @@ pub(super) fn start_shape(
         }
     };
     (name, kind, attrs)
+}
+
+/// The START attributes of a turn or a model call, read in one pass over the event's map
+/// (one lookup per key searched the map once per key).
+#[derive(Default)]
+struct StartKeys<'a> {
+    model: Option<&'a Value>,
+    provider: Option<&'a Value>,
+    purpose: Option<&'a Value>,
+    stream: Option<&'a Value>,
+    turn_number: Option<&'a Value>,
+    resumed_from: Option<&'a Value>,
+}
+
+impl<'a> StartKeys<'a> {
+    fn of(a: &'a serde_json::Map<String, Value>) -> Self {
+        let mut keys = Self::default();
+        for (k, v) in a {
+            match k.as_str() {
+                "model" => keys.model = Some(v),
+                "provider" => keys.provider = Some(v),
+                "purpose" => keys.purpose = Some(v),
+                "stream" => keys.stream = Some(v),
+                "turn_number" => keys.turn_number = Some(v),
+                "resumed_from" => keys.resumed_from = Some(v),
+                _ => {}
+            }
+        }
+        keys
+    }
 }
 
 /// The message content under `src` (a GenAI messages or parts array the runner put on the

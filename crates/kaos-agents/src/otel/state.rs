@@ -286,6 +286,9 @@ pub(super) enum Search {
 /// How many finished run states one shard keeps for reuse.
 const SPARE_RUNS: usize = 16;
 
+/// The largest span vector (capacity) a kept run state may hold.
+const SPARE_SPANS_MAX: usize = 16;
+
 /// How many paused turns one shard's [`Shared::paused_turns`] remembers.
 pub(super) const PAUSED_TURNS_KEPT: usize = 256;
 
@@ -314,6 +317,8 @@ impl State {
         if self.runs.get(run).is_some_and(|r| r.spans.is_empty())
             && let Some(done) = self.runs.remove(run)
             && self.shared.spare.len() < SPARE_RUNS
+            // A run that once held many spans at once gives its memory back.
+            && done.spans.capacity() <= SPARE_SPANS_MAX
         {
             self.shared.spare.push(done);
         }

@@ -4,16 +4,18 @@
 //! nanoseconds one event takes; the hot path never touches a lock shared by every run.
 //!
 //! A run nested in another (a sub-agent or handoff turn) may live in another shard than its
-//! parent span. The two things that cross shards never hold two shard locks at once:
-//! finding the parent of a nested run's first span ([`Shards::find_foreign_parent`]) locks
-//! one shard at a time, and ending a span whose open descendants live in another shard
-//! records them ([`Shared::foreign`](super::state::Shared::foreign)) for [`Shards::cascade`], after the first lock is gone.
+//! parent span. The two things that cross runs never hold two shard locks at once: finding
+//! the parent of a nested run's first span ([`Shards::find_foreign_parent`]) locks one shard
+//! at a time, and ending a span with open descendants in other runs records them
+//! ([`Shared::foreign`]) for [`Shards::cascade`], after the first lock is gone.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::Context;
 
+#[cfg(doc)]
+use super::state::Shared;
 use super::state::{Foreign, IdHasher, Key, Search, State, end_cancelled};
 
 /// How many shards (a power of two): enough that 64 concurrent runs rarely share one.

@@ -202,16 +202,19 @@ impl RunState {
     }
 
     /// Made ready for run `id`, keeping the vectors' capacity.
-    fn reuse(mut self, id: Arc<str>) -> Self {
-        self.id = id;
-        self.spans.clear();
-        self.pending_intent = None;
-        self.intent_of_llm.clear();
-        self.tokens = 0;
-        self.cost = None;
-        self.cost_unknown = false;
-        self.tool_calls = 0;
-        self
+    fn reuse(self, id: Arc<str>) -> Self {
+        let Self {
+            mut spans,
+            mut intent_of_llm,
+            ..
+        } = self;
+        spans.clear();
+        intent_of_llm.clear();
+        Self {
+            spans,
+            intent_of_llm,
+            ..Self::new(id)
+        }
     }
 
     /// The position of open span `id`.
@@ -389,10 +392,7 @@ impl State {
             }
         }
         let ended = before - self.open_spans();
-        let ids: Vec<Arc<str>> = self.runs.keys().cloned().collect();
-        for id in ids {
-            self.drop_if_done(&id);
-        }
+        self.runs.retain(|_, run| !run.spans.is_empty());
         ended
     }
 }

@@ -240,26 +240,32 @@ impl OTelHook {
         let mut state = self.shards.lock_at(home);
         match start {
             Some(span) => {
-                let mut parent = None;
-                if let Some(id) = &span.parent_span_id {
-                    let child = Key {
-                        run: run.clone(),
-                        span: span.span_id.clone(),
-                    };
-                    let searched;
-                    (parent, searched) = Self::find_parent(&mut state, id, &child);
-                    if searched {
-                        // The first span of a nested run: its parent may be in another shard.
-                        let pending = std::mem::take(&mut state.shared.foreign);
-                        drop(state);
-                        self.shards.cascade(pending);
-                        parent = self
-                            .shards
-                            .find_foreign_parent(id, home, &child)
-                            .map(Parent::Nested);
-                        state = self.shards.lock_at(home);
+                let parent = match &span.parent_span_id {
+                    Some(parent) => {
+                        let (found, searched) = Self::find_parent(&mut state, event, span, parent);
+                        match found {
+                            Some(found) => Some(found),
+                            // The first span of a nested run: its parent may be in another shard.
+                            None if searched => {
+                                let pending = std::mem::take(&mut state.shared.foreign);
+                                drop(state);
+                                self.shards.cascade(pending);
+                                let child = Key {
+                                    run: run.clone(),
+                                    span: span.span_id.clone(),
+                                };
+                                let found = self
+                                    .shards
+                                    .find_foreign_parent(parent, home, &child)
+                                    .map(Parent::Nested);
+                                state = self.shards.lock_at(home);
+                                found
+                            }
+                            None => None,
+                        }
                     }
-                }
+                    None => None,
+                };
                 let (rs, shared) = state.run_entry(run);
                 settle_pending(rs, shared, event);
                 self.on_start(rs, shared, event, span, parent, link);
@@ -290,19 +296,28 @@ impl OTelHook {
         }
     }
 
-    /// The parent `parent` of a START (`child`): open in its own run, or (a nested run's
-    /// span) in another run of this shard. The second value says whether the other shards are
+    /// The parent of a START that names one: open in its own run, or (a nested run's span)
+    /// in another run of this shard. The second value says whether the other shards are
     /// worth searching: the parent was not found and this is the run's first span.
-    fn find_parent(state: &mut State, parent: &Arc<str>, child: &Key) -> (Option<Parent>, bool) {
-        let run = state.runs.get(&child.run);
+    fn find_parent(
+        state: &mut State,
+        event: &Event,
+        span: &SpanEvent,
+        parent: &Arc<str>,
+    ) -> (Option<Parent>, bool) {
+        let run = state.runs.get(&event.run_id);
         if run.is_some_and(|r| r.find(parent).is_some()) {
             return (Some(Parent::Local(parent.clone())), false);
         }
         let first = run.is_none_or(|r| r.turn().is_none());
+        let child = Key {
+            run: event.run_id.clone(),
+            span: span.span_id.clone(),
+        };
         let found = state
-            .find_nest_parent(parent, child, Search::Index)
+            .find_nest_parent(parent, &child, Search::Index)
             // A later span of a nested run looks no further than its own shard.
-            .or_else(|| (!first).then(|| state.find_nest_parent(parent, child, Search::Scan))?);
+            .or_else(|| (!first).then(|| state.find_nest_parent(parent, &child, Search::Scan))?);
         match found {
             Some(cx) => (Some(Parent::Nested(cx)), false),
             None => (None, first),

@@ -202,19 +202,16 @@ impl RunState {
     }
 
     /// Made ready for run `id`, keeping the vectors' capacity.
-    fn reuse(self, id: Arc<str>) -> Self {
-        let Self {
-            mut spans,
-            mut intent_of_llm,
-            ..
-        } = self;
-        spans.clear();
-        intent_of_llm.clear();
-        Self {
-            spans,
-            intent_of_llm,
-            ..Self::new(id)
-        }
+    fn reuse(mut self, id: Arc<str>) -> Self {
+        self.id = id;
+        self.spans.clear();
+        self.pending_intent = None;
+        self.intent_of_llm.clear();
+        self.tokens = 0;
+        self.cost = None;
+        self.cost_unknown = false;
+        self.tool_calls = 0;
+        self
     }
 
     /// The position of open span `id`.
@@ -392,7 +389,10 @@ impl State {
             }
         }
         let ended = before - self.open_spans();
-        self.runs.retain(|_, run| !run.spans.is_empty());
+        let ids: Vec<Arc<str>> = self.runs.keys().cloned().collect();
+        for id in ids {
+            self.drop_if_done(&id);
+        }
         ended
     }
 }

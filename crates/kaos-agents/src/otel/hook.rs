@@ -17,9 +17,9 @@ use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
     Key, Map, Open, PAUSED_TURNS_KEPT, RunState, Search, Shared, State, close_children,
-    end_cancelled, end_span, insert, now_nanos, same, settle_pending,
+    end_cancelled, end_span, hash_id, insert, now_nanos, same, settle_pending,
 };
-use super::tracer::HookTracer;
+use super::tracer::{HookTracer, ambient_context, builder};
 use super::{SpanNaming, parse_traceparent};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome, attr};
 use crate::hooks::{Hook, HookAction, HookError};
@@ -193,8 +193,9 @@ impl OTelHook {
     /// The OTel context of one of our open spans (e.g. to parent provider HTTP spans).
     pub fn context_of(&self, run_id: &str, span_id: &str) -> Option<Context> {
         // No allocation on this path (the runner asks for every tool and model call).
-        let state = self.shards.lock(run_id);
-        let run = state.runs.get(run_id)?;
+        let hash = hash_id(run_id);
+        let state = self.shards.lock_at(Shards::index_of(hash));
+        let run = state.runs.get(run_id, hash)?;
         run.spans
             .iter()
             .find(|o| &*o.id == span_id)
@@ -226,8 +227,15 @@ impl OTelHook {
 
     /// Handles one event under its run's shard lock (and no other).
     fn handle(&self, event: &Event) {
+        // Streamed text and the like put nothing on a span: no lock, no lookup (a streamed
+        // answer is hundreds of deltas). What waits for a late fact is settled by the next
+        // event that does count, with the same recorded end time.
+        if passes_by(&event.kind) {
+            return;
+        }
         let run = &event.run_id;
-        let home = Shards::index(run);
+        let hash = hash_id(run);
+        let home = Shards::index_of(hash);
         let start = match &event.kind {
             EventKind::Span(span) if span.phase == SpanPhase::Start => Some(span),
             _ => None,
@@ -242,7 +250,8 @@ impl OTelHook {
             Some(span) => {
                 let parent = match &span.parent_span_id {
                     Some(parent) => {
-                        let (found, searched) = Self::find_parent(&mut state, event, span, parent);
+                        let (found, searched) =
+                            Self::find_parent(&mut state, event, hash, span, parent);
                         match found {
                             Some(found) => Some(found),
                             // The first span of a nested run: its parent may be in another shard.
@@ -266,13 +275,13 @@ impl OTelHook {
                     }
                     None => None,
                 };
-                let (rs, shared) = state.run_entry(run);
+                let (rs, shared) = state.run_entry(run, hash);
                 settle_pending(rs, shared, event);
                 self.on_start(rs, shared, event, span, parent, link);
             }
             None => {
                 let State { runs, shared } = &mut *state;
-                let done = match runs.get_mut(run) {
+                let done = match runs.get_mut(run, hash) {
                     Some(rs) => {
                         settle_pending(rs, shared, event);
                         self.apply(Some(&mut *rs), shared, event);
@@ -285,7 +294,7 @@ impl OTelHook {
                 };
                 // The run's last span ended: its state goes (a START always leaves one open).
                 if done {
-                    state.drop_if_done(run);
+                    state.retire(run, hash);
                 }
             }
         }
@@ -302,10 +311,11 @@ impl OTelHook {
     fn find_parent(
         state: &mut State,
         event: &Event,
+        hash: u64,
         span: &SpanEvent,
         parent: &Arc<str>,
     ) -> (Option<Parent>, bool) {
-        let run = state.runs.get(&event.run_id);
+        let run = state.runs.get(&event.run_id, hash);
         if run.is_some_and(|r| r.find(parent).is_some()) {
             return (Some(Parent::Local(parent.clone())), false);
         }
@@ -467,6 +477,7 @@ impl OTelHook {
                 let at = open.closing_at.unwrap_or(event.timestamp);
                 end_span(run, shared, &turn, at);
             }
+            // Not handed over by `handle` ([`passes_by`]).
             EventKind::PlanProposed { .. }
             | EventKind::TextDelta { .. }
             | EventKind::ThinkingDelta { .. }
@@ -534,12 +545,9 @@ impl OTelHook {
                 }
                 None => {
                     let id: Arc<str> = Arc::from(wrapper_id(&span.span_id));
-                    let cx = self.tracer.start(
-                        SpanBuilder::from_name(wrapper)
-                            .with_kind(SpanKind::Internal)
-                            .with_start_time(t),
-                        &parent_cx,
-                    );
+                    let cx = self
+                        .tracer
+                        .start(builder(wrapper, SpanKind::Internal, t), &parent_cx);
                     self.log_id(&cx, &run.id, &id);
                     let mut open = Open::new(id.clone(), cx, Kind::Intent, event.timestamp);
                     open.parent = parent_id.take();
@@ -556,18 +564,17 @@ impl OTelHook {
             parent_id = Some(intent_id);
         }
 
-        let (name, otel_kind, attrs) = start_shape(self.naming, &self.content, event, span);
-        let mut builder = SpanBuilder::from_name(name)
-            .with_kind(otel_kind)
-            .with_start_time(t)
-            .with_attributes(attrs);
+        let (name, otel_kind, attrs) =
+            start_shape(self.naming, &self.content, event, span, &mut shared.strings);
+        let mut b = builder(name, otel_kind, t);
+        b.attributes = Some(attrs);
         // A resumed turn links to the paused turn it continues (when this hook saw it).
         if kind == Kind::Turn
             && let Some(sc) = link
         {
-            builder = builder.with_links(vec![Link::with_context(sc)]);
+            b.links = Some(vec![Link::with_context(sc)]);
         }
-        let cx = self.tracer.start(builder, &parent_cx);
+        let cx = self.tracer.start(b, &parent_cx);
         self.log_id(&cx, &run.id, &span.span_id);
         let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
         open.nested_in_other_run = nested && parent_id.is_none();
@@ -599,7 +606,13 @@ impl OTelHook {
         let id = open.id.clone();
         let otel = open.cx.span();
         let mut ends = std::mem::take(&mut shared.end_attrs);
-        let facts = end_attributes(&self.content, open.kind, span, &mut ends);
+        let facts = end_attributes(
+            &self.content,
+            open.kind,
+            span,
+            &mut ends,
+            &mut shared.strings,
+        );
         otel.set_attributes(ends.drain(..));
         shared.end_attrs = ends;
         if open.kind == Kind::Llm
@@ -732,6 +745,18 @@ impl OTelHook {
     }
 }
 
+/// Whether the hook has nothing to do for an event of this kind (it changes no span).
+fn passes_by(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::PlanProposed { .. }
+            | EventKind::TextDelta { .. }
+            | EventKind::ThinkingDelta { .. }
+            | EventKind::TextRetracted { .. }
+            | EventKind::PatternMismatch { .. }
+    )
+}
+
 /// Where a new span's parent is.
 enum Parent {
     /// A span of the same run (its id).
@@ -765,20 +790,4 @@ impl Hook for OTelHook {
         self.close_all("shutdown");
         Ok(())
     }
-}
-
-/// The caller's current OTel context: the attached [`Context::current`] when it holds a span,
-/// else (feature `tracing`) the OTel context of the current `tracing` span, as bridged by
-/// `tracing-opentelemetry`.
-pub fn ambient_context() -> Context {
-    let cx = Context::current();
-    #[cfg(feature = "tracing")]
-    if !cx.span().span_context().is_valid() {
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-        let from_tracing = tracing::Span::current().context();
-        if from_tracing.span().span_context().is_valid() {
-            return from_tracing;
-        }
-    }
-    cx
 }

@@ -1,14 +1,16 @@
 //! The event → span mapping tables: span names, kinds and attributes per subject.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
+use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{KeyValue, StringValue};
 use serde_json::Value;
 
 use super::SpanNaming;
 use super::attributes::*;
 use super::content::ContentPolicy;
+use super::intern::Interned;
 use super::state::Kind;
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr};
 use crate::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
@@ -27,6 +29,7 @@ pub(super) fn start_shape(
     content: &ContentPolicy,
     event: &Event,
     span: &SpanEvent,
+    strings: &mut Interned,
 ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
     let a = &span.attributes;
     let s = |k: &str| attr(a, k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -56,7 +59,7 @@ pub(super) fn start_shape(
                 attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
             }
             if let Some(m) = keys.model.and_then(Value::as_str) {
-                attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, m.to_string()));
+                attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, strings.value(m)));
             }
             if let Some(r) = keys.resumed_from.and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_RESUMED_FROM, r.to_string()));
@@ -65,7 +68,8 @@ pub(super) fn start_shape(
         }
         SpanSubject::LlmCall => {
             let keys = StartKeys::of(a);
-            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+            let mut text =
+                |v: Option<&Value>| strings.value(v.and_then(Value::as_str).unwrap_or(""));
             attrs.extend([
                 KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
                 KeyValue::new(GEN_AI_PROVIDER_NAME, text(keys.provider)),
@@ -96,20 +100,23 @@ pub(super) fn start_shape(
         }
         SpanSubject::ToolCall => {
             let tool = match attr(a, "tool_name").and_then(Value::as_str) {
-                Some(t) => t.to_string(),
-                None => suffix("tool."),
+                Some(t) => strings.value(t),
+                None => strings.value(span.name.strip_prefix("tool.").unwrap_or(&span.name)),
             };
+            // One copy of the call id for both attributes.
+            let call_id: Arc<str> =
+                Arc::from(attr(a, "call_id").and_then(Value::as_str).unwrap_or(""));
             attrs.extend([
                 KeyValue::new(GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL),
                 KeyValue::new(GEN_AI_TOOL_NAME, tool.clone()),
-                KeyValue::new(GEN_AI_TOOL_CALL_ID, s("call_id")),
+                KeyValue::new(GEN_AI_TOOL_CALL_ID, call_id.clone()),
                 KeyValue::new(GEN_AI_TOOL_TYPE, "function"),
                 KeyValue::new(KAOS_TOOL_NAME, tool),
-                KeyValue::new(KAOS_CALL_ID, s("call_id")),
+                KeyValue::new(KAOS_CALL_ID, call_id),
                 KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
             ]);
             if let Some(p) = attr(a, "permission").and_then(Value::as_str) {
-                attrs.push(KeyValue::new(KAOS_PERMISSION, p.to_string()));
+                attrs.push(KeyValue::new(KAOS_PERMISSION, strings.value(p)));
             }
             if let Some(p) = attr(a, "step_id").and_then(Value::as_str) {
                 attrs.push(KeyValue::new(KAOS_STEP_ID, p.to_string()));
@@ -222,6 +229,7 @@ pub(super) fn end_attributes<'a>(
     kind: Kind,
     span: &'a SpanEvent,
     out: &mut Vec<KeyValue>,
+    strings: &mut Interned,
 ) -> EndFacts<'a> {
     let a = &span.attributes;
     let mut facts = EndFacts::default();
@@ -287,7 +295,7 @@ pub(super) fn end_attributes<'a>(
                 out.push(KeyValue::new(KAOS_COST_USD, c));
             }
             if let Some(m) = response_model.and_then(Value::as_str) {
-                out.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.to_string()));
+                out.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, strings.value(m)));
             }
             if let Some(id) = response_id.and_then(Value::as_str) {
                 out.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
@@ -296,7 +304,7 @@ pub(super) fn end_attributes<'a>(
                 // A one-element string array, built as such (no JSON detour).
                 out.push(KeyValue::new(
                     GEN_AI_RESPONSE_FINISH_REASONS,
-                    opentelemetry::Value::Array(vec![StringValue::from(r.to_string())].into()),
+                    opentelemetry::Value::Array(vec![strings.value(r)].into()),
                 ));
             }
             if content.captures() {
@@ -321,7 +329,7 @@ pub(super) fn end_attributes<'a>(
         }
         Kind::Turn => {
             if let Some(o) = facts.outcome {
-                out.push(KeyValue::new(KAOS_OUTCOME, o.to_string()));
+                out.push(KeyValue::new(KAOS_OUTCOME, strings.value(o)));
             }
         }
         Kind::Intent | Kind::Subagent | Kind::Handoff => {}

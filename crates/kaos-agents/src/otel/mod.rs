@@ -14,6 +14,7 @@
 pub mod attributes;
 pub mod content;
 mod hook;
+mod intern;
 mod mapping;
 pub mod meter;
 pub mod metrics;
@@ -32,7 +33,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub use crate::naming::SpanNaming;
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
-pub use hook::{OTelHook, ambient_context};
+pub use hook::OTelHook;
 pub use meter::{Metrics, MetricsBuilder, MetricsExporter};
 pub use metrics::MetricsHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
@@ -40,6 +41,7 @@ pub use telemetry::{
     ConsoleExporter, CountingExporter, Exporter, MemoryExporter, Protocol, Telemetry,
     TelemetryBuilder, TelemetryError, TelemetryStats,
 };
+pub use tracer::ambient_context;
 
 /// The turn START attribute that carries a W3C `traceparent` to continue.
 pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";

@@ -9,14 +9,13 @@
 //! at a time, and ending a span with open descendants in other runs records them
 //! ([`Shared::foreign`]) for [`Shards::cascade`], after the first lock is gone.
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::Context;
 
 #[cfg(doc)]
 use super::state::Shared;
-use super::state::{Foreign, IdHasher, Key, Search, State, end_cancelled};
+use super::state::{Foreign, Key, Search, State, end_cancelled, hash_id};
 
 /// How many shards (a power of two): enough that 64 concurrent runs rarely share one.
 pub(super) const SHARDS: usize = 64;
@@ -42,10 +41,13 @@ impl Default for Shards {
 impl Shards {
     /// The shard of run `run`.
     pub(super) fn index(run: &str) -> usize {
-        let mut h = IdHasher::default();
-        run.hash(&mut h);
+        Self::index_of(hash_id(run))
+    }
+
+    /// The shard of the run whose [`hash_id`] is `hash`.
+    pub(super) fn index_of(hash: u64) -> usize {
         // The multiplicative hash mixes into the high bits.
-        (h.finish() >> (64 - SHARDS.trailing_zeros())) as usize
+        (hash >> (64 - SHARDS.trailing_zeros())) as usize
     }
 
     /// Locks the shard of run `run`.
@@ -95,14 +97,15 @@ impl Shards {
     pub(super) fn cascade(&self, mut work: Vec<Foreign>) -> usize {
         let mut ended = 0;
         while let Some(Foreign { key, at, reason }) = work.pop() {
-            let mut state = self.lock(&key.run);
+            let hash = hash_id(&key.run);
+            let mut state = self.lock_at(Self::index_of(hash));
             let State { runs, shared } = &mut *state;
-            if let Some(run) = runs.get_mut(&key.run) {
+            if let Some(run) = runs.get_mut(&key.run, hash) {
                 let before = run.spans.len();
                 end_cancelled(run, shared, &key.span, at, &reason);
                 ended += before - run.spans.len();
             }
-            state.drop_if_done(&key.run);
+            state.drop_if_done(&key.run, hash);
             work.append(&mut state.shared.foreign);
         }
         ended

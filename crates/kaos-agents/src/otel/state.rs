@@ -9,17 +9,22 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 
 use super::attributes::*;
+use super::intern::Interned;
 use crate::events::{Event, EventKind, SpanPhase, SpanSubject};
 
 /// Whether two ids are the same: the pointer first (the hook's ids are mostly the scope's own
-/// `Arc`s), the text when they are different copies.
+/// `Arc`s), then the length and first byte (random ids of the same length differ there 15
+/// times in 16, without a call to `memcmp`), then the text.
 #[inline]
 pub(super) fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b)
 }
 
 /// `(run_id, span_id)`: a span of some run, used where a reference crosses runs.
@@ -175,6 +180,8 @@ impl Open {
 /// One run's open spans and the facts its turn span collects.
 pub(super) struct RunState {
     pub(super) id: Arc<str>,
+    /// `hash_id(id)`, kept for the table's growth.
+    hash: u64,
     /// Open spans, in start order.
     pub(super) spans: Vec<Open>,
     /// The intent span waiting for `IntentClassified`.
@@ -188,9 +195,10 @@ pub(super) struct RunState {
 }
 
 impl RunState {
-    fn new(id: Arc<str>) -> Self {
+    fn new(id: Arc<str>, hash: u64) -> Self {
         Self {
             id,
+            hash,
             spans: Vec::new(),
             pending_intent: None,
             intent_of_llm: Vec::new(),
@@ -202,8 +210,9 @@ impl RunState {
     }
 
     /// Made ready for run `id`, keeping the vectors' capacity.
-    fn reuse(mut self, id: Arc<str>) -> Self {
+    fn reuse(mut self, id: Arc<str>, hash: u64) -> Self {
         self.id = id;
+        self.hash = hash;
         self.spans.clear();
         self.pending_intent = None;
         self.intent_of_llm.clear();
@@ -212,6 +221,13 @@ impl RunState {
         self.cost_unknown = false;
         self.tool_calls = 0;
         self
+    }
+
+    /// Whether this is the state of run `id` (the same text, in the common case the same
+    /// pointer).
+    #[inline]
+    fn is(&self, id: &str) -> bool {
+        std::ptr::eq(&*self.id, id) || &*self.id == id
     }
 
     /// The position of open span `id`.
@@ -272,6 +288,8 @@ pub(super) struct Shared {
     pub(super) end_attrs: Vec<KeyValue>,
     /// Finished runs' states, reused (with their vectors' capacity) by new runs.
     spare: Vec<RunState>,
+    /// Attribute values that repeat from span to span, shared rather than copied.
+    pub(super) strings: Interned,
 }
 
 /// How [`State::find_nest_parent`] looks for a span of another run.
@@ -292,31 +310,86 @@ const SPARE_SPANS_MAX: usize = 16;
 /// How many paused turns one shard's [`Shared::paused_turns`] remembers.
 pub(super) const PAUSED_TURNS_KEPT: usize = 256;
 
+/// The hash of a run id: picks the run's shard ([`super::shards::Shards::index_of`]) and
+/// finds it in the shard's [`Runs`], so an event hashes its run id once.
+pub(super) fn hash_id(id: &str) -> u64 {
+    let mut h = IdHasher::default();
+    h.write(id.as_bytes());
+    h.finish()
+}
+
+/// The runs of one shard, looked up by id and [`hash_id`].
+#[derive(Default)]
+pub(super) struct Runs {
+    table: HashTable<RunState>,
+}
+
+impl Runs {
+    /// How many runs have state.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Run `id` (whose hash is `hash`).
+    pub(super) fn get(&self, id: &str, hash: u64) -> Option<&RunState> {
+        self.table.find(hash, |r| r.is(id))
+    }
+
+    /// Run `id` (whose hash is `hash`), to change.
+    pub(super) fn get_mut(&mut self, id: &str, hash: u64) -> Option<&mut RunState> {
+        self.table.find_mut(hash, |r| r.is(id))
+    }
+
+    /// Every run.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &RunState> {
+        self.table.iter()
+    }
+
+    /// Every run, to change.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RunState> {
+        self.table.iter_mut()
+    }
+}
+
 /// One shard: its runs and what they share.
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) runs: Map<Arc<str>, RunState>,
+    pub(super) runs: Runs,
     pub(super) shared: Shared,
 }
 
 impl State {
-    /// The state of run `run`, made (or reused) if it has none.
-    pub(super) fn run_entry(&mut self, run: &Arc<str>) -> (&mut RunState, &mut Shared) {
+    /// The state of run `run` (whose hash is `hash`), made (or reused) if it has none.
+    pub(super) fn run_entry(&mut self, run: &Arc<str>, hash: u64) -> (&mut RunState, &mut Shared) {
         let Self { runs, shared } = self;
-        let state = runs
-            .entry(run.clone())
-            .or_insert_with(|| match shared.spare.pop() {
-                Some(spare) => spare.reuse(run.clone()),
-                None => RunState::new(run.clone()),
-            });
+        let state = match runs.table.entry(hash, |r| r.is(run), |r| r.hash) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let fresh = match shared.spare.pop() {
+                    Some(spare) => spare.reuse(run.clone(), hash),
+                    None => RunState::new(run.clone(), hash),
+                };
+                v.insert(fresh).into_mut()
+            }
+        };
         (state, shared)
     }
 
     /// Forgets run `run` if it has no open span left.
-    pub(super) fn drop_if_done(&mut self, run: &str) {
-        if self.runs.get(run).is_some_and(|r| r.spans.is_empty())
-            && let Some(done) = self.runs.remove(run)
-            && self.shared.spare.len() < SPARE_RUNS
+    pub(super) fn drop_if_done(&mut self, run: &str, hash: u64) {
+        if self.runs.get(run, hash).is_some_and(|r| r.spans.is_empty()) {
+            self.retire(run, hash);
+        }
+    }
+
+    /// Forgets run `run` (whose hash is `hash`), which has no open span left, keeping its
+    /// state for reuse.
+    pub(super) fn retire(&mut self, run: &str, hash: u64) {
+        let Ok(entry) = self.runs.table.find_entry(hash, |r| r.is(run)) else {
+            return;
+        };
+        let (done, _) = entry.remove();
+        if self.shared.spare.len() < SPARE_RUNS
             // A run that once held many spans at once gives its memory back.
             && done.spans.capacity() <= SPARE_SPANS_MAX
         {
@@ -326,7 +399,7 @@ impl State {
 
     /// How many spans are open in this shard.
     pub(super) fn open_spans(&self) -> usize {
-        self.runs.values().map(|r| r.spans.len()).sum()
+        self.runs.iter().map(|r| r.spans.len()).sum()
     }
 
     /// Finds open span `span_id` of a run other than `child.run` (the parent of a nested
@@ -346,15 +419,16 @@ impl State {
                     .by_span
                     .get(span_id)
                     .filter(|run| !same(run, &child.run))?;
+                let hash = hash_id(run);
                 self.runs
-                    .get_mut(run)?
+                    .get_mut(run, hash)?
                     .spans
                     .iter_mut()
                     .find(|o| same(&o.id, span_id))
             }
             Search::Scan => self
                 .runs
-                .values_mut()
+                .iter_mut()
                 .filter(|r| !same(&r.id, &child.run))
                 .flat_map(|r| r.spans.iter_mut())
                 .find(|o| same(&o.id, span_id)),
@@ -370,7 +444,7 @@ impl State {
     pub(super) fn close(&mut self, reason: &str, now: u64, skip_nested: bool) -> usize {
         let before = self.open_spans();
         let Self { runs, shared } = self;
-        for run in runs.values_mut() {
+        for run in runs.iter_mut() {
             // A root: no parent open in this run (ending a span ends its children first, so a
             // child never outlives its parent; a parent that is somehow gone is not waited for).
             let is_root = |spans: &[Open], o: &Open| {
@@ -389,9 +463,14 @@ impl State {
             }
         }
         let ended = before - self.open_spans();
-        let ids: Vec<Arc<str>> = self.runs.keys().cloned().collect();
-        for id in ids {
-            self.drop_if_done(&id);
+        let done: Vec<(Arc<str>, u64)> = self
+            .runs
+            .iter()
+            .filter(|r| r.spans.is_empty())
+            .map(|r| (r.id.clone(), r.hash))
+            .collect();
+        for (id, hash) in done {
+            self.retire(&id, hash);
         }
         ended
     }

@@ -2,14 +2,17 @@
 //! [`BoxedTracer`] every span would be boxed twice (once by the boxed tracer, once more by
 //! the [`Context`] that holds it), an extra allocation, a move of the whole span and a
 //! second dynamic call per span operation. Any other tracer goes behind a `BoxedTracer`
-//! (a `BoxedTracer` itself, e.g. the global one, is not boxed again).
+//! (a `BoxedTracer` itself, e.g. the global one, is not boxed again). Also here: the span
+//! builder the hook fills in place, and the caller's context a root span starts from.
 
 use std::any::Any;
+use std::borrow::Cow;
+use std::time::SystemTime;
 
 use opentelemetry::Context;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::noop::NoopTracer;
-use opentelemetry::trace::{SpanBuilder, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use opentelemetry_sdk::trace::SdkTracer;
 
 /// The tracer [`super::OTelHook`] starts its spans with.
@@ -51,4 +54,33 @@ impl HookTracer {
             Self::Boxed(t) => parent.with_span(builder.start_with_context(t, parent)),
         }
     }
+}
+
+/// A span builder with its name, kind and start time, filled in place (each `with_*` call
+/// moves the whole builder, a few hundred bytes).
+pub(super) fn builder(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    start: SystemTime,
+) -> SpanBuilder {
+    let mut b = SpanBuilder::from_name(name);
+    b.span_kind = Some(kind);
+    b.start_time = Some(start);
+    b
+}
+
+/// The caller's current OTel context: the attached [`Context::current`] when it holds a span,
+/// else (feature `tracing`) the OTel context of the current `tracing` span, as bridged by
+/// `tracing-opentelemetry`.
+pub fn ambient_context() -> Context {
+    let cx = Context::current();
+    #[cfg(feature = "tracing")]
+    if !cx.span().span_context().is_valid() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let from_tracing = tracing::Span::current().context();
+        if from_tracing.span().span_context().is_valid() {
+            return from_tracing;
+        }
+    }
+    cx
 }

@@ -474,14 +474,28 @@ fn turn_end_without_summary_closes_open_children() {
         error: None,
     }));
     end_turn(&scope, &turn, "completed");
-    // No TurnSummary: the next event of the run (here a hand-built one) ends the turn.
+    // Streamed text passes the hook by: the turn still waits for its summary.
     scope.emit(EventKind::TextDelta {
         content: String::new(),
         span_id: None,
     });
+    assert_eq!(names(&h.spans()), ["agent.tool_call.orphan"]);
+    // No TurnSummary: the next event of the run that the hook handles (here a hand-built
+    // one) ends the turn, at the time its END said.
+    scope.emit(EventKind::BudgetExceeded {
+        kind: "steps".into(),
+        limit: 1.0,
+        actual: 2.0,
+        reason: "hand-built".into(),
+    });
     let spans = h.spans();
     assert_eq!(names(&spans), ["agent.tool_call.orphan", "agent.turn"]);
     assert_well_formed(&spans);
+    assert_eq!(
+        named(&spans, "agent.turn").end_time,
+        named(&spans, "agent.tool_call.orphan").end_time,
+        "the turn ends when its END said, not when the next event came"
+    );
     let orphan = named(&spans, "agent.tool_call.orphan");
     assert_eq!(attr_s(orphan, "kaos.cancel_reason"), "parent_ended");
     assert_eq!(named(&spans, "agent.turn").status, Status::Ok);

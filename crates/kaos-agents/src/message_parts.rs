@@ -6,17 +6,20 @@
 //!
 //! | attribute | phase | value |
 //! |---|---|---|
-//! | [`SYSTEM_INSTRUCTIONS`] | START | `[{"type":"text","content":…}]` (the leading system messages) |
-//! | [`INPUT_MESSAGES`] | START | `[{"role":"user","parts":[…]}, …]` (the rest of the request) |
+//! | [`SYSTEM_INSTRUCTIONS`] | START (and complete, after a retry) | `[{"type":"text","content":…}]` (the leading system messages) |
+//! | [`INPUT_MESSAGES`] | START (and complete, after a retry) | `[{"role":"user","parts":[…]}, …]` (the rest of the request) |
 //! | [`OUTPUT_MESSAGES`] | complete | `[{"role":"assistant","parts":[…],"finish_reason":"stop"}]` |
 //!
 //! Parts are `text {content}`, `tool_call {id,name,arguments}`, `tool_call_response
 //! {id,response}` and `reasoning {content}`. When no hook asks, none of this is built: the
 //! events carry no content and the runner does no work for it. When one does, every hook and
 //! the stream's consumer see the content too (the audit trail records it through its
-//! redactor, `kaos run --json` prints it). A typed call's input is its
-//! first attempt's request (a corrective retry appends the bad answer and a correction).
+//! redactor, `kaos run --json` prints it). A typed call that needed a corrective retry
+//! carries, on its completion, the request its last attempt was asked (the first request, then
+//! each rejected answer and the correction): the answer on the span is that attempt's, and so
+//! is the input the OTel hook puts beside it ([`retried_request`]).
 
+use kaos_llm::structured::{Signature, StructuredOutput, TypedOutcome};
 use kaos_llm::{ContentPart, Message, Role, StopReason};
 use serde_json::{Map, Value, json};
 
@@ -77,6 +80,24 @@ pub fn request_attributes(messages: &[Message], attrs: &mut Map<String, Value>) 
     }
     let rest: Vec<Value> = messages[leading..].iter().map(chat_message).collect();
     attrs.insert(INPUT_MESSAGES.into(), Value::Array(rest));
+}
+
+/// After a typed call's corrective retries, the request its last attempt was asked (the
+/// signature's messages, then each rejected answer and the correction), added to `attrs` as
+/// [`SYSTEM_INSTRUCTIONS`] and [`INPUT_MESSAGES`] for the call's completion. Nothing when the
+/// first answer was valid (the START's request is the one that was answered).
+pub(crate) fn retried_request<O: StructuredOutput>(
+    signature: &Signature<O>,
+    inputs: &[(&str, &str)],
+    out: &TypedOutcome<O>,
+    attrs: &mut Map<String, Value>,
+) {
+    if out.corrections.is_empty() {
+        return;
+    }
+    let mut asked = signature.messages(inputs);
+    asked.extend(out.corrections.iter().cloned());
+    request_attributes(&asked, attrs);
 }
 
 /// The conventions' `finish_reason` for a provider's stop reason (`stop` when unknown).

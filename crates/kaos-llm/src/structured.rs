@@ -146,6 +146,11 @@ pub struct TypedOutcome<O> {
     pub time_to_first_chunk: Option<Duration>,
     /// Streamed calls: content chunks received over all attempts.
     pub chunks: u64,
+    /// What corrective retries added to the request, in order: each rejected answer (as the
+    /// assistant) and the request to answer again (as the user). Empty when the first answer
+    /// was valid; otherwise the last attempt was asked the signature's messages followed by
+    /// these.
+    pub corrections: Vec<Message>,
 }
 
 impl<O: StructuredOutput> Signature<O> {
@@ -307,6 +312,7 @@ impl<O: StructuredOutput> Signature<O> {
     ) -> Result<TypedOutcome<O>, LlmError> {
         let started = Instant::now();
         let mut request = self.request(inputs, options);
+        let asked = request.messages.len();
         let mut usage = Usage::default();
         let mut cost_usd = Some(0.0);
         let mut attempts = 0u32;
@@ -334,6 +340,7 @@ impl<O: StructuredOutput> Signature<O> {
                         stop_reason: response.stop_reason,
                         time_to_first_chunk: None,
                         chunks: 0,
+                        corrections: request.messages.split_off(asked),
                     });
                 }
                 Err(reason) if self.gives_up_on(&text, attempts) => {

@@ -77,6 +77,7 @@ impl<O: StructuredOutput> Signature<O> {
     ) -> Result<TypedOutcome<O>, LlmError> {
         let started = Instant::now();
         let mut request = self.request(inputs, options);
+        let asked = request.messages.len();
         let mut usage = Usage::default();
         let mut cost_usd = Some(0.0);
         let mut attempts = 0u32;
@@ -144,6 +145,7 @@ impl<O: StructuredOutput> Signature<O> {
                         stop_reason: response.stop_reason,
                         time_to_first_chunk: first_chunk,
                         chunks,
+                        corrections: request.messages.split_off(asked),
                     });
                 }
                 Err(reason) if self.gives_up_on(&text, attempts) => {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::attributes::*;
 use super::content::{CaptureContent, ContentPolicy, output_messages};
-use super::mapping::{end_attributes, start_shape};
+use super::mapping::{end_attributes, request_content, start_shape};
 use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
@@ -564,8 +564,15 @@ impl OTelHook {
             parent_id = Some(intent_id);
         }
 
-        let (name, otel_kind, attrs) =
-            start_shape(self.naming, &self.content, event, span, &mut shared.strings);
+        let mut deferred = Vec::new();
+        let (name, otel_kind, attrs) = start_shape(
+            self.naming,
+            &self.content,
+            event,
+            span,
+            &mut shared.strings,
+            &mut deferred,
+        );
         let mut b = builder(name, otel_kind, t);
         b.attributes = Some(attrs);
         // A resumed turn links to the paused turn it continues (when this hook saw it).
@@ -577,6 +584,7 @@ impl OTelHook {
         let cx = self.tracer.start(b, &parent_cx);
         self.log_id(&cx, &run.id, &span.span_id);
         let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
+        open.deferred = deferred;
         open.nested_in_other_run = nested && parent_id.is_none();
         open.parent = parent_id;
         if kind == Kind::Tool {
@@ -615,6 +623,9 @@ impl OTelHook {
         );
         otel.set_attributes(ends.drain(..));
         shared.end_attrs = ends;
+        if open.kind == Kind::Llm && self.content.captures() {
+            request_content(&self.content, &span.attributes, &mut open.deferred);
+        }
         if open.kind == Kind::Llm
             && let Some(at) = facts.first_chunk_unix_nano
         {

@@ -30,6 +30,7 @@ pub(super) fn start_shape(
     event: &Event,
     span: &SpanEvent,
     strings: &mut Interned,
+    deferred: &mut Vec<KeyValue>,
 ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
     let a = &span.attributes;
     let s = |k: &str| attr(a, k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -80,21 +81,9 @@ pub(super) fn start_shape(
             if keys.stream.and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
             }
+            // The request goes on when the span ends (a corrective retry may replace it).
             if content.captures() {
-                content_attribute(
-                    content,
-                    a,
-                    SYSTEM_INSTRUCTIONS,
-                    GEN_AI_SYSTEM_INSTRUCTIONS,
-                    &mut attrs,
-                );
-                content_attribute(
-                    content,
-                    a,
-                    INPUT_MESSAGES,
-                    GEN_AI_INPUT_MESSAGES,
-                    &mut attrs,
-                );
+                request_content(content, a, deferred);
             }
             SpanKind::Client
         }
@@ -205,6 +194,24 @@ fn content_attribute(
 ) {
     if let Some(text) = attr(a, src).and_then(|v| content.render_messages(v)) {
         out.push(KeyValue::new(dst, text));
+    }
+}
+
+/// A model call's request content (the START's, or the completion's after a typed call's
+/// corrective retry) into `deferred`, replacing what was there for the same attribute.
+pub(super) fn request_content(
+    content: &ContentPolicy,
+    a: &serde_json::Map<String, Value>,
+    deferred: &mut Vec<KeyValue>,
+) {
+    for (src, dst) in [
+        (SYSTEM_INSTRUCTIONS, GEN_AI_SYSTEM_INSTRUCTIONS),
+        (INPUT_MESSAGES, GEN_AI_INPUT_MESSAGES),
+    ] {
+        if attr(a, src).is_some() {
+            deferred.retain(|kv| kv.key.as_str() != dst);
+            content_attribute(content, a, src, dst, deferred);
+        }
     }
 }
 

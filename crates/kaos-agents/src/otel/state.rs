@@ -153,6 +153,10 @@ pub(super) struct Open {
     pub(super) status: Status,
     /// A tool span's call id.
     pub(super) call_id: Option<String>,
+    /// Attributes put on the span when it ends, however it ends: a model call's request
+    /// content, which its completion replaces after a typed call's corrective retry (an SDK
+    /// span cannot take an attribute back).
+    pub(super) deferred: Vec<KeyValue>,
 }
 
 impl Open {
@@ -169,6 +173,7 @@ impl Open {
             closing_at: None,
             status: Status::Unset,
             call_id: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -554,7 +559,7 @@ pub(super) fn end_span(run: &mut RunState, shared: &mut Shared, id: &Arc<str>, a
     let Some(i) = run.find(id) else {
         return;
     };
-    let open = run.spans.remove(i);
+    let mut open = run.spans.remove(i);
     if open.kind.hosts_runs()
         && let Some(owner) = shared.by_span.remove(&open.id)
         && !same(&owner, &run.id)
@@ -566,6 +571,9 @@ pub(super) fn end_span(run: &mut RunState, shared: &mut Shared, id: &Arc<str>, a
         run.pending_intent = None;
     }
     let span = open.cx.span();
+    if !open.deferred.is_empty() {
+        span.set_attributes(std::mem::take(&mut open.deferred));
+    }
     span.set_status(open.status);
     span.end_with_timestamp(system_time(at.max(open.start_ns)));
 }

@@ -244,6 +244,7 @@ impl Turn {
                         message_parts::OUTPUT_MESSAGES.into(),
                         message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
                     );
+                    message_parts::retried_request(signature, inputs, out, &mut a);
                 }
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);
             }
@@ -324,6 +325,7 @@ impl Turn {
                         message_parts::OUTPUT_MESSAGES.into(),
                         message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
                     );
+                    message_parts::retried_request(signature, inputs, out, &mut a);
                 }
                 stats.write(&mut a);
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);

@@ -3,16 +3,21 @@
 //! `tests/data/genai-content.schema.json`), redacted, capped to valid JSON, and not even
 //! built when capture is off.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::StreamExt;
-use kaos_agents::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
+use kaos_agents::attrs;
+use kaos_agents::message_parts::{self, INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
 use kaos_agents::otel::CaptureContent;
+use kaos_agents::testing::ScopeDriver;
 use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanSubject};
-use kaos_llm::FunctionClient;
+use kaos_llm::{FunctionClient, LlmRequest, Message, ProviderResponse};
 use opentelemetry_sdk::trace::SpanData;
 use serde_json::{Value, json};
 
 use crate::otel_hook::{Harness, attr, attr_s, named};
-use crate::util::routing_model;
+use crate::util::{is_classifier, routing_model};
 
 const SECRET: &str = "sk-ant-api03-Z01Q1Qr3AF3O9WpwKkCxMi_c9rzhIDQlCZspEBhqH8p7adOLKy3m6WqUZSH7dG0SxBSrVu-bj8T04sN1Tfs7kU7uJE0aiAA";
 
@@ -382,4 +387,106 @@ async fn content_is_built_only_when_a_hook_captures_it() {
         .await;
     // Three calls: system instructions and input on each START, output on each end.
     assert_eq!(content_attrs(&events), 9);
+}
+
+/// How many times `key` is set on `span` (an SDK span keeps every set, duplicates included).
+fn times_set(span: &SpanData, key: &str) -> usize {
+    span.attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == key)
+        .count()
+}
+
+#[tokio::test]
+async fn a_retried_typed_call_shows_the_request_its_last_attempt_answered() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Full));
+    let classifier_calls = Arc::new(AtomicUsize::new(0));
+    let calls = classifier_calls.clone();
+    let route = routing_model("wordcount", json!({"text": "a b c"}));
+    let model = move |messages: &[Message], request: &LlmRequest| {
+        // The classifier's first answer cannot be parsed: the typed call retries once.
+        if is_classifier(messages) && calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return ProviderResponse::from_text("I would rather not say.").with_usage(80, 8);
+        }
+        route(messages, request)
+    };
+    let runtime = KaosRuntime::test_mode().with_client("fake", FunctionClient::new(model));
+    let agent = Agent::builder()
+        .name("tester")
+        .instructions("Answer briefly.")
+        .model("fake")
+        .build()
+        .unwrap();
+    Runner::new(agent, runtime)
+        .with_shared_hook(h.hook.clone())
+        .turn("hello there", "retry")
+        .await
+        .unwrap();
+    assert_eq!(classifier_calls.load(Ordering::SeqCst), 2);
+    let spans = h.spans();
+    let chats = chats(&spans);
+    let classifier = chats
+        .iter()
+        .find(|s| attr_s(s, "kaos.purpose") == "intent_classification")
+        .expect("the classifier's chat span");
+    assert_eq!(
+        attr(classifier, "kaos.attempts"),
+        Some(opentelemetry::Value::I64(2))
+    );
+    // The input beside the (second) answer is what the second attempt was asked: the first
+    // request, the rejected answer, and the request to answer again.
+    let input = json_attr(classifier, "gen_ai.input.messages");
+    let input = input.as_array().unwrap();
+    assert!(input.len() >= 3, "{input:#?}");
+    let rejected = &input[input.len() - 2];
+    assert_eq!(rejected["role"], "assistant");
+    assert_eq!(rejected["parts"][0]["content"], "I would rather not say.");
+    assert_eq!(input[input.len() - 1]["role"], "user");
+    assert_eq!(input[0]["role"], "user");
+    let output = json_attr(classifier, "gen_ai.output.messages");
+    assert!(
+        output[0]["parts"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"intent\""),
+        "{output:#}"
+    );
+    // Every content attribute once on every chat span: the replaced request is not left
+    // beside the new one.
+    let schema = Schema::load();
+    for chat in &chats {
+        for (key, def) in [
+            ("gen_ai.system_instructions", "SystemInstructions"),
+            ("gen_ai.input.messages", "InputMessages"),
+            ("gen_ai.output.messages", "OutputMessages"),
+        ] {
+            assert_eq!(times_set(chat, key), 1, "{} {key}", chat.name);
+            schema
+                .validate(def, &json_attr(chat, key))
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+    }
+    h.assert_state_empty();
+}
+
+#[test]
+fn a_model_call_cut_short_still_shows_its_request() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Full));
+    let scope = h.scope("s-cut", "assistant");
+    scope.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    let mut start = attrs! {"purpose" => "respond", "provider" => "function", "model" => "m"};
+    message_parts::request_attributes(
+        &[Message::system("Be brief."), Message::user("Hello there")],
+        &mut start,
+    );
+    scope.start_span(SpanSubject::LlmCall, "llm_call.respond", start);
+    // The process shuts down while the model is still answering.
+    assert_eq!(h.hook.close_all("shutdown"), 2);
+    let spans = h.spans();
+    let chat = named(&spans, "chat m");
+    assert_eq!(attr_s(chat, "kaos.cancel_reason"), "shutdown");
+    assert!(attr_s(chat, "gen_ai.input.messages").contains("Hello there"));
+    assert!(attr_s(chat, "gen_ai.system_instructions").contains("Be brief."));
+    assert_eq!(times_set(chat, "gen_ai.input.messages"), 1);
+    h.assert_state_empty();
 }

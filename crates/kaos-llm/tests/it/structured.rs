@@ -206,10 +206,14 @@ async fn request_carries_the_options_and_no_tools() {
         temperature: Some(0.0),
         ..RequestOptions::default()
     };
-    signature()
+    let outcome = signature()
         .call(&client, &[("message", "hi")], &options)
         .await
         .unwrap();
+    assert!(
+        outcome.corrections.is_empty(),
+        "a valid first answer needs none"
+    );
     let requests = client.requests();
     assert_eq!(requests[0].options, options);
     assert!(requests[0].tools.is_empty());
@@ -249,6 +253,15 @@ async fn garbage_then_valid_retries_once_quoting_the_error() {
         second[3].content
     );
     assert!(second[3].content.contains("format exactly"));
+    // The outcome says what the retry added: the last request is the signature's messages
+    // followed by these.
+    assert_eq!(outcome.corrections.len(), 2);
+    assert_eq!(outcome.corrections[0].content, second[2].content);
+    assert_eq!(outcome.corrections[1].content, second[3].content);
+    assert_eq!(
+        signature().messages(&[("message", "hi")]).len() + outcome.corrections.len(),
+        second.len()
+    );
 }
 
 #[tokio::test]
@@ -428,6 +441,8 @@ mod streaming {
             .await
             .map(|o| {
                 assert!(!o.value.response.is_empty());
+                // Each retry added the rejected answer and the request to answer again.
+                assert_eq!(o.corrections.len(), 2 * (o.attempts as usize - 1));
                 o.value.n
             });
         (result, log)

@@ -564,15 +564,8 @@ impl OTelHook {
             parent_id = Some(intent_id);
         }
 
-        let mut deferred = Vec::new();
-        let (name, otel_kind, attrs) = start_shape(
-            self.naming,
-            &self.content,
-            event,
-            span,
-            &mut shared.strings,
-            &mut deferred,
-        );
+        let (name, otel_kind, attrs) =
+            start_shape(self.naming, &self.content, event, span, &mut shared.strings);
         let mut b = builder(name, otel_kind, t);
         b.attributes = Some(attrs);
         // A resumed turn links to the paused turn it continues (when this hook saw it).
@@ -583,8 +576,16 @@ impl OTelHook {
         }
         let cx = self.tracer.start(b, &parent_cx);
         self.log_id(&cx, &run.id, &span.span_id);
+        // A model call's request goes on when its span ends (a corrective retry may
+        // replace it).
+        if kind == Kind::Llm && self.content.captures() {
+            request_content(
+                &self.content,
+                a,
+                shared.deferred_mut(&run.id, &span.span_id),
+            );
+        }
         let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
-        open.deferred = deferred;
         open.nested_in_other_run = nested && parent_id.is_none();
         open.parent = parent_id;
         if kind == Kind::Tool {
@@ -623,9 +624,6 @@ impl OTelHook {
         );
         otel.set_attributes(ends.drain(..));
         shared.end_attrs = ends;
-        if open.kind == Kind::Llm && self.content.captures() {
-            request_content(&self.content, &span.attributes, &mut open.deferred);
-        }
         if open.kind == Kind::Llm
             && let Some(at) = facts.first_chunk_unix_nano
         {
@@ -714,6 +712,13 @@ impl OTelHook {
             otel.set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_RESULT, text));
         }
         let kind = open.kind;
+        if kind == Kind::Llm && self.content.captures() {
+            request_content(
+                &self.content,
+                &span.attributes,
+                shared.deferred_mut(&run.id, &id),
+            );
+        }
         if let Some(sc) = paused_turn {
             if shared.paused_turns.len() >= PAUSED_TURNS_KEPT {
                 shared.paused_turns.clear();

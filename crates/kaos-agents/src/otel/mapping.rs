@@ -30,7 +30,6 @@ pub(super) fn start_shape(
     event: &Event,
     span: &SpanEvent,
     strings: &mut Interned,
-    deferred: &mut Vec<KeyValue>,
 ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
     let a = &span.attributes;
     let s = |k: &str| attr(a, k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -80,10 +79,6 @@ pub(super) fn start_shape(
             ]);
             if keys.stream.and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
-            }
-            // The request goes on when the span ends (a corrective retry may replace it).
-            if content.captures() {
-                request_content(content, a, deferred);
             }
             SpanKind::Client
         }

@@ -153,10 +153,6 @@ pub(super) struct Open {
     pub(super) status: Status,
     /// A tool span's call id.
     pub(super) call_id: Option<String>,
-    /// Attributes put on the span when it ends, however it ends: a model call's request
-    /// content, which its completion replaces after a typed call's corrective retry (an SDK
-    /// span cannot take an attribute back).
-    pub(super) deferred: Vec<KeyValue>,
 }
 
 impl Open {
@@ -173,7 +169,6 @@ impl Open {
             closing_at: None,
             status: Status::Unset,
             call_id: None,
-            deferred: Vec::new(),
         }
     }
 
@@ -293,8 +288,44 @@ pub(super) struct Shared {
     pub(super) end_attrs: Vec<KeyValue>,
     /// Finished runs' states, reused (with their vectors' capacity) by new runs.
     spare: Vec<RunState>,
+    /// Open spans' attributes put on them when they end, however they end: a model call's
+    /// request content, which its completion replaces after a typed call's corrective retry
+    /// (an SDK span cannot take an attribute back). Empty unless content is captured.
+    deferred: Vec<(Key, Vec<KeyValue>)>,
     /// Attribute values that repeat from span to span, shared rather than copied.
     pub(super) strings: Interned,
+}
+
+impl Shared {
+    /// The attributes deferred to the end of span `span` of run `run`, to change (made
+    /// empty if there are none).
+    pub(super) fn deferred_mut(&mut self, run: &Arc<str>, span: &Arc<str>) -> &mut Vec<KeyValue> {
+        let i = match self
+            .deferred
+            .iter()
+            .position(|(k, _)| same(&k.span, span) && same(&k.run, run))
+        {
+            Some(i) => i,
+            None => {
+                let key = Key {
+                    run: run.clone(),
+                    span: span.clone(),
+                };
+                self.deferred.push((key, Vec::new()));
+                self.deferred.len() - 1
+            }
+        };
+        &mut self.deferred[i].1
+    }
+
+    /// Takes the attributes deferred to the end of span `span` of run `run`.
+    fn take_deferred(&mut self, run: &Arc<str>, span: &Arc<str>) -> Option<Vec<KeyValue>> {
+        let i = self
+            .deferred
+            .iter()
+            .position(|(k, _)| same(&k.span, span) && same(&k.run, run))?;
+        Some(self.deferred.swap_remove(i).1)
+    }
 }
 
 /// How [`State::find_nest_parent`] looks for a span of another run.
@@ -559,7 +590,7 @@ pub(super) fn end_span(run: &mut RunState, shared: &mut Shared, id: &Arc<str>, a
     let Some(i) = run.find(id) else {
         return;
     };
-    let mut open = run.spans.remove(i);
+    let open = run.spans.remove(i);
     if open.kind.hosts_runs()
         && let Some(owner) = shared.by_span.remove(&open.id)
         && !same(&owner, &run.id)
@@ -571,8 +602,10 @@ pub(super) fn end_span(run: &mut RunState, shared: &mut Shared, id: &Arc<str>, a
         run.pending_intent = None;
     }
     let span = open.cx.span();
-    if !open.deferred.is_empty() {
-        span.set_attributes(std::mem::take(&mut open.deferred));
+    if !shared.deferred.is_empty()
+        && let Some(attrs) = shared.take_deferred(&run.id, id)
+    {
+        span.set_attributes(attrs);
     }
     span.set_status(open.status);
     span.end_with_timestamp(system_time(at.max(open.start_ns)));

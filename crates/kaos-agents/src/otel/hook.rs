@@ -712,6 +712,8 @@ impl OTelHook {
             otel.set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_RESULT, text));
         }
         let kind = open.kind;
+        // After a corrective retry the completion carries the request its last attempt
+        // answered: it replaces the START's.
         if kind == Kind::Llm && self.content.captures() {
             request_content(
                 &self.content,

@@ -297,14 +297,17 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Where the attributes deferred to span `span` of run `run` are, if any are.
+    fn deferred_at(&self, run: &Arc<str>, span: &Arc<str>) -> Option<usize> {
+        self.deferred
+            .iter()
+            .position(|(k, _)| same(&k.span, span) && same(&k.run, run))
+    }
+
     /// The attributes deferred to the end of span `span` of run `run`, to change (made
     /// empty if there are none).
     pub(super) fn deferred_mut(&mut self, run: &Arc<str>, span: &Arc<str>) -> &mut Vec<KeyValue> {
-        let i = match self
-            .deferred
-            .iter()
-            .position(|(k, _)| same(&k.span, span) && same(&k.run, run))
-        {
+        let i = match self.deferred_at(run, span) {
             Some(i) => i,
             None => {
                 let key = Key {
@@ -320,10 +323,7 @@ impl Shared {
 
     /// Takes the attributes deferred to the end of span `span` of run `run`.
     fn take_deferred(&mut self, run: &Arc<str>, span: &Arc<str>) -> Option<Vec<KeyValue>> {
-        let i = self
-            .deferred
-            .iter()
-            .position(|(k, _)| same(&k.span, span) && same(&k.run, run))?;
+        let i = self.deferred_at(run, span)?;
         Some(self.deferred.swap_remove(i).1)
     }
 }

@@ -233,19 +233,7 @@ impl Turn {
         let result = self.scope.in_span(&span, call).await;
         match &result {
             Ok(out) => {
-                let mut a = usage_attrs(&out.usage, out.cost_usd);
-                a.insert("attempts".into(), out.attempts.into());
-                a.insert("response_model".into(), out.model.clone().into());
-                if let Some(id) = &out.response_id {
-                    a.insert("response_id".into(), id.clone().into());
-                }
-                if content {
-                    a.insert(
-                        message_parts::OUTPUT_MESSAGES.into(),
-                        message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
-                    );
-                    message_parts::retried_request(signature, inputs, out, &mut a);
-                }
+                let a = typed_completion(signature, inputs, out, content);
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);
             }
             Err(e) => {
@@ -308,25 +296,7 @@ impl Turn {
                     "the validated answer differs from the streamed text",
                 );
                 self.streamed = Some(text.to_string());
-                a = usage_attrs(&out.usage, out.cost_usd);
-                a.insert("attempts".into(), out.attempts.into());
-                a.insert("response_model".into(), out.model.clone().into());
-                if let Some(id) = &out.response_id {
-                    a.insert("response_id".into(), id.clone().into());
-                }
-                if let Some(reason) = &out.stop_reason {
-                    a.insert(
-                        "stop_reason".into(),
-                        Value::String(reason.as_str().to_string()),
-                    );
-                }
-                if content {
-                    a.insert(
-                        message_parts::OUTPUT_MESSAGES.into(),
-                        message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
-                    );
-                    message_parts::retried_request(signature, inputs, out, &mut a);
-                }
+                a = typed_completion(signature, inputs, out, content);
                 stats.write(&mut a);
                 self.scope.end_span(&span, SpanPhase::Complete, a, None);
             }
@@ -611,6 +581,37 @@ impl Turn {
         let summary = self.summary(String::new(), TurnOutcome::Failed);
         self.emit_summary(summary)
     }
+}
+
+/// The completion attributes of a typed call's `llm_call` span: usage and cost over all
+/// attempts, the last response's model, id and stop reason, and with `content` its answer and
+/// (after a corrective retry) the request it answered.
+fn typed_completion<O: StructuredOutput>(
+    signature: &Signature<O>,
+    inputs: &[(&str, &str)],
+    out: &TypedOutcome<O>,
+    content: bool,
+) -> Map<String, Value> {
+    let mut a = usage_attrs(&out.usage, out.cost_usd);
+    a.insert("attempts".into(), out.attempts.into());
+    a.insert("response_model".into(), out.model.clone().into());
+    if let Some(id) = &out.response_id {
+        a.insert("response_id".into(), id.clone().into());
+    }
+    if let Some(reason) = &out.stop_reason {
+        a.insert(
+            "stop_reason".into(),
+            Value::String(reason.as_str().to_string()),
+        );
+    }
+    if content {
+        a.insert(
+            message_parts::OUTPUT_MESSAGES.into(),
+            message_parts::output_text(&out.raw_text, out.stop_reason.as_ref()),
+        );
+        message_parts::retried_request(signature, inputs, out, &mut a);
+    }
+    a
 }
 
 fn usage_attrs(usage: &Usage, cost: Option<f64>) -> Map<String, Value> {

@@ -318,6 +318,18 @@ async fn usage_only_on_chat_spans_and_no_model_on_the_intent_wrapper() {
     let wrapper = named(&spans, "agent.intent_classification");
     assert_eq!(attr(wrapper, "gen_ai.request.model"), None);
     assert_eq!(attr(wrapper, "gen_ai.operation.name"), None);
+    // Every model call says why its answer ended, the classifier's (a typed call) included.
+    for chat in chats(&spans) {
+        assert!(
+            matches!(
+                attr(chat, "gen_ai.response.finish_reasons"),
+                Some(opentelemetry::Value::Array(opentelemetry::Array::String(ref r))) if r.len() == 1
+            ),
+            "{} ({}): no finish reason",
+            chat.name,
+            attr_s(chat, "kaos.purpose")
+        );
+    }
 }
 
 #[tokio::test]

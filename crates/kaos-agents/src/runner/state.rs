@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use kaos_llm::structured::{Signature, StructuredOutput, TypedOutcome};
-use kaos_llm::{LlmClient, LlmError, LlmRequest, ProviderResponse, RequestOptions, Usage};
+use kaos_llm::{
+    LlmClient, LlmError, LlmRequest, ProviderResponse, RequestOptions, StopReason, Usage,
+};
 use serde_json::{Map, Value};
 
 use super::budget;
@@ -357,17 +359,13 @@ impl Turn {
                 let cost = response.cost_usd();
                 let mut a = usage_attrs(&response.usage, cost);
                 stats.write(&mut a);
-                a.insert("attempts".into(), 1.into());
-                a.insert("response_model".into(), response.model.clone().into());
-                if let Some(id) = &response.response_id {
-                    a.insert("response_id".into(), id.clone().into());
-                }
-                if let Some(reason) = &response.stop_reason {
-                    a.insert(
-                        "stop_reason".into(),
-                        Value::String(reason.as_str().to_string()),
-                    );
-                }
+                response_facts(
+                    &mut a,
+                    1,
+                    &response.model,
+                    response.response_id.as_deref(),
+                    response.stop_reason.as_ref(),
+                );
                 if content {
                     a.insert(
                         message_parts::OUTPUT_MESSAGES.into(),
@@ -593,17 +591,13 @@ fn typed_completion<O: StructuredOutput>(
     content: bool,
 ) -> Map<String, Value> {
     let mut a = usage_attrs(&out.usage, out.cost_usd);
-    a.insert("attempts".into(), out.attempts.into());
-    a.insert("response_model".into(), out.model.clone().into());
-    if let Some(id) = &out.response_id {
-        a.insert("response_id".into(), id.clone().into());
-    }
-    if let Some(reason) = &out.stop_reason {
-        a.insert(
-            "stop_reason".into(),
-            Value::String(reason.as_str().to_string()),
-        );
-    }
+    response_facts(
+        &mut a,
+        out.attempts,
+        &out.model,
+        out.response_id.as_deref(),
+        out.stop_reason.as_ref(),
+    );
     if content {
         a.insert(
             message_parts::OUTPUT_MESSAGES.into(),
@@ -612,6 +606,25 @@ fn typed_completion<O: StructuredOutput>(
         message_parts::retried_request(signature, inputs, out, &mut a);
     }
     a
+}
+
+/// The last response's facts on an `llm_call` completion: how many attempts the call took,
+/// and the model, id and stop reason the provider answered with.
+fn response_facts(
+    a: &mut Map<String, Value>,
+    attempts: u32,
+    model: &str,
+    response_id: Option<&str>,
+    stop_reason: Option<&StopReason>,
+) {
+    a.insert("attempts".into(), attempts.into());
+    a.insert("response_model".into(), model.into());
+    if let Some(id) = response_id {
+        a.insert("response_id".into(), id.into());
+    }
+    if let Some(reason) = stop_reason {
+        a.insert("stop_reason".into(), reason.as_str().into());
+    }
 }
 
 fn usage_attrs(usage: &Usage, cost: Option<f64>) -> Map<String, Value> {

@@ -33,11 +33,11 @@ pub(super) fn start_shape(
 ) -> (Cow<'static, str>, SpanKind, Vec<KeyValue>) {
     let a = &span.attributes;
     let s = |k: &str| attr(a, k).and_then(Value::as_str).unwrap_or("").to_string();
-    let suffix = |prefix: &str| {
-        span.name
-            .strip_prefix(prefix)
-            .unwrap_or(&span.name)
-            .to_string()
+    // The attribute `key`, else the event name after `prefix` (`tool.search` → `search`).
+    let named = |key: &str, prefix: &str| -> &str {
+        attr(a, key)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| span.name.strip_prefix(prefix).unwrap_or(&span.name))
     };
     let name = span_name(span.subject, &span.name, a, &event.agent, naming);
     // The SDK keeps this vector as the span's attribute list and pushes the END and
@@ -83,10 +83,7 @@ pub(super) fn start_shape(
             SpanKind::Client
         }
         SpanSubject::ToolCall => {
-            let tool = match attr(a, "tool_name").and_then(Value::as_str) {
-                Some(t) => strings.value(t),
-                None => strings.value(span.name.strip_prefix("tool.").unwrap_or(&span.name)),
-            };
+            let tool = strings.value(named("tool_name", "tool."));
             // One copy of the call id for both attributes.
             let call_id: Arc<str> =
                 Arc::from(attr(a, "call_id").and_then(Value::as_str).unwrap_or(""));
@@ -108,22 +105,15 @@ pub(super) fn start_shape(
             SpanKind::Internal
         }
         SpanSubject::Step => {
-            let id = attr(a, "step_id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| suffix("step."));
             attrs.extend([
-                KeyValue::new(KAOS_STEP_ID, id),
+                KeyValue::new(KAOS_STEP_ID, named("step_id", "step.").to_string()),
                 KeyValue::new(KAOS_DESCRIPTION, content.short(&s("description"))),
                 KeyValue::new(KAOS_SESSION_ID, event.session_id.clone()),
             ]);
             SpanKind::Internal
         }
         SpanSubject::Subagent => {
-            let name = attr(a, "subagent_name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| suffix("subagent."));
+            let name = strings.value(named("subagent_name", "subagent."));
             attrs.extend([
                 KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT),
                 KeyValue::new(GEN_AI_AGENT_NAME, name.clone()),
@@ -133,13 +123,9 @@ pub(super) fn start_shape(
             SpanKind::Internal
         }
         SpanSubject::Handoff => {
-            let to = attr(a, "to_agent")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| suffix("handoff."));
             attrs.extend([
                 KeyValue::new(KAOS_FROM_AGENT, s("from_agent")),
-                KeyValue::new(KAOS_TO_AGENT, to),
+                KeyValue::new(KAOS_TO_AGENT, named("to_agent", "handoff.").to_string()),
                 KeyValue::new(KAOS_REASON, content.short(&s("reason"))),
             ]);
             SpanKind::Internal
@@ -203,9 +189,11 @@ pub(super) fn request_content(
         (SYSTEM_INSTRUCTIONS, GEN_AI_SYSTEM_INSTRUCTIONS),
         (INPUT_MESSAGES, GEN_AI_INPUT_MESSAGES),
     ] {
-        if attr(a, src).is_some() {
+        if let Some(messages) = attr(a, src) {
             deferred.retain(|kv| kv.key.as_str() != dst);
-            content_attribute(content, a, src, dst, deferred);
+            if let Some(text) = content.render_messages(messages) {
+                deferred.push(KeyValue::new(dst, text));
+            }
         }
     }
 }

@@ -10,8 +10,9 @@
 //! `--quick` runs tiny iteration counts (a CI smoke test; nothing is asserted about speed):
 //! the JSON says `"quick": true` and the table marks every figure `(quick)`.
 //! `--json` prints one JSON object instead of the table. `--only NAME` runs one workload
-//! and prints nothing, except `--only otel`, `--only metrics`, `--only audit` and
-//! `--only audit_fsync`, which print their keys as one JSON object (with `"quick"`).
+//! and prints nothing, except `--only otel`, `--only otel_sides`, `--only metrics`, `--only
+//! audit` and `--only audit_fsync`, which print their keys as one JSON object (with
+//! `"quick"`). `--only otel_sides` is for an instruction counter (see `otel::otel_sides`).
 
 #![recursion_limit = "256"]
 
@@ -30,8 +31,7 @@ use serde_json::{Map, Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The workloads `--only` accepts.
-const ONLY_NAMES: &str =
-    "chat|tool|same|plan|otel|metrics|audit|audit_fsync|idle|concurrent|stream|serve|redact|store";
+const ONLY_NAMES: &str = "chat|tool|same|plan|otel|otel_sides|metrics|audit|audit_fsync|idle|concurrent|stream|serve|redact|store";
 
 /// Iteration counts of one run.
 #[derive(Debug, Clone, Copy)]
@@ -406,6 +406,13 @@ fn run_only(name: &str, sizes: Sizes, quick: bool) -> Result<(), BoxError> {
             let mut keys = otel_figures(o.as_ref(), t.as_ref(), None);
             keys.remove("metrics_ratio");
             keys.remove("metrics_turn_us_off_on");
+            print_only(keys, quick);
+        }
+        // For an instruction counter: prints how many turns each side ran.
+        "otel_sides" => {
+            let turns = single.block_on(otel::otel_sides(sizes))?;
+            let mut keys = Map::new();
+            keys.insert("otel_sides_turns".into(), json!(turns));
             print_only(keys, quick);
         }
         "metrics" => {

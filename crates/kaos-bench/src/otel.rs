@@ -48,7 +48,7 @@ pub(crate) struct TasksFigures {
 pub(crate) const TASKS: usize = 64;
 
 #[cfg(feature = "otel")]
-pub(crate) use sdk::{metrics_ratio, otel_ratio, otel_ratio_64_tasks};
+pub(crate) use sdk::{metrics_ratio, otel_ratio, otel_ratio_64_tasks, otel_sides};
 
 /// Without the `otel` feature there is no OTel hook to measure.
 #[cfg(not(feature = "otel"))]
@@ -62,6 +62,12 @@ pub(crate) fn otel_ratio_64_tasks(_sizes: Sizes) -> Result<Option<TasksFigures>,
     Ok(None)
 }
 
+/// Without the `otel` feature there is no OTel hook to measure.
+#[cfg(not(feature = "otel"))]
+pub(crate) async fn otel_sides(_sizes: Sizes) -> Result<Option<usize>, BoxError> {
+    Ok(None)
+}
+
 /// Without the `otel` feature there is no metrics hook to measure.
 #[cfg(not(feature = "otel"))]
 pub(crate) async fn metrics_ratio(_sizes: Sizes) -> Result<Option<Ratio>, BoxError> {
@@ -71,6 +77,8 @@ pub(crate) async fn metrics_ratio(_sizes: Sizes) -> Result<Option<Ratio>, BoxErr
 #[cfg(feature = "otel")]
 mod sdk {
     use std::borrow::Cow;
+    use std::future::Future;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant, SystemTime};
@@ -290,6 +298,70 @@ mod sdk {
             spans_expected: 2 * spans_per_turn * b.turns_per_side() as u64,
             spans_exported: exported.load(Ordering::Relaxed),
         }))
+    }
+
+    /// The single-task workload's three sides run apart (same setup, same warm-up), each
+    /// timed turn inside a function of its own, for an instruction counter: under
+    /// `valgrind --tool=callgrind`, the inclusive counts of [`sides_off`], [`sides_floor`] and
+    /// [`sides_hooked`] divided by the turns returned are one turn's instructions on each side,
+    /// whatever the machine is doing (hooked − floor is what the hook adds over the SDK for
+    /// the same spans, everything it causes included: dispatch, the contexts it makes current).
+    pub(crate) async fn otel_sides(sizes: Sizes) -> Result<Option<usize>, BoxError> {
+        let template = record_template().await?;
+        let (provider, _) = batch_provider();
+        let tracer = provider.tracer("kaos-bench-floor");
+        let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
+        let on = chat_runner(FunctionClient::new(chat_model).without_recording())?
+            .with_hook(hook(&provider));
+        let b = Batches::of(sizes);
+        for warm in 0..b.warmup {
+            for side in 0..3 {
+                let id = format!("w{side}-{warm}");
+                run_side(side, &off, &on, &tracer, &template, &id).await;
+            }
+        }
+        let turns = b.batches * b.turns;
+        // Boxed, so each side's `poll` stays a function of its own (not inlined here).
+        let sides: [Pin<Box<dyn Future<Output = ()> + '_>>; 3] = [
+            Box::pin(sides_off(&off, turns)),
+            Box::pin(sides_floor(&off, &tracer, &template, turns)),
+            Box::pin(sides_hooked(&on, turns)),
+        ];
+        for side in sides {
+            side.await;
+        }
+        flush(&provider)?;
+        provider
+            .shutdown()
+            .map_err(|e| format!("OTel shutdown: {e}"))?;
+        Ok(Some(turns))
+    }
+
+    /// `turns` respond turns, no tracing.
+    async fn sides_off(off: &Runner, turns: usize) {
+        for i in 0..turns {
+            drain(off, "Hello there!", format!("s0-{i}")).await;
+        }
+    }
+
+    /// `turns` respond turns, each followed by its spans made straight through the SDK.
+    async fn sides_floor(
+        off: &Runner,
+        tracer: &SdkTracer,
+        template: &[TemplateSpan],
+        turns: usize,
+    ) {
+        for i in 0..turns {
+            drain(off, "Hello there!", format!("s1-{i}")).await;
+            sdk_floor_turn(tracer, template);
+        }
+    }
+
+    /// `turns` respond turns with `OTelHook`.
+    async fn sides_hooked(on: &Runner, turns: usize) {
+        for i in 0..turns {
+            drain(on, "Hello there!", format!("s2-{i}")).await;
+        }
     }
 
     /// One turn of side 0 (no tracing), 1 (SDK floor) or 2 (`OTelHook`).

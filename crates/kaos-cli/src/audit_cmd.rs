@@ -10,7 +10,6 @@ use kaos_agents::tree::{self, TreeOptions};
 
 use crate::cli::{AuditAction, AuditArgs};
 use crate::exit::CliError;
-use crate::wiring::service_name;
 
 /// Reads an audit file with its sub-agent files, reporting a torn tail on stderr.
 fn read_trail(file: &Path) -> anyhow::Result<AuditLog> {
@@ -77,7 +76,6 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
                     builder.endpoint(url.clone())
                 };
             }
-            let builder = builder.service_name(service_name());
             let target = builder.resolved_endpoint();
             // The OTLP/HTTP exporter uses a blocking client that must not be created or
             // dropped on an async runtime's thread: export from a plain thread.

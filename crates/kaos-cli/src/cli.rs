@@ -126,7 +126,7 @@ Examples:
        -d '{\"message\": \"Summarize the lease.\"}' http://127.0.0.1:8080/v1/sessions/s1/messages
       The turn's events as SSE; add -H 'Accept: application/json' for one JSON object.
   OTEL_TRACES_EXPORTER=console kaos serve --insecure-localhost
-      Each request's server span, with agent.turn under it, printed as JSON on stdout.
+      Each request's server span, with agent.turn under it, one line per span on stdout.
 
 Tokens: KAOS_API_TOKENS (comma-separated `tenant=token` or `token`) and/or --tokens-file.
 Signals: SIGTERM/SIGINT drain (new turns 503, /readyz 503, turns in flight finish up to

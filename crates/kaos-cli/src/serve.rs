@@ -204,6 +204,16 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
             );
         }
     }
+    // After the spans, so the last export of metrics counts what happened to them.
+    if let Some(m) = observers.metrics()
+        && !m.shutdown_with_deadline(FLUSH_DEADLINE)
+    {
+        eprintln!(
+            "kaos serve: warning: metrics were not exported to {} within {}s",
+            m.endpoint().unwrap_or("the console"),
+            FLUSH_DEADLINE.as_secs()
+        );
+    }
     eprintln!(
         "kaos serve: stopped ({} turn(s) in flight at the signal, {} cancelled at the drain timeout)",
         report.turns_at_signal, report.cancelled_turns

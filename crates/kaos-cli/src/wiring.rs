@@ -37,16 +37,25 @@ pub fn check_observability(o: &Observability) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The items of a comma-separated `OTEL_*_EXPORTER` variable, lowercased.
+fn exporter_items(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(|item| item.trim().to_ascii_lowercase())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
 /// Whether the user asked for OTLP (or console) export, by flag or by `OTEL_*` variables.
 fn export_requested(o: &Observability) -> bool {
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
     o.otlp.is_some()
         || set("OTEL_EXPORTER_OTLP_ENDPOINT")
         || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "otlp" || v == "console"
-        })
+        || exporter_items("OTEL_TRACES_EXPORTER")
+            .iter()
+            .any(|i| matches!(i.as_str(), "otlp" | "console" | "stdout" | "logging"))
 }
 
 /// The telemetry settings from the `OTEL_*` variables and the flags (flags win).
@@ -64,29 +73,42 @@ fn tracing_settings(o: &Observability) -> anyhow::Result<Option<TelemetryBuilder
         };
     }
     if let Some(p) = o.otlp_protocol {
-        builder = builder.protocol(match p {
-            OtlpProtocol::Http => Protocol::HttpProtobuf,
-            OtlpProtocol::Grpc => Protocol::Grpc,
-        });
+        builder = builder.protocol(protocol(p));
     }
     Ok(Some(builder))
 }
 
+fn protocol(p: OtlpProtocol) -> Protocol {
+    match p {
+        OtlpProtocol::Http => Protocol::HttpProtobuf,
+        OtlpProtocol::Grpc => Protocol::Grpc,
+    }
+}
+
 /// The metrics settings: on when `OTEL_METRICS_EXPORTER` asks for them, or when spans are
-/// exported and it does not say `none`; they go to the same collector as the spans.
+/// exported and it does not say `none`; then they go where the spans go (the same collector,
+/// with the same transport, or the console when the spans print there and no collector was
+/// named).
 fn metrics_settings(o: &Observability) -> anyhow::Result<Option<MetricsBuilder>> {
-    let asked = std::env::var("OTEL_METRICS_EXPORTER")
-        .ok()
-        .map(|v| v.trim().to_ascii_lowercase());
-    let on = match asked.as_deref() {
-        Some("otlp") | Some("console") => true,
-        Some("none") => false,
-        _ => export_requested(o),
+    // Reading the variables warns about what kaos ignores (`prometheus`), also when the
+    // result is that metrics stay off.
+    let builder = MetricsBuilder::from_env().context("reading the OTEL_* variables")?;
+    let asked: Vec<MetricsExporter> = exporter_items("OTEL_METRICS_EXPORTER")
+        .iter()
+        .filter_map(|i| MetricsExporter::parse(i))
+        .collect();
+    // Values kaos does not know count as unset (the specification: ignore them).
+    let on = match asked.first() {
+        Some(first) => *first != MetricsExporter::None,
+        None => export_requested(o),
     };
     if !on {
         return Ok(None);
     }
-    let mut builder = MetricsBuilder::from_env().context("reading the OTEL_* variables")?;
+    let mut builder = builder;
+    if asked.is_empty() && o.otlp.is_none() && spans_to_console_only() {
+        builder = builder.exporter(MetricsExporter::Console);
+    }
     if let Some(url) = &o.otlp {
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/v1/traces").unwrap_or(base);
@@ -94,7 +116,23 @@ fn metrics_settings(o: &Observability) -> anyhow::Result<Option<MetricsBuilder>>
             .exporter(MetricsExporter::Otlp)
             .endpoint(base.to_string());
     }
+    if let Some(p) = o.otlp_protocol {
+        builder = builder.protocol(protocol(p));
+    }
     Ok(Some(builder))
+}
+
+/// Whether spans print on the console and no OTLP endpoint is set for them (a local look,
+/// no collector): metrics that were not asked for separately print there too, instead of
+/// failing against a collector nobody named.
+fn spans_to_console_only() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    exporter_items("OTEL_TRACES_EXPORTER")
+        .iter()
+        .find_map(|i| Exporter::parse(i))
+        == Some(Exporter::Console)
+        && !set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        && !set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
 }
 
 fn capture_mode(o: &Observability) -> CaptureContent {
@@ -194,6 +232,11 @@ impl Observers {
     pub fn telemetry(&self) -> Option<&Telemetry> {
         self.telemetry.as_ref()
     }
+
+    /// The metrics pipeline, when metrics are on.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
 }
 
 /// Every runner's hooks, in order: the circuit breaker ([`circuit_breaker`], one for the
@@ -209,10 +252,7 @@ pub fn shared_hooks(
     let mut hooks: Vec<Arc<dyn Hook>> = vec![Arc::new(circuit_breaker())];
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
-        let telemetry = builder
-            .service_name(service_name())
-            .build()
-            .context("setting up OTLP export")?;
+        let telemetry = builder.build().context("setting up OTLP export")?;
         let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
         // Command tools read the hook to hand their span's context to the child process.
         let _ = trace.0.set(hook.clone());
@@ -265,14 +305,6 @@ pub fn attach_hooks(
         .into_iter()
         .fold(runner, |runner, hook| runner.with_shared_hook(hook));
     Ok((runner, observers))
-}
-
-/// `OTEL_SERVICE_NAME`, else `kaos`.
-pub fn service_name() -> String {
-    std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "kaos".into())
 }
 
 /// The run options for a turn: `--traceparent` / `TRACEPARENT` continues the caller's trace.

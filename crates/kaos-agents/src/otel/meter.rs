@@ -7,26 +7,36 @@
 //! | `OTEL_SDK_DISABLED` | `true` → no metrics |
 //! | `OTEL_METRICS_EXPORTER` | `otlp` (default), `console`, `none` |
 //! | `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | the metrics URL, used verbatim |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | a base URL; `/v1/metrics` is appended |
-//! | `OTEL_EXPORTER_OTLP_HEADERS` | `k=v,k2=v2` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | a base URL; `/v1/metrics` is appended for HTTP |
+//! | `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` (feature `otel-grpc`) |
+//! | `OTEL_EXPORTER_OTLP_METRICS_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` | `k=v,k2=v2` (values percent-decoded) |
 //! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds between exports (default 60000) |
-//! | `OTEL_METRIC_EXPORT_TIMEOUT` | milliseconds one export may take (default 10000) |
+//! | `OTEL_METRIC_EXPORT_TIMEOUT` | milliseconds one export may take (else the exporter's own: `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT`, 10000) |
+//! | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative` (default), `delta` (what Datadog's OTLP intake wants), `lowmemory`; read by the exporter |
+//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource, as for traces (a `service.instance.id` per process unless given) |
 //! | `OTEL_SEMCONV_STABILITY_OPT_IN` | `gen_ai_latest_experimental` adds unreleased GenAI names |
+//!
+//! A blank value counts as unset; a value kaos does not understand (`prometheus`, a
+//! negative interval) is warned about and ignored, as the SDK specification asks.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 
+use super::env::{Vars, pick, resource};
 use super::metrics::{MetricsHook, SEMCONV_OPT_IN_ENV, experimental_opt_in};
-use super::telemetry::{TelemetryError, run_with_deadline};
+#[cfg(feature = "otel-grpc")]
+use super::telemetry::grpc_metadata;
+use super::telemetry::{Protocol, TelemetryError, parse_headers, run_with_deadline};
 
 /// Where metrics go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +51,7 @@ pub enum MetricsExporter {
 }
 
 impl MetricsExporter {
-    /// Parses `otlp`, `console`, `none`.
+    /// Parses an `OTEL_METRICS_EXPORTER` item: `otlp`, `console` (or `stdout`), `none`.
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "otlp" => Some(Self::Otlp),
@@ -56,12 +66,15 @@ impl MetricsExporter {
 #[derive(Debug, Clone)]
 pub struct MetricsBuilder {
     exporter: MetricsExporter,
+    protocol: Protocol,
     endpoint: Option<String>,
     metrics_endpoint: Option<String>,
-    headers: Vec<(String, String)>,
+    headers: HashMap<String, String>,
     interval: Duration,
-    timeout: Duration,
-    service_name: String,
+    /// One export's time limit, when set (else the exporter's own, from its variables).
+    timeout: Option<Duration>,
+    /// `service.name`, when set explicitly or by `OTEL_SERVICE_NAME`.
+    service_name: Option<String>,
     experimental: bool,
     disabled: bool,
 }
@@ -70,32 +83,17 @@ impl Default for MetricsBuilder {
     fn default() -> Self {
         Self {
             exporter: MetricsExporter::Otlp,
+            protocol: Protocol::HttpProtobuf,
             endpoint: None,
             metrics_endpoint: None,
-            headers: Vec::new(),
+            headers: HashMap::new(),
             interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            service_name: "kaos".to_string(),
+            timeout: None,
+            service_name: None,
             experimental: false,
             disabled: false,
         }
     }
-}
-
-fn invalid(name: &str, value: &str, reason: &str) -> TelemetryError {
-    TelemetryError::Invalid {
-        name: name.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-fn millis(name: &str, value: &str) -> Result<Duration, TelemetryError> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| invalid(name, value, "expected milliseconds"))
 }
 
 impl MetricsBuilder {
@@ -104,41 +102,43 @@ impl MetricsBuilder {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
-    /// From a variable lookup (tests pass a map).
+    /// From a variable lookup (tests pass a map). Never fails on a value it does not
+    /// understand: that one is warned about and ignored (see the module table).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
         let mut b = Self::default();
-        if let Some(v) = var("OTEL_METRICS_EXPORTER") {
-            b.exporter = MetricsExporter::parse(&v).ok_or_else(|| {
-                invalid(
-                    "OTEL_METRICS_EXPORTER",
-                    &v,
-                    "expected otlp, console or none",
-                )
-            })?;
+        let vars = Vars(var);
+        if let Some(v) = vars.get("OTEL_METRICS_EXPORTER") {
+            let known = pick(
+                "OTEL_METRICS_EXPORTER",
+                &v,
+                "kaos exports metrics with otlp, console or none",
+                MetricsExporter::parse,
+            );
+            b.exporter = known.unwrap_or_default();
         }
-        b.disabled =
-            var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        b.endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty());
-        b.metrics_endpoint =
-            var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").filter(|v| !v.trim().is_empty());
-        if let Some(h) = var("OTEL_EXPORTER_OTLP_HEADERS") {
-            for pair in h.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    invalid("OTEL_EXPORTER_OTLP_HEADERS", &h, "expected k=v pairs")
-                })?;
-                b.headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
+        b.disabled = vars
+            .get("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if let Some((name, v)) = vars.first(&[
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]) {
+            b.protocol = Protocol::from_var(&name, &v);
         }
-        if let Some(v) = var("OTEL_METRIC_EXPORT_INTERVAL") {
-            b.interval = millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?;
+        b.endpoint = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        b.metrics_endpoint = vars.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+        if let Some((name, v)) = vars.first(&[
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ]) {
+            b.headers = parse_headers(&name, &v);
         }
-        if let Some(v) = var("OTEL_METRIC_EXPORT_TIMEOUT") {
-            b.timeout = millis("OTEL_METRIC_EXPORT_TIMEOUT", &v)?;
+        if let Some(interval) = vars.millis("OTEL_METRIC_EXPORT_INTERVAL") {
+            b.interval = interval;
         }
-        if let Some(v) = var("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()) {
-            b.service_name = v;
-        }
-        b.experimental = experimental_opt_in(var(SEMCONV_OPT_IN_ENV).as_deref());
+        b.timeout = vars.millis("OTEL_METRIC_EXPORT_TIMEOUT");
+        b.service_name = vars.get("OTEL_SERVICE_NAME");
+        b.experimental = experimental_opt_in(vars.get(SEMCONV_OPT_IN_ENV).as_deref());
         Ok(b)
     }
 
@@ -148,9 +148,23 @@ impl MetricsBuilder {
         self
     }
 
-    /// The OTLP base URL (`/v1/metrics` is appended).
+    /// The OTLP base URL (`/v1/metrics` is appended for HTTP); replaces the endpoints the
+    /// variables named (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` included), as for traces.
     pub fn endpoint(mut self, base: impl Into<String>) -> Self {
         self.endpoint = Some(base.into());
+        self.metrics_endpoint = None;
+        self
+    }
+
+    /// Chooses the OTLP transport.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The resource's `service.name`.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
         self
     }
 
@@ -171,11 +185,14 @@ impl MetricsBuilder {
         if let Some(url) = &self.metrics_endpoint {
             return url.clone();
         }
-        let base = self
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| "http://localhost:4318".to_string());
-        format!("{}/v1/metrics", base.trim_end_matches('/'))
+        match (self.protocol, &self.endpoint) {
+            (Protocol::HttpProtobuf, Some(base)) => {
+                format!("{}/v1/metrics", base.trim_end_matches('/'))
+            }
+            (Protocol::HttpProtobuf, None) => "http://localhost:4318/v1/metrics".to_string(),
+            (Protocol::Grpc, Some(base)) => base.clone(),
+            (Protocol::Grpc, None) => "http://localhost:4317".to_string(),
+        }
     }
 
     /// Builds the provider (none when disabled or `none`).
@@ -185,9 +202,7 @@ impl MetricsBuilder {
         } else {
             self.exporter
         };
-        let resource = Resource::builder()
-            .with_service_name(self.service_name.clone())
-            .build();
+        let resource = resource(self.service_name.as_deref());
         let provider = match exporter {
             MetricsExporter::None => None,
             MetricsExporter::Console => Some(
@@ -201,13 +216,7 @@ impl MetricsBuilder {
                     .build(),
             ),
             MetricsExporter::Otlp => {
-                let otlp = opentelemetry_otlp::MetricExporter::builder()
-                    .with_http()
-                    .with_endpoint(self.resolved_endpoint())
-                    .with_timeout(self.timeout)
-                    .with_headers(self.headers.iter().cloned().collect())
-                    .build()
-                    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+                let otlp = self.otlp_exporter()?;
                 Some(
                     SdkMeterProvider::builder()
                         .with_resource(resource)
@@ -226,6 +235,47 @@ impl MetricsBuilder {
             endpoint: (exporter == MetricsExporter::Otlp).then(|| self.resolved_endpoint()),
             experimental: self.experimental,
         })
+    }
+}
+
+impl MetricsBuilder {
+    /// The OTLP metrics exporter these settings describe.
+    fn otlp_exporter(&self) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+        let endpoint = self.resolved_endpoint();
+        match self.protocol {
+            Protocol::HttpProtobuf => {
+                let mut b = opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint)
+                    .with_headers(self.headers.clone());
+                if let Some(t) = self.timeout {
+                    b = b.with_timeout(t);
+                }
+                b.build()
+                    .map_err(|e| TelemetryError::Exporter(e.to_string()))
+            }
+            #[cfg(feature = "otel-grpc")]
+            Protocol::Grpc => {
+                use opentelemetry_otlp::WithTonicConfig;
+                let meta = grpc_metadata(&self.headers)?;
+                let mut b = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_metadata(meta);
+                if let Some(t) = self.timeout {
+                    b = b.with_timeout(t);
+                }
+                b.build()
+                    .map_err(|e| TelemetryError::Exporter(e.to_string()))
+            }
+            #[cfg(not(feature = "otel-grpc"))]
+            Protocol::Grpc => Err(TelemetryError::Invalid {
+                name: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL".to_string(),
+                value: "grpc".to_string(),
+                reason: "this build has no gRPC transport (cargo feature otel-grpc)".to_string(),
+            }),
+        }
     }
 }
 
@@ -383,8 +433,19 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(b.resolved_endpoint(), "http://m/x");
-        assert!(MetricsBuilder::from_vars(vars(&[("OTEL_METRICS_EXPORTER", "bogus")])).is_err());
-        assert!(MetricsBuilder::from_vars(vars(&[("OTEL_METRIC_EXPORT_INTERVAL", "x")])).is_err());
+        // An explicit base endpoint (the CLI's --otlp) wins over the variables, as for traces.
+        assert_eq!(
+            b.endpoint("http://flag:4318").resolved_endpoint(),
+            "http://flag:4318/v1/metrics"
+        );
+        let grpc = MetricsBuilder::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert_eq!(grpc.protocol, Protocol::Grpc);
+        assert_eq!(grpc.resolved_endpoint(), "http://c:4317");
         let off = MetricsBuilder::from_vars(vars(&[("OTEL_SDK_DISABLED", "true")]))
             .unwrap()
             .build()
@@ -392,5 +453,49 @@ mod tests {
         assert_eq!(off.exporter(), MetricsExporter::None);
         assert!(off.hook().is_none());
         assert!(off.shutdown_with_deadline(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn values_it_does_not_understand_are_ignored_not_fatal() {
+        for (name, value) in [
+            ("OTEL_METRICS_EXPORTER", ""),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", ""),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "0"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ] {
+            let b = MetricsBuilder::from_vars(vars(&[(name, value)]))
+                .unwrap_or_else(|e| panic!("{name}={value:?}: {e}"));
+            assert_eq!(b.exporter, MetricsExporter::Otlp, "{name}={value:?}");
+            assert_eq!(b.interval, Duration::from_secs(60), "{name}={value:?}");
+            assert_eq!(b.timeout, None, "{name}={value:?}");
+            assert_eq!(b.protocol, Protocol::HttpProtobuf, "{name}={value:?}");
+        }
+        let b = MetricsBuilder::from_vars(vars(&[("OTEL_METRICS_EXPORTER", "prometheus,console")]))
+            .unwrap();
+        assert_eq!(b.exporter, MetricsExporter::Console);
+    }
+
+    /// The metrics exporter speaks gRPC when asked (it used to build an HTTP exporter that
+    /// refused the protocol, and the run stopped).
+    #[cfg(feature = "otel-grpc")]
+    #[test]
+    fn grpc_metrics_build() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let metrics = MetricsBuilder::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "3600000"),
+        ]))
+        .unwrap()
+        .build()
+        .unwrap();
+        assert_eq!(metrics.endpoint(), Some("http://localhost:4317"));
+        assert!(metrics.hook().is_some());
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod attributes;
 pub mod content;
+mod env;
 mod hook;
 mod intern;
 mod mapping;

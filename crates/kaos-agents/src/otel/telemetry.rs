@@ -7,10 +7,15 @@
 //! | `OTEL_TRACES_EXPORTER` | `otlp` (default), `console`, `none` |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | the traces URL, used verbatim |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | a base URL; `/v1/traces` is appended for HTTP |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` (feature `otel-grpc`) |
+//! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` (feature `otel-grpc`) |
 //! | `OTEL_EXPORTER_OTLP_HEADERS` | `k=v,k2=v2` (values percent-decoded) |
-//! | `OTEL_SERVICE_NAME` | the resource's `service.name` (default `kaos`) |
+//! | `OTEL_SERVICE_NAME` | the resource's `service.name` (else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, else `kaos`) |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | `k=v,k2=v2` resource attributes; a `service.instance.id` is added per process unless given |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `always_on`, `always_off`, `traceidratio`, `parentbased_*` |
+//!
+//! A blank value counts as unset; a value kaos does not understand is warned about and
+//! ignored (the default applies), as the SDK specification asks: settings meant for another
+//! SDK in a shared environment do not stop a turn.
 //!
 //! Export never blocks a turn: spans go through the SDK's batch processor (its own thread;
 //! OTLP/HTTP uses the blocking reqwest client there), which drops rather than blocks when
@@ -33,6 +38,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use super::OTelHook;
+use super::env::{Vars, ignored, pick, resource};
 
 /// Where spans go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,7 +64,33 @@ pub enum Protocol {
     Grpc,
 }
 
+impl Exporter {
+    /// Parses an `OTEL_TRACES_EXPORTER` item: `otlp`, `console` (or `stdout`, `logging`),
+    /// `none`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "otlp" => Some(Self::Otlp),
+            "console" | "stdout" | "logging" => Some(Self::Console),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
 impl Protocol {
+    /// The protocol variable `name`'s value `text`; `http/json` (which kaos does not send)
+    /// and unknown values are warned about and give the default, `http/protobuf`.
+    pub(super) fn from_var(name: &str, text: &str) -> Self {
+        Self::parse(text).unwrap_or_else(|| {
+            ignored(
+                name,
+                text,
+                "kaos sends OTLP as http/protobuf or grpc (http/json is not supported)",
+            );
+            Self::default()
+        })
+    }
+
     /// Parses `http/protobuf` or `grpc`.
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
@@ -258,7 +290,8 @@ pub struct TelemetryBuilder {
     base_endpoint: Option<String>,
     traces_endpoint: Option<String>,
     headers: HashMap<String, String>,
-    service_name: String,
+    /// `service.name`, when set explicitly or by `OTEL_SERVICE_NAME` (see [`resource`]).
+    service_name: Option<String>,
     sampler: Option<(String, Option<String>)>,
     timeout: Duration,
     max_retries: Option<usize>,
@@ -274,7 +307,7 @@ impl Default for TelemetryBuilder {
             base_endpoint: None,
             traces_endpoint: None,
             headers: HashMap::new(),
-            service_name: "kaos".to_string(),
+            service_name: None,
             sampler: None,
             timeout: Duration::from_secs(10),
             max_retries: None,
@@ -297,47 +330,38 @@ impl TelemetryBuilder {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
-    /// Settings from a variable lookup (testable without touching the environment).
+    /// Settings from a variable lookup (testable without touching the environment). As the
+    /// SDK specification asks, a blank value counts as unset and a value kaos does not
+    /// understand is warned about (a `tracing` warning, once) and ignored: the default stays.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
         let mut b = Self::default();
-        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("OTEL_SDK_DISABLED") {
-            b.disabled = v.trim().eq_ignore_ascii_case("true");
+        let vars = Vars(var);
+        if let Some(v) = vars.get("OTEL_SDK_DISABLED") {
+            b.disabled = v.eq_ignore_ascii_case("true");
         }
-        if let Some(v) = get("OTEL_TRACES_EXPORTER") {
-            b.exporter = match v.trim().to_ascii_lowercase().as_str() {
-                "otlp" => Exporter::Otlp,
-                "console" | "stdout" | "logging" => Exporter::Console,
-                "none" => Exporter::None,
-                _ => {
-                    return Err(invalid(
-                        "OTEL_TRACES_EXPORTER",
-                        &v,
-                        "use otlp, console or none",
-                    ));
-                }
-            };
+        if let Some(v) = vars.get("OTEL_TRACES_EXPORTER") {
+            let known = pick(
+                "OTEL_TRACES_EXPORTER",
+                &v,
+                "kaos exports traces with otlp, console or none",
+                Exporter::parse,
+            );
+            b.exporter = known.unwrap_or_default();
         }
-        if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-            b.protocol = Protocol::parse(&v).ok_or_else(|| {
-                invalid(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    &v,
-                    "use http/protobuf or grpc",
-                )
-            })?;
+        if let Some((name, v)) = vars.first(&[
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]) {
+            b.protocol = Protocol::from_var(&name, &v);
         }
-        b.base_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
-        b.traces_endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-            b.headers = parse_headers(&v)?;
+        b.base_endpoint = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        b.traces_endpoint = vars.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        if let Some(v) = vars.get("OTEL_EXPORTER_OTLP_HEADERS") {
+            b.headers = parse_headers("OTEL_EXPORTER_OTLP_HEADERS", &v);
         }
-        if let Some(v) = get("OTEL_SERVICE_NAME") {
-            b.service_name = v;
-        }
-        if let Some(v) = get("OTEL_TRACES_SAMPLER") {
-            b.sampler = Some((v, get("OTEL_TRACES_SAMPLER_ARG")));
-            b.build_sampler()?;
+        b.service_name = vars.get("OTEL_SERVICE_NAME");
+        if let Some(v) = vars.get("OTEL_TRACES_SAMPLER") {
+            b.sampler = Some((v, vars.get("OTEL_TRACES_SAMPLER_ARG")));
         }
         Ok(b)
     }
@@ -375,7 +399,7 @@ impl TelemetryBuilder {
 
     /// The resource's `service.name`.
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
-        self.service_name = name.into();
+        self.service_name = Some(name.into());
         self
     }
 
@@ -419,30 +443,42 @@ impl TelemetryBuilder {
         }
     }
 
-    fn build_sampler(&self) -> Result<Option<Sampler>, TelemetryError> {
-        let Some((name, arg)) = &self.sampler else {
-            return Ok(None);
-        };
-        let ratio = || -> Result<f64, TelemetryError> {
-            match arg {
-                None => Ok(1.0),
-                Some(a) => a.trim().parse::<f64>().map_err(|_| {
-                    invalid("OTEL_TRACES_SAMPLER_ARG", a, "expected a number in [0, 1]")
-                }),
+    /// The sampler `OTEL_TRACES_SAMPLER` names (none: the SDK's default, parent-based
+    /// always-on). An unknown sampler is ignored, and so is a ratio that is not a number in
+    /// [0, 1] (the ratio is then 1), each with a warning.
+    fn build_sampler(&self) -> Option<Sampler> {
+        let (name, arg) = self.sampler.as_ref()?;
+        let ratio = || -> f64 {
+            let Some(a) = arg else {
+                return 1.0;
+            };
+            match a.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    ignored("OTEL_TRACES_SAMPLER_ARG", a, "expected a number in [0, 1]");
+                    1.0
+                }
             }
         };
         let s = match name.trim().to_ascii_lowercase().as_str() {
             "always_on" => Sampler::AlwaysOn,
             "always_off" => Sampler::AlwaysOff,
-            "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+            "traceidratio" => Sampler::TraceIdRatioBased(ratio()),
             "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
             "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
             "parentbased_traceidratio" => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio())))
             }
-            _ => return Err(invalid("OTEL_TRACES_SAMPLER", name, "unknown sampler")),
+            _ => {
+                ignored(
+                    "OTEL_TRACES_SAMPLER",
+                    name,
+                    "kaos knows always_on, always_off, traceidratio and their parentbased_ forms",
+                );
+                return None;
+            }
         };
-        Ok(Some(s))
+        Some(s)
     }
 
     /// Builds the provider. OTLP exporters connect lazily: a collector that is down only
@@ -451,7 +487,7 @@ impl TelemetryBuilder {
         let counters = Arc::new(Counters::default());
         let resource = self.resource();
         let mut provider = SdkTracerProvider::builder().with_resource(resource);
-        if let Some(sampler) = self.build_sampler()? {
+        if let Some(sampler) = self.build_sampler() {
             provider = provider.with_sampler(sampler);
         }
         let mut memory = None;
@@ -505,11 +541,11 @@ impl TelemetryBuilder {
         }
     }
 
-    /// The resource (service name) spans are exported with.
+    /// The resource spans are exported with: `service.name` from [`Self::service_name`],
+    /// else `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, else
+    /// `kaos`; the rest of `OTEL_RESOURCE_ATTRIBUTES`; a `service.instance.id` per process.
     pub fn resource(&self) -> Resource {
-        Resource::builder()
-            .with_service_name(self.service_name.clone())
-            .build()
+        resource(self.service_name.as_deref())
     }
 
     /// A bare OTLP exporter with these settings (e.g. to replay recorded spans with
@@ -537,16 +573,7 @@ impl TelemetryBuilder {
             #[cfg(feature = "otel-grpc")]
             Protocol::Grpc => {
                 use opentelemetry_otlp::WithTonicConfig;
-                let mut headers = http::HeaderMap::new();
-                for (k, v) in &self.headers {
-                    let name = http::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
-                    let value = http::header::HeaderValue::from_str(v)
-                        .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
-                    headers.insert(name, value);
-                }
-                let meta =
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+                let meta = grpc_metadata(&self.headers)?;
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(endpoint)
@@ -568,16 +595,35 @@ impl TelemetryBuilder {
     }
 }
 
-/// Parses `k=v,k2=v2` with percent-encoded values.
-fn parse_headers(text: &str) -> Result<HashMap<String, String>, TelemetryError> {
+/// OTLP headers as gRPC metadata.
+#[cfg(feature = "otel-grpc")]
+pub(super) fn grpc_metadata(
+    headers: &HashMap<String, String>,
+) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, TelemetryError> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
+        let value = http::header::HeaderValue::from_str(v)
+            .map_err(|e| invalid("OTEL_EXPORTER_OTLP_HEADERS", k, &e.to_string()))?;
+        map.insert(name, value);
+    }
+    Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map))
+}
+
+/// Parses `k=v,k2=v2` with percent-encoded values (variable `name`); a pair without `=` is
+/// warned about and skipped.
+pub(super) fn parse_headers(name: &str, text: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| invalid("OTEL_EXPORTER_OTLP_HEADERS", pair, "expected key=value"))?;
-        out.insert(percent_decode(k.trim()), percent_decode(v.trim()));
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(percent_decode(k.trim()), percent_decode(v.trim()));
+            }
+            _ => ignored(name, pair.trim(), "expected key=value"),
+        }
     }
-    Ok(out)
+    out
 }
 
 fn percent_decode(text: &str) -> String {
@@ -765,10 +811,44 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(b.headers["api-key"], "a b");
-        assert_eq!(b.service_name, "svc");
+        assert_eq!(b.service_name.as_deref(), Some("svc"));
         assert_eq!(b.exporter, Exporter::Console);
-        assert!(TelemetryBuilder::from_vars(vars(&[("OTEL_TRACES_SAMPLER", "bogus")])).is_err());
-        assert!(TelemetryBuilder::from_vars(vars(&[("OTEL_TRACES_EXPORTER", "zipkin")])).is_err());
+        assert!(matches!(b.build_sampler(), Some(Sampler::ParentBased(_))));
+    }
+
+    #[test]
+    fn values_it_does_not_understand_are_ignored_not_fatal() {
+        // The SDK specification: blank means unset; unknown enum values are warned about and
+        // ignored. A shared environment's setting for another SDK must not stop a turn.
+        let b = TelemetryBuilder::from_vars(vars(&[
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_TRACES_SAMPLER", "bogus"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue,k=v"),
+            ("OTEL_SERVICE_NAME", " "),
+        ]))
+        .unwrap();
+        assert_eq!(b.exporter, Exporter::Otlp);
+        assert!(b.build_sampler().is_none());
+        assert_eq!(b.protocol, Protocol::HttpProtobuf);
+        assert_eq!(b.headers.len(), 1);
+        assert_eq!(b.service_name, None);
+        let b = TelemetryBuilder::from_vars(vars(&[
+            ("OTEL_TRACES_EXPORTER", "zipkin, console ,otlp"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "7"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert_eq!(b.exporter, Exporter::Console);
+        assert!(matches!(
+            b.build_sampler(),
+            Some(Sampler::TraceIdRatioBased(r)) if r == 1.0
+        ));
+        assert_eq!(b.protocol, Protocol::Grpc);
+        let b = TelemetryBuilder::from_vars(vars(&[("OTEL_TRACES_EXPORTER", "")])).unwrap();
+        assert_eq!(b.exporter, Exporter::Otlp);
         let off = TelemetryBuilder::from_vars(vars(&[("OTEL_SDK_DISABLED", "true")]))
             .unwrap()
             .build()

@@ -5,9 +5,9 @@ use std::process::{Command, Stdio};
 
 use super::{KAOS, TempDir, events, kaos, text};
 
-/// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body
-/// length)` for each.
-pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usize)>) {
+/// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body)` for
+/// each.
+pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -38,7 +38,7 @@ pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, usi
                 .unwrap_or_default()
                 .to_string();
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = tx.send((path, length));
+            let _ = tx.send((path, body));
         }
     });
     (url, rx)
@@ -69,17 +69,17 @@ fn spans_go_to_an_otlp_collector_and_audit_trails_replay_there() {
         "{}",
         text(&out.stderr)
     );
-    let (path, length) = received
+    let (path, body) = received
         .recv_timeout(std::time::Duration::from_secs(30))
         .unwrap();
     assert_eq!(path, "/v1/traces");
-    assert!(length > 100, "an ExportTraceServiceRequest body");
+    assert!(body.len() > 100, "an ExportTraceServiceRequest body");
     // Metrics go to the same collector, after the spans (the exporter shuts down first).
-    let (path, length) = received
+    let (path, body) = received
         .recv_timeout(std::time::Duration::from_secs(30))
         .unwrap();
     assert_eq!(path, "/v1/metrics");
-    assert!(length > 100, "an ExportMetricsServiceRequest body");
+    assert!(body.len() > 100, "an ExportMetricsServiceRequest body");
 
     let file = trail.join("traced.jsonl");
     let out = kaos(
@@ -312,4 +312,101 @@ fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
         "{stdout}"
     );
     assert!(stdout.contains("[metric] kaos.turn.duration"), "{stdout}");
+}
+
+/// Runs `kaos run` offline with `vars` set (and the OTLP variables of the test's own
+/// environment removed).
+fn run_with_env(dir: &TempDir, vars: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(KAOS);
+    cmd.args(["run", "--ephemeral", "Summarize the lease."])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null());
+    for k in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "TRACEPARENT",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Settings meant for another SDK (as in a shared environment) cost a warning, not the run:
+/// the SDK specification says to ignore a value that is not understood, and to read a blank
+/// one as unset.
+#[test]
+fn otel_settings_kaos_does_not_know_are_ignored_with_a_warning() {
+    let dir = TempDir::new("otel-unknown");
+    let out = run_with_env(
+        &dir,
+        &[
+            ("OTEL_TRACES_EXPORTER", "console"),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", ""),
+            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("OTEL_METRICS_EXPORTER") && stderr.contains("prometheus"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("jaeger_remote"), "{stderr}");
+    assert!(
+        text(&out.stdout).contains("span agent.turn "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Spans on the console with no collector named: the metrics print there too, rather than
+/// failing against a collector at localhost that nobody asked for.
+#[test]
+fn console_spans_bring_console_metrics_not_a_dead_collector() {
+    let dir = TempDir::new("otel-console");
+    let out = run_with_env(&dir, &[("OTEL_TRACES_EXPORTER", "console")]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("were not exported"), "{stderr}");
+    assert!(stdout.contains("[metric] kaos.turn.duration"), "{stdout}");
+}
+
+/// The resource: `service.name` from `OTEL_RESOURCE_ATTRIBUTES` when `OTEL_SERVICE_NAME` is
+/// not set (the specification's order; it used to be overwritten with `kaos`), the other
+/// attributes kept, and a `service.instance.id` so two processes are two series.
+#[test]
+fn the_resource_follows_otel_resource_attributes() {
+    let dir = TempDir::new("otel-resource");
+    let (url, received) = otlp_receiver();
+    let out = run_with_env(
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=from-resattrs,deployment.environment.name=dev",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let contains =
+        |body: &[u8], needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for _ in 0..2 {
+        let (path, body) = received
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        assert!(contains(&body, "from-resattrs"), "{path}: no service.name");
+        assert!(contains(&body, "deployment.environment.name"), "{path}");
+        assert!(contains(&body, "service.instance.id"), "{path}");
+    }
 }

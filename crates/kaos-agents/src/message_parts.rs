@@ -102,12 +102,20 @@ pub(crate) fn retried_request<O: StructuredOutput>(
 
 /// The conventions' `finish_reason` for a provider's stop reason (`stop` when unknown).
 pub fn finish_reason(stop: Option<&StopReason>) -> String {
-    match stop {
-        None | Some(StopReason::EndTurn) | Some(StopReason::StopSequence) => "stop".into(),
-        Some(StopReason::MaxTokens) => "length".into(),
-        Some(StopReason::ToolUse) => "tool_call".into(),
-        Some(StopReason::ContentFilter) => "content_filter".into(),
-        Some(StopReason::Other(other)) => other.clone(),
+    stop.map_or("stop", |s| finish_reason_of(s.as_str()))
+        .to_string()
+}
+
+/// A stop reason as the runner records it on a model call's END ([`StopReason::as_str`]:
+/// `end_turn`, `tool_use`, ...) in the conventions' words (`stop`, `tool_call`, ...), for
+/// `gen_ai.response.finish_reasons` and the output message's `finish_reason` alike; a
+/// provider's own reason (`pause_turn`) stays as it is.
+pub fn finish_reason_of(stop_reason: &str) -> &str {
+    match stop_reason {
+        "end_turn" | "stop_sequence" => "stop",
+        "max_tokens" => "length",
+        "tool_use" => "tool_call",
+        other => other,
     }
 }
 

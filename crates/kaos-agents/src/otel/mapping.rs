@@ -13,7 +13,9 @@ use super::content::ContentPolicy;
 use super::intern::Interned;
 use super::state::Kind;
 use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr};
-use crate::message_parts::{INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
+use crate::message_parts::{
+    INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS, finish_reason_of,
+};
 use crate::naming::span_name;
 
 /// Prefixes of tool-reported protocol attributes copied onto `tool_call` spans.
@@ -291,10 +293,11 @@ pub(super) fn end_attributes<'a>(
                 out.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
             }
             if let Some(r) = stop_reason.and_then(Value::as_str) {
-                // A one-element string array, built as such (no JSON detour).
+                // A one-element string array, built as such (no JSON detour), in the same
+                // words as the output message's `finish_reason`.
                 out.push(KeyValue::new(
                     GEN_AI_RESPONSE_FINISH_REASONS,
-                    opentelemetry::Value::Array(vec![strings.value(r)].into()),
+                    opentelemetry::Value::Array(vec![strings.value(finish_reason_of(r))].into()),
                 ));
             }
             if content.captures() {

@@ -7,11 +7,17 @@
 //! | `gen_ai.client.token.usage` | histogram `{token}` | the same + `gen_ai.token.type` (`input`/`output`) | every model call that reported usage |
 //! | `gen_ai.client.operation.time_to_first_chunk` | histogram `s` | the same as duration | streamed calls (`time_to_first_chunk_ms` on the call's end) |
 //! | `kaos.turn.duration` | histogram `s` | `gen_ai.agent.name`, `kaos.outcome` | every turn |
-//! | `kaos.tool_call.duration` | histogram `s` | `gen_ai.tool.name`, `error.type` | every tool call |
+//! | `kaos.tool_call.duration` | histogram `s` | `gen_ai.tool.name`, `error.type`, `kaos.cancelled` | every tool call that ran or was cut short (not one paused for approval) |
 //! | `kaos.span_exports` | observable counter `{span}` | `kaos.export.result` (`exported`, `failed`, `dropped`) | with [`MetricsHook::observe_exports`] |
 //! | `kaos.audit.write_failures` | observable counter `{event}` | – | with [`MetricsHook::observe_audit`] |
 //! | `kaos.redactions` | observable counter `{replacement}` | `kaos.redaction.rule` | with [`MetricsHook::observe_audit`] |
 //! | `gen_ai.invoke_agent.duration`, `gen_ai.execute_tool.duration` | histogram `s` | as the turn/tool ones | only with `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental` (unreleased names) |
+//!
+//! `error.type` is set only on operations that ended in an error (phase `Error`, or a tool
+//! result marked as an error). Cancelled ones are measured without it: kaos's own tool metric
+//! marks them `kaos.cancelled=true`, its turn metric `kaos.outcome=cancelled`, and the GenAI
+//! metrics carry no extra attribute. A tool call paused for approval did not run and records
+//! no tool duration.
 //!
 //! Bucket boundaries are the conventions' (v1.41 `gen-ai-metrics.md`).
 
@@ -343,11 +349,15 @@ impl MetricsHook {
             .unwrap_or_else(|| event.timestamp.saturating_sub(started.start_ns) as f64 / 1e9);
         let mut attrs = started.attrs;
         let a = &span.attributes;
-        let error_type = span
-            .error
-            .as_ref()
-            .map(|e| e.error_type.clone())
-            .or_else(|| (span.phase == SpanPhase::Cancelled).then(|| "cancelled".to_string()));
+        // `error.type` only when the operation ended in an error (the GenAI conventions): a
+        // cancelled span carries a `SpanError` with its reason, but a cancellation is not a
+        // failure, and the spans keep status UNSET for it too.
+        let cancelled = span.phase == SpanPhase::Cancelled;
+        let error_type = if cancelled {
+            None
+        } else {
+            span.error.as_ref().map(|e| e.error_type.clone())
+        };
         match span.subject {
             SpanSubject::LlmCall => {
                 if let Some(m) = attr(a, "response_model").and_then(Value::as_str)
@@ -371,13 +381,26 @@ impl MetricsHook {
                 }
             }
             SpanSubject::ToolCall => {
+                // A call paused for a human's approval never ran: no tool duration to record.
+                if cancelled && awaits_approval(span) {
+                    return;
+                }
                 let is_error = attr(a, "is_error").and_then(Value::as_bool) == Some(true);
-                let error_type = error_type.or_else(|| is_error.then(|| "tool_error".to_string()));
+                let error_type = error_type
+                    .or_else(|| (is_error && !cancelled).then(|| "tool_error".to_string()));
                 if let Some(e) = error_type {
                     attrs.push(KeyValue::new(ERROR_TYPE, e));
                 }
+                // kaos's own metric tells cancellations apart; the GenAI one keeps to the
+                // conventions' attributes.
+                if cancelled {
+                    attrs.push(KeyValue::new(KAOS_CANCELLED, true));
+                }
                 self.tool_duration.record(seconds, &attrs);
                 if let Some(h) = &self.execute_tool_duration {
+                    if cancelled {
+                        attrs.pop();
+                    }
                     attrs.push(KeyValue::new(GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL));
                     h.record(seconds, &attrs);
                 }
@@ -406,6 +429,19 @@ impl MetricsHook {
         }
     }
 }
+
+/// Whether a cancelled tool call stopped to wait for a human's approval (the runner ends its
+/// span with the reason `awaiting_approval`, as an attribute or as the error type).
+fn awaits_approval(span: &SpanEvent) -> bool {
+    attr(&span.attributes, "cancel_reason").and_then(Value::as_str) == Some(AWAITING_APPROVAL)
+        || span
+            .error
+            .as_ref()
+            .is_some_and(|e| e.error_type == AWAITING_APPROVAL)
+}
+
+/// The cancel reason of a tool call paused for approval.
+const AWAITING_APPROVAL: &str = "awaiting_approval";
 
 impl Hook for MetricsHook {
     fn name(&self) -> &str {

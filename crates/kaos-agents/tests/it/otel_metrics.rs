@@ -1,5 +1,6 @@
 //! Metrics read back through the SDK's in-memory metric exporter and a local OTLP/HTTP
-//! receiver: histogram buckets, attributes, token types, the experimental opt-in.
+//! receiver: histogram buckets, attributes, token types, the experimental opt-in, and
+//! `error.type` only on failures (not on cancellations or calls paused for approval).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -7,13 +8,17 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use kaos_agents::events::{SpanError, SpanPhase, SpanSubject, TurnOutcome};
+use kaos_agents::hooks::HookSet;
 use kaos_agents::otel::metrics::{
     DURATION_BUCKETS, GEN_AI_CLIENT_OPERATION_DURATION, GEN_AI_CLIENT_TOKEN_USAGE,
     GEN_AI_EXECUTE_TOOL_DURATION, GEN_AI_INVOKE_AGENT_DURATION, KAOS_TOOL_CALL_DURATION,
     KAOS_TURN_DURATION, TOKEN_BUCKETS,
 };
 use kaos_agents::otel::{Metrics, MetricsHook};
-use kaos_agents::{Agent, FnTool, KaosRuntime, Runner};
+use kaos_agents::scope::{TurnScope, new_run_id};
+use kaos_agents::testing::ScopeDriver;
+use kaos_agents::{Agent, FnTool, KaosRuntime, Runner, attrs};
 use kaos_llm::FunctionClient;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
@@ -217,6 +222,161 @@ async fn a_failed_model_call_carries_error_type() {
     assert_eq!(d[0].attr("error.type"), Some("auth_failure"));
     let turns = points(&metrics, KAOS_TURN_DURATION);
     assert_eq!(turns[0].attr("kaos.outcome"), Some("failed"));
+}
+
+#[tokio::test]
+async fn a_tool_call_paused_for_approval_records_no_tool_duration() {
+    let (provider, exporter) = memory_provider();
+    let hook = Arc::new(MetricsHook::with_experimental(
+        provider.meter("kaos.agents"),
+        true,
+    ));
+    // A destructive tool asks for approval: the turn pauses before the tool runs.
+    let tool = FnTool::new("wordcount", "Deletes words.", |_: TextArgs| async {
+        "done".to_string()
+    })
+    .destructive();
+    let runtime = KaosRuntime::test_mode()
+        .with_client(
+            "fake",
+            FunctionClient::new(routing_model("wordcount", json!({"text": "a b c"}))),
+        )
+        .with_tool(tool);
+    let agent = Agent::builder()
+        .name("tester")
+        .model("fake")
+        .build()
+        .unwrap();
+    let response = Runner::new(agent, runtime)
+        .with_shared_hook(hook.clone())
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    assert_eq!(response.outcome, TurnOutcome::Paused);
+    provider.force_flush().unwrap();
+    let metrics = exporter.get_finished_metrics().unwrap();
+    assert_eq!(hook.open_span_count(), 0);
+
+    let tools = points(&metrics, KAOS_TOOL_CALL_DURATION);
+    assert!(tools.is_empty(), "a tool that never ran: {tools:?}");
+    let tools = points(&metrics, GEN_AI_EXECUTE_TOOL_DURATION);
+    assert!(tools.is_empty(), "a tool that never ran: {tools:?}");
+    // Nothing failed: no data point of the paused turn carries `error.type`.
+    for name in [
+        GEN_AI_CLIENT_OPERATION_DURATION,
+        GEN_AI_INVOKE_AGENT_DURATION,
+        KAOS_TURN_DURATION,
+    ] {
+        let p = points(&metrics, name);
+        assert!(!p.is_empty(), "{name} recorded");
+        assert!(
+            p.iter().all(|p| p.attr("error.type").is_none()),
+            "{name}: {p:?}"
+        );
+    }
+    let turns = points(&metrics, KAOS_TURN_DURATION);
+    assert_eq!(turns[0].attr("kaos.outcome"), Some("paused"));
+}
+
+#[test]
+fn cancelled_operations_are_measured_without_error_type() {
+    let (provider, exporter) = memory_provider();
+    let hook = Arc::new(MetricsHook::with_experimental(
+        provider.meter("kaos.agents"),
+        true,
+    ));
+    let mut hooks = HookSet::default();
+    hooks.push(hook.clone());
+    let scope = TurnScope::new("s".into(), new_run_id(), "tester".into(), hooks);
+    let cancelled = || {
+        Some(SpanError {
+            error_type: "cancelled".into(),
+            message: "the stream was dropped".into(),
+        })
+    };
+    let (turn, _) = scope.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    let (llm, _) = scope.start_span(
+        SpanSubject::LlmCall,
+        "llm.respond",
+        attrs! {"provider" => "function", "model" => "function-test"},
+    );
+    scope.end_span(
+        &llm,
+        SpanPhase::Cancelled,
+        attrs! {"cancel_reason" => "stream_dropped"},
+        cancelled(),
+    );
+    // One tool call fails (it keeps `error.type`), one is cut short.
+    let (failed, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.fetch",
+        attrs! {"tool_name" => "fetch"},
+    );
+    let timeout = SpanError {
+        error_type: "timeout".into(),
+        message: "fetch timed out".into(),
+    };
+    scope.end_span(
+        &failed,
+        SpanPhase::Error,
+        attrs! {"is_error" => true},
+        Some(timeout),
+    );
+    let (cut, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.search",
+        attrs! {"tool_name" => "search"},
+    );
+    scope.end_span(
+        &cut,
+        SpanPhase::Cancelled,
+        attrs! {"is_error" => false},
+        cancelled(),
+    );
+    scope.end_span(&turn, SpanPhase::Cancelled, attrs! {}, cancelled());
+    provider.force_flush().unwrap();
+    let metrics = exporter.get_finished_metrics().unwrap();
+    assert_eq!(hook.open_span_count(), 0);
+
+    let chat = points(&metrics, GEN_AI_CLIENT_OPERATION_DURATION);
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0].count, 1);
+    assert_eq!(chat[0].attr("error.type"), None);
+    assert_eq!(
+        chat[0].attr("kaos.cancelled"),
+        None,
+        "no kaos attribute on gen_ai.*"
+    );
+
+    let tool = |name: &str, tool: &str| -> Point {
+        let found: Vec<Point> = points(&metrics, name)
+            .into_iter()
+            .filter(|p| p.attr("gen_ai.tool.name") == Some(tool))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {tool}: {found:?}");
+        found[0].clone()
+    };
+    let p = tool(KAOS_TOOL_CALL_DURATION, "search");
+    assert_eq!(p.attr("error.type"), None);
+    assert_eq!(p.attr("kaos.cancelled"), Some("true"));
+    let p = tool(GEN_AI_EXECUTE_TOOL_DURATION, "search");
+    assert_eq!(p.attr("error.type"), None);
+    assert_eq!(
+        p.attr("kaos.cancelled"),
+        None,
+        "no kaos attribute on gen_ai.*"
+    );
+    for name in [KAOS_TOOL_CALL_DURATION, GEN_AI_EXECUTE_TOOL_DURATION] {
+        let p = tool(name, "fetch");
+        assert_eq!(p.attr("error.type"), Some("timeout"), "{name}");
+        assert_eq!(p.attr("kaos.cancelled"), None, "{name}");
+    }
+
+    let turns = points(&metrics, KAOS_TURN_DURATION);
+    assert_eq!(turns[0].attr("kaos.outcome"), Some("cancelled"));
+    let agent = points(&metrics, GEN_AI_INVOKE_AGENT_DURATION);
+    assert_eq!(agent.len(), 1);
+    assert_eq!(agent[0].attr("error.type"), None);
 }
 
 /// A minimal OTLP/HTTP receiver of metrics: every decoded request goes to the channel.

@@ -306,6 +306,28 @@ pub(super) const TOKEN_RULES: &[TokenRule] = &[
         Back::None,
         Some(not_placeholder),
     ),
+    // A bare `key` is too common a word to be a credential name in general text (`the
+    // key=value pairs`, `sort key=name`), but right after a URL query's `?` or `&` it is
+    // Google's API key parameter, and `sig`/`signature` carry Azure SAS and presigned URL
+    // signatures. The keywords include the `?`/`&`, so only query strings trigger the rule.
+    rule_with(
+        "url_query_secret",
+        &[
+            "?key=",
+            "&key=",
+            "?sig=",
+            "&sig=",
+            "?signature=",
+            "&signature=",
+            "?x-amz-signature=",
+            "&x-amz-signature=",
+            "?x-goog-signature=",
+            "&x-goog-signature=",
+        ],
+        r#"[?&](?i:key|sig|signature|x-amz-signature|x-goog-signature)=(?P<s>[^=&#\s"'`<>\\][^&#\s"'`<>\\]*)"#,
+        Back::None,
+        Some(query_value),
+    ),
     rule_with(
         "basic_auth",
         &["basic"],
@@ -343,6 +365,14 @@ fn has_digit(s: &str) -> bool {
 /// A schemeless `Authorization:` value needs a digit (`authorization: pending` is prose).
 fn header_value(s: &str) -> bool {
     has_digit(s) && not_placeholder(s)
+}
+
+/// A URL query parameter's value worth redacting: not a placeholder (`{key}`, `$KEY`,
+/// `YOUR_API_KEY`), not a plain number (an id), at least 4 characters.
+fn query_value(s: &str) -> bool {
+    let template = s.starts_with('{')
+        || (s.contains('_') && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+    s.len() >= 4 && !s.bytes().all(|b| b.is_ascii_digit()) && !template && not_placeholder(s)
 }
 
 /// A bare `Bearer x` (outside an `Authorization` header) needs a digit in `x`: prose says

@@ -187,3 +187,59 @@ fn events_keep_envelope_and_ids() {
     let none = Redactor::none();
     assert_eq!(none.redact_event(&event), event);
 }
+
+#[test]
+fn url_query_keys_and_signatures_are_redacted() {
+    let r = Redactor::default();
+    for (text, expected) in [
+        (
+            "GET https://generativelanguage.googleapis.com/v1/models?key=plainSecretValue12345",
+            "GET https://generativelanguage.googleapis.com/v1/models?key=[REDACTED:url_query_secret]",
+        ),
+        // Azure SAS: only the signature goes, the other parameters stay readable.
+        (
+            "https://acct.blob.core.windows.net/c/f?sv=2023-01-03&sig=sv2023abcdEFGH%2Fxyz&se=2026",
+            "https://acct.blob.core.windows.net/c/f?sv=2023-01-03&sig=[REDACTED:url_query_secret]&se=2026",
+        ),
+        (
+            "s3 https://b.s3.amazonaws.com/k?X-Amz-Date=20260101&X-Amz-Signature=0a1b2c3d4e5f6789 ok",
+            "s3 https://b.s3.amazonaws.com/k?X-Amz-Date=20260101&X-Amz-Signature=[REDACTED:url_query_secret] ok",
+        ),
+        (
+            "gcs ?x-goog-signature=ab12cd34ef56#part",
+            "gcs ?x-goog-signature=[REDACTED:url_query_secret]#part",
+        ),
+        (
+            r#"{"url": "https://x.test/f?Expires=1&Signature=abcDEF123%2B"}"#,
+            r#"{"url": "https://x.test/f?Expires=1&Signature=[REDACTED:url_query_secret]"}"#,
+        ),
+        // The names other rules already knew are still redacted in the same URL.
+        (
+            "https://api.test/v1?token=tok123456789&KEY=plainSecretValue12345&page=2",
+            "https://api.test/v1?token=[REDACTED:credential]&KEY=[REDACTED:url_query_secret]&page=2",
+        ),
+    ] {
+        let mut stats = RedactionStats::default();
+        assert_eq!(r.redact_str_counted(text, &mut stats), expected, "{text}");
+        assert_eq!(stats.get("url_query_secret"), 1, "{text}: {stats:?}");
+    }
+}
+
+#[test]
+fn key_value_outside_a_url_query_is_kept() {
+    let r = Redactor::default();
+    for text in [
+        "the key=value pairs",
+        "sort key=name",
+        "Each entry is key=plainSecretValue12345 in the config format.",
+        "sig=abcdefgh1234 signature=abcdefgh1234",
+        "if (&key==other) {}",
+        "https://maps.googleapis.com/maps/api/js?key=YOUR_API_KEY",
+        "https://maps.googleapis.com/maps/api/js?key={api_key}&v=3",
+        "https://example.com/items?key=$API_KEY",
+        "https://example.com/items?key=42&sort=asc",
+    ] {
+        assert_eq!(r.redact_str(text), text);
+    }
+    assert!(r.stats().is_empty(), "{:?}", r.stats());
+}

@@ -75,14 +75,18 @@ impl Visit for Fields {
     }
 }
 
-/// The OTel ids of the kaos span an event names (`run_id` + `span_id` fields), else of the
-/// current OTel context.
+/// The OTel ids of the kaos span an event names (`run_id` + `kaos_span_id` fields), else of
+/// its run's turn (a line about the turn as a whole), else of the current OTel context.
 fn otel_ids(fields: &Map<String, Value>) -> Option<(String, String)> {
-    let named = fields
-        .get("run_id")
-        .and_then(Value::as_str)
-        .zip(fields.get("span_id").and_then(Value::as_str))
-        .and_then(|(run, span)| crate::wiring::context_of(run, span));
+    let run = fields.get("run_id").and_then(Value::as_str);
+    let span = fields
+        .get("kaos_span_id")
+        .or_else(|| fields.get("span_id"))
+        .and_then(Value::as_str);
+    let named = run.and_then(|run| {
+        span.and_then(|span| crate::wiring::context_of(run, span))
+            .or_else(|| crate::wiring::turn_context_of(run))
+    });
     let cx = named.unwrap_or_else(opentelemetry::Context::current);
     let sc = cx.span().span_context().clone();
     sc.is_valid()

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kaos_agents::audit::AuditHook;
+use kaos_agents::hooks::{HookAction, HookError, LoggingHook};
 use kaos_agents::otel::{
     CaptureContent, Exporter, Metrics, MetricsBuilder, MetricsExporter, OTelHook, Protocol,
     Telemetry, TelemetryBuilder, format_traceparent,
 };
-use kaos_agents::{CircuitBreaker, Hook, RunOptions, Runner};
+use kaos_agents::{CircuitBreaker, Event, EventKind, Hook, RunOptions, Runner, SpanPhase};
 
 use crate::cli::{self, OtlpProtocol};
 use crate::plan::Observability;
@@ -187,6 +188,55 @@ pub fn context_of(run_id: &str, span_id: &str) -> Option<opentelemetry::Context>
     LOG_HOOK.get()?.context_of(run_id, span_id)
 }
 
+/// The OTel context of run `run_id`'s open turn, when tracing is on (for log lines about the
+/// turn as a whole: its usage, its summary, a run error).
+pub fn turn_context_of(run_id: &str) -> Option<opentelemetry::Context> {
+    LOG_HOOK.get()?.turn_context_of(run_id)
+}
+
+/// The OTel hook and the logging hook as one, so every log line about a span finds that span
+/// open: a START's line is written after the OTel hook opened its span (the line carries the
+/// new span's ids), any other event's before the OTel hook handles it (an END's line still
+/// finds its span, a summary's its turn). As two hooks in a row, one of the two orders left
+/// half the lines without ids.
+struct TracedLogging {
+    otel: Arc<OTelHook>,
+}
+
+impl Hook for TracedLogging {
+    fn name(&self) -> &str {
+        "otel"
+    }
+
+    fn on_event(&self, event: &Event) -> HookAction {
+        let start = matches!(&event.kind, EventKind::Span(s) if s.phase == SpanPhase::Start);
+        if start {
+            self.otel.on_event(event);
+            LoggingHook.on_event(event);
+        } else {
+            LoggingHook.on_event(event);
+            self.otel.on_event(event);
+        }
+        HookAction::Continue
+    }
+
+    fn captures_content(&self) -> bool {
+        self.otel.captures_content()
+    }
+
+    fn otel_context(&self, run_id: &str, span_id: &str) -> Option<opentelemetry::Context> {
+        self.otel.otel_context(run_id, span_id)
+    }
+
+    fn flush(&self) -> Result<(), HookError> {
+        self.otel.flush()
+    }
+
+    fn shutdown(&self) -> Result<(), HookError> {
+        self.otel.shutdown()
+    }
+}
+
 /// The hooks' resources that need closing after the run.
 #[derive(Default)]
 pub struct Observers {
@@ -257,12 +307,13 @@ pub fn shared_hooks(
         // Command tools read the hook to hand their span's context to the child process.
         let _ = trace.0.set(hook.clone());
         let _ = LOG_HOOK.set(hook.clone());
-        hooks.push(hook);
+        // With the logging hook (library events to the `tracing` subscriber; `-vv` shows one
+        // line per event), so each line carries the OTel ids of its span.
+        hooks.push(Arc::new(TracedLogging { otel: hook }));
         observers.telemetry = Some(telemetry);
+    } else {
+        hooks.push(Arc::new(LoggingHook));
     }
-    // After the OTel hook, so a START's log line carries the OTel ids of the span it opened
-    // (`-vv` shows one line per event).
-    hooks.push(Arc::new(kaos_agents::hooks::LoggingHook));
     let metrics_hook = match metrics_settings(o)? {
         Some(builder) => {
             let metrics = builder.build().context("setting up metrics export")?;

@@ -21,7 +21,7 @@ impl Hook for LoggingHook {
             EventKind::Span(span) if span.phase == SpanPhase::Error => {
                 tracing::warn!(
                     session_id = %event.session_id, run_id = %event.run_id,
-                    span_id = %span.span_id, span = %span.name, error = ?span.error, "span failed"
+                    kaos_span_id = %span.span_id, span = %span.name, error = ?span.error, "span failed"
                 );
             }
             EventKind::RunError {
@@ -34,7 +34,7 @@ impl Hook for LoggingHook {
             _ => {
                 tracing::debug!(
                     session_id = %event.session_id, run_id = %event.run_id,
-                    span_id = event.span().map(|s| &*s.span_id), seq = event.sequence,
+                    kaos_span_id = event.span().map(|s| &*s.span_id), seq = event.sequence,
                     event = %event.label(), "event"
                 );
             }

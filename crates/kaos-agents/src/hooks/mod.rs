@@ -307,7 +307,7 @@ impl HookSet {
                     self.panics.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         hook = hook.name(), run_id = %event.run_id,
-                        span_id = event.span().map(|s| &*s.span_id), event = %event.label(),
+                        kaos_span_id = event.span().map(|s| &*s.span_id), event = %event.label(),
                         "hook panicked; skipped"
                     );
                 }

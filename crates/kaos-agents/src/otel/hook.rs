@@ -202,6 +202,14 @@ impl OTelHook {
             .map(|o| o.cx.clone())
     }
 
+    /// The OTel context of run `run_id`'s open turn span: for what belongs to the turn as a
+    /// whole (its usage, its summary, a run error), e.g. a log line's trace and span ids.
+    pub fn turn_context_of(&self, run_id: &str) -> Option<Context> {
+        let hash = hash_id(run_id);
+        let state = self.shards.lock_at(Shards::index_of(hash));
+        state.runs.get(run_id, hash)?.turn().map(|o| o.cx.clone())
+    }
+
     /// Ends every open span now (status UNSET, `kaos.cancel_reason=reason`), children first.
     /// Returns how many ended. Called by [`Hook::shutdown`].
     pub fn close_all(&self, reason: &str) -> usize {

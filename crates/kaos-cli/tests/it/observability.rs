@@ -300,6 +300,36 @@ fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
         .unwrap_or_else(|| panic!("no turn start line in {}", text(&out.stderr)));
     assert_eq!(start["trace_id"], trace_id, "{start}");
     assert_eq!(start["span_id"].as_str().unwrap().len(), 16);
+    // Every line about the turn carries its trace: the ends of its spans (each with the ended
+    // span's own id, not its parent's), the usage and the summary (with the turn's ids).
+    let turn_span = turn_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id="))
+        .unwrap();
+    for event in [
+        "span(llm_call,complete)",
+        "usage_observed",
+        "intent_classified",
+        "turn_summary",
+    ] {
+        let lines: Vec<_> = logs
+            .iter()
+            .filter(|l| l["fields"]["event"] == event)
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "no {event} line in {}",
+            text(&out.stderr)
+        );
+        for line in lines {
+            assert_eq!(line["trace_id"], trace_id, "{line}");
+            if event == "span(llm_call,complete)" {
+                assert_ne!(line["span_id"], turn_span, "{line}");
+            } else {
+                assert_eq!(line["span_id"], turn_span, "{line}");
+            }
+        }
+    }
     assert!(
         start["fields"]["run_id"]
             .as_str()

@@ -16,8 +16,8 @@ use super::mapping::{end_attributes, request_content, start_shape};
 use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
-    Key, Map, Open, PAUSED_TURNS_KEPT, RunState, Search, Shared, State, close_children,
-    end_cancelled, end_span, hash_id, insert, now_nanos, same, settle_pending,
+    Key, Map, Open, PAUSED_TURNS_KEPT, Parent, RunState, Search, Shared, State, close_children,
+    end_cancelled, end_span, hash_id, insert, now_nanos, passes_by, same, settle_pending,
 };
 use super::tracer::{HookTracer, ambient_context, builder};
 use super::{SpanNaming, parse_traceparent};
@@ -769,26 +769,6 @@ impl OTelHook {
             _ => end_span(run, shared, &id, event.timestamp),
         }
     }
-}
-
-/// Whether the hook has nothing to do for an event of this kind (it changes no span).
-fn passes_by(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::PlanProposed { .. }
-            | EventKind::TextDelta { .. }
-            | EventKind::ThinkingDelta { .. }
-            | EventKind::TextRetracted { .. }
-            | EventKind::PatternMismatch { .. }
-    )
-}
-
-/// Where a new span's parent is.
-enum Parent {
-    /// A span of the same run (its id).
-    Local(Arc<str>),
-    /// A span of another run, under which a nested run's first span starts (its context).
-    Nested(Context),
 }
 
 impl Hook for OTelHook {

@@ -659,3 +659,23 @@ pub(super) fn finish_turn_without_summary(run: &RunState) {
         }
     }
 }
+
+/// Whether the hook has nothing to do for an event of this kind (it changes no span).
+pub(super) fn passes_by(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::PlanProposed { .. }
+            | EventKind::TextDelta { .. }
+            | EventKind::ThinkingDelta { .. }
+            | EventKind::TextRetracted { .. }
+            | EventKind::PatternMismatch { .. }
+    )
+}
+
+/// Where a new span's parent is.
+pub(super) enum Parent {
+    /// A span of the same run (its id).
+    Local(Arc<str>),
+    /// A span of another run, under which a nested run's first span starts (its context).
+    Nested(Context),
+}

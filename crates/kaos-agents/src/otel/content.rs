@@ -251,13 +251,28 @@ pub fn capped_messages(value: Value, cap: usize) -> String {
 /// never cut, or the value would no longer follow the schema.
 const STRUCTURAL_KEYS: [&str; 5] = ["type", "role", "finish_reason", "id", "name"];
 
-/// [`shorten_strings`] on a messages array, leaving structural values whole.
+/// Keys whose values are a part's free-form payload (a tool call's arguments, a tool's
+/// response): any JSON at all, which may be big without holding one long string.
+const PAYLOAD_KEYS: [&str; 2] = ["arguments", "response"];
+
+/// [`shorten_strings`] on a messages array, leaving structural values whole. A payload too
+/// big even with its strings cut (five thousand numbers) becomes its JSON text, cut: the
+/// part stays, with its id and name, instead of its whole message being dropped.
 fn shorten_content(value: &mut Value, max_chars: usize) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if !STRUCTURAL_KEYS.contains(&k.as_str()) {
-                    shorten_content(v, max_chars);
+                if STRUCTURAL_KEYS.contains(&k.as_str()) {
+                    continue;
+                }
+                shorten_content(v, max_chars);
+                if PAYLOAD_KEYS.contains(&k.as_str()) && !v.is_string() {
+                    let text = v.to_string();
+                    if text.len() > max_chars {
+                        let mut cut = truncate_bytes(&text, max_chars).to_string();
+                        cut.push_str(MARKER);
+                        *v = Value::String(cut);
+                    }
                 }
             }
         }
@@ -316,6 +331,25 @@ mod tests {
         let items = back.as_array().unwrap();
         assert!(!items.is_empty());
         assert_eq!(items.last().unwrap()["parts"][0]["content"], "m499");
+        // A tool call whose arguments are big without a long string (many numbers): the
+        // call stays, its arguments cut to text, rather than the whole message going.
+        let call = json!([{"role": "assistant", "finish_reason": "tool_call", "parts": [{
+            "type": "tool_call", "id": "call_1", "name": "sum",
+            "arguments": {"xs": (0..5_000).collect::<Vec<u32>>()},
+        }]}]);
+        let out = capped_messages(call, 1024);
+        assert!(out.len() <= 1024, "{} bytes", out.len());
+        let back: Value = serde_json::from_str(&out).unwrap();
+        let part = &back[0]["parts"][0];
+        assert_eq!(
+            (part["type"].as_str(), part["id"].as_str()),
+            (Some("tool_call"), Some("call_1"))
+        );
+        let args = part["arguments"].as_str().unwrap();
+        assert!(
+            args.starts_with("{\"xs\":[0,1,2") && args.ends_with(MARKER),
+            "{args}"
+        );
         // Not even one message fits: an empty array, still valid.
         let out = capped_messages(json!([msg("x".repeat(100))]), 20);
         assert_eq!(out, "[]");

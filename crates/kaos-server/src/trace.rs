@@ -3,9 +3,12 @@
 //! The caller's `traceparent`/`tracestate` parent a SERVER span named `{METHOD} {route}` with
 //! HTTP semantic-convention attributes; handlers find its context in the request and run
 //! the turn under it, so `agent.turn` is its child. The span (and the access log line:
-//! method, route, status, duration, trace id; never bodies or tokens) ends when the
-//! response body ends — for SSE, when the stream ends or the client hangs up. The response
-//! carries `traceparent` and `traceresponse` naming the server span.
+//! method, route, status, duration; never bodies or tokens) ends when the response body
+//! ends — for SSE, when the stream ends or the client hangs up. The response carries
+//! `traceparent` and `traceresponse` naming the server span. The access log line is written
+//! with the server span's context current, so the process's subscriber can put that span's
+//! `trace_id`/`span_id` at the top of the line (the CLI's does), where log backends look
+//! for them; without a span or a caller's `traceparent` there are no ids at all.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -114,7 +117,6 @@ pub async fn trace_requests(
     request.extensions_mut().insert(ServerContext(cx.clone()));
     let mut response = next.run(request).await;
     let status = response.status();
-    let span_cx = cx.span().span_context().clone();
     if has_span {
         let span = cx.span();
         span.set_attribute(KeyValue::new(
@@ -126,7 +128,7 @@ pub async fn trace_requests(
             span.set_status(Status::error(format!("HTTP {}", status.as_u16())));
         }
     }
-    if span_cx.is_valid()
+    if cx.span().span_context().is_valid()
         && let Some(tp) = kaos_agents::otel::format_traceparent(&cx)
         && let Ok(v) = HeaderValue::from_str(&tp)
     {
@@ -140,11 +142,6 @@ pub async fn trace_requests(
         method,
         route,
         status: status.as_u16(),
-        trace_id: if span_cx.is_valid() {
-            span_cx.trace_id().to_string()
-        } else {
-            String::new()
-        },
     };
     let (parts, body) = response.into_parts();
     let body = Body::from_stream(Guarded {
@@ -163,23 +160,28 @@ struct Finish {
     method: String,
     route: String,
     status: u16,
-    trace_id: String,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
+        // The line is written under the server span's context (the caller's, without a
+        // tracer) so the subscriber takes the line's top-level `trace_id`/`span_id` from it:
+        // log backends correlate on those, not on ids nested among the event's fields. The
+        // body may end on any task, whose own context is not the request's.
+        {
+            let _current = self.cx.clone().attach();
+            tracing::info!(
+                target: "kaos_server::access",
+                method = %self.method,
+                route = %self.route,
+                status = self.status,
+                duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
         if self.has_span {
             self.cx.span().end();
         }
-        tracing::info!(
-            target: "kaos_server::access",
-            method = %self.method,
-            route = %self.route,
-            status = self.status,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            trace_id = %self.trace_id,
-            "request"
-        );
     }
 }
 

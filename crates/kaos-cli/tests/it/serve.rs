@@ -1,10 +1,13 @@
-//! `kaos serve` as a process: SIGTERM drains with a long turn in flight, then exits 0.
+//! `kaos serve` as a process: SIGTERM drains with a long turn in flight, then exits 0; the
+//! JSON access log line carries the server span's ids where log backends look for them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::{KAOS, TempDir};
 
@@ -212,4 +215,168 @@ fn serve_refuses_to_start_without_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// `kaos serve --log-format json` in an empty dir, one `GET /healthz` (the raw response),
+/// then SIGTERM: (the raw response, stdout, the stderr lines). `tracing` sets
+/// `OTEL_TRACES_EXPORTER=console`; otherwise no `OTEL_*` variable is passed on.
+fn one_request_logged_as_json(tracing: bool) -> (String, String, Vec<String>) {
+    let dir = TempDir::new("serve-access-log");
+    let mut command = Command::new(KAOS);
+    command
+        .args([
+            "serve",
+            "--insecure-localhost",
+            "--ephemeral",
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KAOS_API_TOKENS")
+        .env_remove("RUST_LOG")
+        .env_remove("TRACEPARENT")
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+        command.env_remove(name);
+    }
+    if tracing {
+        command.env("OTEL_TRACES_EXPORTER", "console");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |pred: &dyn Fn(&str) -> bool| -> String {
+        loop {
+            let Ok(line) = lines.recv_timeout(BOUND) else {
+                panic!("kaos serve went quiet:\n{}", seen.join("\n"));
+            };
+            seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    };
+    let listening = wait_line(&|l| l.contains("listening on http://"));
+    let addr = listening
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, response) = status_of(&addr, "/healthz");
+    assert_eq!(code, 200, "{response}");
+    // The line is written when the response body ends, maybe just after the client saw it.
+    wait_line(&|l| l.contains("kaos_server::access"));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    let stdout = printed.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert_eq!(status.code(), Some(0), "{}", seen.join("\n"));
+    (response, stdout, seen)
+}
+
+/// The access log line among the stderr lines, parsed.
+fn access_line(stderr: &[String]) -> Value {
+    let all = stderr.join("\n");
+    let line = stderr
+        .iter()
+        .find(|l| l.contains("kaos_server::access"))
+        .unwrap_or_else(|| panic!("no access log line in\n{all}"));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["target"], "kaos_server::access", "{line}");
+    assert_eq!(v["fields"]["route"], "/healthz", "{line}");
+    assert_eq!(v["fields"]["status"], 200, "{line}");
+    v
+}
+
+/// Whether `key` names a member of any object in `v`, at any depth.
+fn has_key(v: &Value, key: &str) -> bool {
+    match v {
+        Value::Object(map) => map.contains_key(key) || map.values().any(|v| has_key(v, key)),
+        Value::Array(items) => items.iter().any(|v| has_key(v, key)),
+        _ => false,
+    }
+}
+
+fn lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[test]
+fn the_json_access_log_line_has_the_server_spans_ids_at_its_top_level() {
+    let (response, stdout, stderr) = one_request_logged_as_json(true);
+    let line = access_line(&stderr);
+    let trace_id = line["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{line}"));
+    let span_id = line["span_id"].as_str().unwrap_or_else(|| panic!("{line}"));
+    assert!(lower_hex(trace_id, 32), "{line}");
+    assert!(lower_hex(span_id, 16), "{line}");
+    // Once, at the top: not repeated among the event's own fields.
+    assert!(!has_key(&line["fields"], "trace_id"), "{line}");
+    // The console exporter prints `span GET /healthz trace=<id> id=<id> ...`.
+    let span = stdout
+        .lines()
+        .find(|l| l.starts_with("span GET /healthz "))
+        .unwrap_or_else(|| panic!("no server span on stdout:\n{stdout}"));
+    let word = |prefix: &str| {
+        span.split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(trace_id, word("trace="), "{span}");
+    assert_eq!(span_id, word("id="), "{span}");
+    // And the response named the same span.
+    let header = response
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("traceresponse:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no traceresponse in\n{response}"));
+    assert_eq!(header, format!("00-{trace_id}-{span_id}-01"), "{line}");
+}
+
+#[test]
+fn without_tracing_the_json_access_log_line_has_no_trace_ids() {
+    let (response, _, stderr) = one_request_logged_as_json(false);
+    assert!(
+        !response.to_ascii_lowercase().contains("traceresponse"),
+        "{response}"
+    );
+    let line = access_line(&stderr);
+    assert!(!has_key(&line, "trace_id"), "{line}");
+    assert!(!has_key(&line, "span_id"), "{line}");
 }

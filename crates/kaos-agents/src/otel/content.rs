@@ -82,13 +82,28 @@ impl CaptureContent {
 
     /// From `KAOS_CAPTURE_CONTENT`, else `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`
     /// ([`CaptureContent::from_vars`]). Unset means [`CaptureContent::None`]; a value that
-    /// does not parse is logged as a warning and also means off (content is never captured
-    /// by mistake).
+    /// does not parse is logged as a warning (once) and also means off (content is never
+    /// captured by mistake), and so is `EVENT_ONLY`, which asks for content kaos does not
+    /// record (it puts content on spans, not in events).
     pub fn from_env() -> Self {
         let kaos = std::env::var(Self::ENV).ok();
         let otel = std::env::var(Self::OTEL_ENV).ok();
+        if kaos.is_none()
+            && otel
+                .as_deref()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("event_only"))
+        {
+            super::env::warn_once(&format!(
+                "{}=EVENT_ONLY: kaos records message content on spans, not in events, so this \
+                 captures nothing; SPAN_ONLY or SPAN_AND_EVENT capture it (redacted)",
+                Self::OTEL_ENV
+            ));
+        }
         Self::from_vars(kaos.as_deref(), otel.as_deref()).unwrap_or_else(|e| {
-            tracing::warn!("{e}; message content capture stays off");
+            super::env::warn_once(&format!(
+                "{e}; the value is ignored (content capture is off unless another setting \
+                 turns it on)"
+            ));
             Self::None
         })
     }

@@ -59,6 +59,21 @@ pub(super) fn ignored(name: &str, value: &str, reason: &str) {
     );
 }
 
+/// Logs `message` as a warning once per process (settings are read by every hook a process
+/// builds; saying it once is enough).
+pub(super) fn warn_once(message: &str) {
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.iter().any(|m| m == message) {
+        return;
+    }
+    warned.push(message.to_string());
+    drop(warned);
+    tracing::warn!("{message}");
+}
+
 /// The exporter a comma-separated list such as `OTEL_TRACES_EXPORTER` names: the first item
 /// `parse` knows. Items it does not know are warned about; so are known items after the
 /// first (kaos sends each signal to one place). `None` when no item is known.

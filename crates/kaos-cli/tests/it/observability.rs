@@ -440,3 +440,21 @@ fn the_resource_follows_otel_resource_attributes() {
         assert!(contains(&body, "service.instance.id"), "{path}");
     }
 }
+
+/// A capture setting kaos cannot use is said once (every hook the process builds reads it),
+/// and `EVENT_ONLY`, which asks for content in events kaos does not emit, is said too.
+#[test]
+fn capture_settings_kaos_cannot_use_are_said_once() {
+    let dir = TempDir::new("capture-env");
+    let var = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
+    let out = run_with_env(&dir, &[("OTEL_TRACES_EXPORTER", "console"), (var, "bogus")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.matches("\"bogus\"").count(), 1, "{stderr}");
+    let out = run_with_env(
+        &dir,
+        &[("OTEL_TRACES_EXPORTER", "console"), (var, "EVENT_ONLY")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("captures nothing").count(), 1, "{stderr}");
+}

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     // `kaos serve` logs its access lines (INFO) unless --quiet.
     let floor = u8::from(matches!(&cli.command, cli::Command::Serve(a) if !a.quiet));
     logging::install(cli.verbose.max(floor), cli.log_format);
+    out::set_json_lines(cli.log_format == cli::LogFormat::Json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -52,12 +52,53 @@ pub fn redact_events(events: &mut [Event]) {
     }
 }
 
-/// Writes `text` (redacted) to stderr.
+/// Whether stderr carries JSON lines only (`--log-format json`).
+static JSON_LINES: AtomicBool = AtomicBool::new(false);
+
+/// With `--log-format json`, the CLI's own stderr lines (notes, warnings, errors, the span
+/// tree) are written as JSON log lines too, so a log pipeline reading stderr never meets a
+/// line it cannot parse.
+pub fn set_json_lines(on: bool) {
+    JSON_LINES.store(on, Ordering::Relaxed);
+}
+
+/// Writes `text` (redacted) to stderr: as it is, or one JSON log line per line of it.
 pub fn stderr(text: &str) {
     use std::io::Write as _;
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(self::text(text).as_bytes());
+    let text = self::text(text);
+    let mut err = std::io::stderr().lock();
+    if !JSON_LINES.load(Ordering::Relaxed) {
+        let _ = err.write_all(text.as_bytes());
+        return;
+    }
+    for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+        if !line.trim().is_empty() {
+            let _ = writeln!(err, "{}", json_line(line));
+        }
+    }
+}
+
+/// One of the CLI's own stderr lines as a JSON log line, shaped like the subscriber's
+/// (`crate::logging`): a warning or an error by its words, else INFO.
+fn json_line(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let level = if lower.contains("error") && !lower.contains("warning") {
+        "ERROR"
+    } else if lower.contains("warning") {
+        "WARN"
+    } else {
+        "INFO"
+    };
+    serde_json::json!({
+        "timestamp_unix_ms": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        "level": level,
+        "target": "kaos",
+        "fields": {"message": line},
+    })
+    .to_string()
 }
 
 /// `eprintln!` through [`stderr`].

@@ -290,9 +290,10 @@ fn json_logs_carry_the_turns_trace_id_and_metrics_are_exported() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("trace="))
         .unwrap();
+    // Every stderr line is a JSON object: the CLI's own notes ("session: …") included.
     let logs: Vec<serde_json::Value> = text(&out.stderr)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     let start = logs
         .iter()

@@ -43,6 +43,12 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The user's message of a turn as [`INPUT_MESSAGES`]: one user `ChatMessage` (the agent
+/// span's input, as conversation views show it).
+pub fn user_input(message: &str) -> Value {
+    json!([{"role": "user", "parts": [text_part(message)]}])
+}
+
 /// One request message as a `ChatMessage {role, parts}`.
 pub fn chat_message(message: &Message) -> Value {
     let mut parts = Vec::with_capacity(1 + message.tool_calls.len());

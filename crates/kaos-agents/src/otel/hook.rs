@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::attributes::*;
 use super::content::{CaptureContent, ContentPolicy, output_messages};
-use super::mapping::{end_attributes, request_content, start_shape};
+use super::mapping::{
+    end_attributes, request_content, start_content, start_shape, turn_finish_reason,
+};
 use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
@@ -467,9 +469,10 @@ impl OTelHook {
                 // Only built when content is captured (it was most of a summary's cost).
                 if self.content.captures()
                     && !summary.text.is_empty()
-                    && let Some(text) = self
-                        .content
-                        .render_messages(&output_messages(&summary.text, "stop"))
+                    && let Some(text) = self.content.render_messages(&output_messages(
+                        &summary.text,
+                        turn_finish_reason(summary.outcome),
+                    ))
                 {
                     span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
                 }
@@ -596,18 +599,15 @@ impl OTelHook {
         let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
         open.nested_in_other_run = nested && parent_id.is_none();
         open.parent = parent_id;
+        if self.content.captures()
+            && let Some(kv) = start_content(&self.content, kind, a)
+        {
+            open.cx.span().set_attribute(kv);
+        }
         if kind == Kind::Tool {
             open.call_id = attr(a, "call_id")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            if self.content.captures()
-                && let Some(args) = attr(a, "arguments")
-                && let Some(text) = self.content.render(args.clone())
-            {
-                open.cx
-                    .span()
-                    .set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text));
-            }
             run.tool_calls += 1;
         }
         insert(run, shared, open);

@@ -12,7 +12,7 @@ use super::attributes::*;
 use super::content::ContentPolicy;
 use super::intern::Interned;
 use super::state::Kind;
-use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, attr};
+use crate::events::{Event, SpanEvent, SpanPhase, SpanSubject, TurnOutcome, attr};
 use crate::message_parts::{
     INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS, finish_reason_of,
 };
@@ -177,6 +177,34 @@ fn content_attribute(
 ) {
     if let Some(text) = attr(a, src).and_then(|v| content.render_messages(v)) {
         out.push(KeyValue::new(dst, text));
+    }
+}
+
+/// The content attribute a span gets at its START, with capture on: the agent span's input
+/// (the user's message, as conversation views show it), a tool call's arguments.
+pub(super) fn start_content(
+    content: &ContentPolicy,
+    kind: Kind,
+    a: &serde_json::Map<String, Value>,
+) -> Option<KeyValue> {
+    match kind {
+        Kind::Turn => attr(a, INPUT_MESSAGES)
+            .and_then(|v| content.render_messages(v))
+            .map(|text| KeyValue::new(GEN_AI_INPUT_MESSAGES, text)),
+        Kind::Tool => attr(a, "arguments")
+            .and_then(|args| content.render(args.clone()))
+            .map(|text| KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text)),
+        _ => None,
+    }
+}
+
+/// Why an agent's answer ended, in the conventions' words: a paused turn stopped for a tool
+/// call's approval, a failed one on an error.
+pub(super) fn turn_finish_reason(outcome: TurnOutcome) -> &'static str {
+    match outcome {
+        TurnOutcome::Completed => "stop",
+        TurnOutcome::Paused => "tool_call",
+        TurnOutcome::Failed => "error",
     }
 }
 

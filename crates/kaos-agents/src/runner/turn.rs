@@ -15,6 +15,7 @@ use super::{plan, resume, tool_loop};
 use crate::agent::AgentPattern;
 use crate::attrs;
 use crate::events::{EventKind, Intent, TurnSummary};
+use crate::message_parts;
 use crate::scope::TurnScope;
 use crate::session::{RunStatus, Session, SessionLease, StoreError, StoreErrorKind};
 
@@ -43,6 +44,13 @@ pub(crate) async fn run_turn(
     let mut start = attrs! {"turn_number" => turn_number, "model" => shared.agent.model.as_str()};
     if let Some(tp) = traceparent {
         start.insert("traceparent".into(), Value::String(tp));
+    }
+    // The agent span's input, for a hook that records content (built only then).
+    if scope.hooks().captures_content() {
+        start.insert(
+            message_parts::INPUT_MESSAGES.into(),
+            message_parts::user_input(&message),
+        );
     }
     let store = shared.runtime.store().clone();
     let mut turn = match Turn::start(

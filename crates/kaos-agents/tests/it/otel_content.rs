@@ -261,6 +261,19 @@ async fn chat_spans_carry_redacted_messages_in_the_parts_schema() {
             );
         }
     }
+    // The agent span shows the user's message (redacted) as its input and the answer as its
+    // output, in the same schema.
+    let turn = named(&spans, "agent.turn");
+    let input = json_attr(turn, "gen_ai.input.messages");
+    schema.validate("InputMessages", &input).unwrap();
+    let text = input[0]["parts"][0]["content"].as_str().unwrap();
+    assert!(
+        input[0]["role"] == "user" && text.starts_with(MESSAGE) && !text.contains(SECRET),
+        "{input}"
+    );
+    let output = json_attr(turn, "gen_ai.output.messages");
+    schema.validate("OutputMessages", &output).unwrap();
+    assert_eq!(output[0]["finish_reason"], "stop");
     // The first tool-loop call asks for the tool; the second sees the call and its result.
     let (ask, answer) = (chats[1], chats[2]);
     assert_eq!(

@@ -22,7 +22,7 @@ use crate::naming::span_name;
 const PROTOCOL_PREFIXES: [&str; 4] = ["mcp.", "jsonrpc.", "network.", "rpc."];
 
 /// The attribute capacity of a new span (START, END and late attributes together).
-const SPAN_ATTRIBUTES: usize = 16;
+const SPAN_ATTRIBUTES: usize = 18;
 
 /// Name, kind and START attributes of a span. The name comes from
 /// [`crate::naming::span_name`], the function the terminal tree uses too.
@@ -43,8 +43,8 @@ pub(super) fn start_shape(
     };
     let name = span_name(span.subject, &span.name, a, &event.agent, naming);
     // The SDK keeps this vector as the span's attribute list and pushes the END and
-    // late attributes onto it: sized for a span's whole life (a turn has up to 15, a
-    // tool call 16), so it never reallocates.
+    // late attributes onto it: sized for a span's whole life (a completed turn has up to
+    // 17, a tool call 16), so it rarely reallocates.
     let mut attrs = Vec::with_capacity(SPAN_ATTRIBUTES);
     let kind = match span.subject {
         SpanSubject::Turn => {
@@ -59,6 +59,9 @@ pub(super) fn start_shape(
             let keys = StartKeys::of(a);
             if let Some(n) = keys.turn_number.and_then(as_i64) {
                 attrs.push(KeyValue::new(KAOS_TURN_NUMBER, n));
+            }
+            if let Some(p) = keys.provider.and_then(Value::as_str) {
+                attrs.push(KeyValue::new(GEN_AI_PROVIDER_NAME, strings.value(p)));
             }
             if let Some(m) = keys.model.and_then(Value::as_str) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, strings.value(m)));

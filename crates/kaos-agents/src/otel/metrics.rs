@@ -324,7 +324,23 @@ impl MetricsHook {
                     .unwrap_or_else(|| span.name.strip_prefix("tool.").unwrap_or(&span.name));
                 vec![KeyValue::new(GEN_AI_TOOL_NAME, tool.to_string())]
             }
-            SpanSubject::Turn => vec![KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone())],
+            SpanSubject::Turn => {
+                let mut attrs = vec![KeyValue::new(GEN_AI_AGENT_NAME, event.agent.clone())];
+                // The GenAI agent metric also names the agent's model and provider (the
+                // conventions require the provider); kaos's own turn metric keeps to the
+                // agent and the outcome. Read only when that metric is on.
+                if self.invoke_agent_duration.is_some() {
+                    for (key, name) in [
+                        ("provider", GEN_AI_PROVIDER_NAME),
+                        ("model", GEN_AI_REQUEST_MODEL),
+                    ] {
+                        if let Some(v) = span.attr_str(key) {
+                            attrs.push(KeyValue::new(name, v.to_string()));
+                        }
+                    }
+                }
+                attrs
+            }
             _ => return,
         };
         self.open.insert(
@@ -414,10 +430,15 @@ impl MetricsHook {
                             SpanPhase::Error => "failed",
                             _ => "completed",
                         });
-                attrs.push(KeyValue::new(KAOS_OUTCOME, outcome.to_string()));
-                self.turn_duration.record(seconds, &attrs);
+                // kaos's own metric: the agent (the first attribute) and the outcome.
+                let own: Vec<KeyValue> = attrs
+                    .iter()
+                    .take(1)
+                    .cloned()
+                    .chain([KeyValue::new(KAOS_OUTCOME, outcome.to_string())])
+                    .collect();
+                self.turn_duration.record(seconds, &own);
                 if let Some(h) = &self.invoke_agent_duration {
-                    attrs.pop();
                     attrs.push(KeyValue::new(GEN_AI_OPERATION_NAME, OP_INVOKE_AGENT));
                     if let Some(e) = error_type {
                         attrs.push(KeyValue::new(ERROR_TYPE, e));

@@ -106,6 +106,14 @@ impl Turn {
         message: String,
         load_error: Option<Failure>,
     ) -> Result<Turn, TurnSummary> {
+        // The client first, so the turn's START names its provider (the conventions require
+        // `gen_ai.provider.name` on an agent span); a client that cannot be made fails the
+        // turn below, after its START, as before.
+        let client = shared.runtime.client(&shared.agent.model);
+        let mut start = start;
+        if let Ok(c) = &client {
+            start.insert("provider".into(), c.provider().into());
+        }
         let (turn_span, _) =
             scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);
         let mut turn = Turn {
@@ -135,7 +143,7 @@ impl Turn {
                 "Fix the agent's configuration.",
             )));
         }
-        match turn.shared.runtime.client(&turn.shared.agent.model) {
+        match client {
             Ok(c) => turn.client = Some(c),
             Err(e) => return Err(turn.fail(Failure::llm(&e))),
         }

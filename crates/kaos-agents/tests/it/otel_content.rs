@@ -328,6 +328,15 @@ async fn usage_only_on_chat_spans_and_no_model_on_the_intent_wrapper() {
             span.name
         );
     }
+    // The agent span names its provider and model (the conventions require the provider on
+    // an invoke_agent span, internal ones included), as its chat spans do.
+    let turn = named(&spans, "agent.turn");
+    let chat = chats(&spans)[0];
+    assert_eq!(
+        attr(turn, "gen_ai.provider.name"),
+        attr(chat, "gen_ai.provider.name")
+    );
+    assert!(attr(turn, "gen_ai.provider.name").is_some());
     let wrapper = named(&spans, "agent.intent_classification");
     assert_eq!(attr(wrapper, "gen_ai.request.model"), None);
     assert_eq!(attr(wrapper, "gen_ai.operation.name"), None);

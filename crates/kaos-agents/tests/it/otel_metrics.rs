@@ -188,6 +188,20 @@ async fn experimental_names_come_with_the_opt_in() {
     let agent = points(&metrics, GEN_AI_INVOKE_AGENT_DURATION);
     assert_eq!(agent.len(), 1);
     assert_eq!(agent[0].attr("gen_ai.operation.name"), Some("invoke_agent"));
+    // The agent's model and its provider (required by the conventions), as on its span.
+    assert!(
+        agent[0].attr("gen_ai.request.model").is_some(),
+        "{:?}",
+        agent[0]
+    );
+    assert!(
+        agent[0].attr("gen_ai.provider.name").is_some(),
+        "{:?}",
+        agent[0]
+    );
+    // kaos's own turn metric keeps to the agent and the outcome.
+    let turns = points(&metrics, KAOS_TURN_DURATION);
+    assert_eq!(turns[0].attr("gen_ai.request.model"), None);
     let tool = points(&metrics, GEN_AI_EXECUTE_TOOL_DURATION);
     assert_eq!(tool[0].attr("gen_ai.tool.name"), Some("wordcount"));
     assert_eq!(tool[0].attr("gen_ai.operation.name"), Some("execute_tool"));

@@ -172,6 +172,8 @@ impl Runner {
         );
         let fut = body(scope.clone());
         EventStream {
+            #[cfg(feature = "otel")]
+            parent: caller_context(&self.shared.hooks),
             scope,
             fut: Some(Box::pin(fut)),
         }
@@ -347,6 +349,24 @@ impl Runner {
 pub struct EventStream {
     scope: TurnScope,
     fut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The caller's OTel context where the run was made ([`crate::otel::ambient_context`]),
+    /// current while the turn is polled until its first event is out: the turn's span is
+    /// the child of the span that called `run`, even when the stream is polled elsewhere
+    /// (an axum handler that returns `Sse::new(runner.run(..))` is polled by the server).
+    #[cfg(feature = "otel")]
+    parent: Option<opentelemetry::Context>,
+}
+
+/// The caller's OTel context, when there are hooks and it holds a span (else nothing to
+/// keep, and nothing to attach on each poll).
+#[cfg(feature = "otel")]
+fn caller_context(hooks: &HookSet) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::TraceContextExt as _;
+    if hooks.is_empty() {
+        return None;
+    }
+    let cx = crate::otel::ambient_context();
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 impl std::fmt::Debug for EventStream {
@@ -399,8 +419,14 @@ impl Stream for EventStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let this = self.get_mut();
         if let Some(event) = this.scope.pop() {
+            #[cfg(feature = "otel")]
+            {
+                this.parent = None; // The turn's START is out: its span has its parent.
+            }
             return Poll::Ready(Some(event));
         }
+        #[cfg(feature = "otel")]
+        let _caller = this.parent.as_ref().map(|p| p.clone().attach());
         if let Some(fut) = this.fut.as_mut()
             && fut.as_mut().poll(cx).is_ready()
         {
@@ -410,7 +436,13 @@ impl Stream for EventStream {
                 .cancel_open("the turn ended with this span still open");
         }
         match this.scope.pop() {
-            Some(event) => Poll::Ready(Some(event)),
+            Some(event) => {
+                #[cfg(feature = "otel")]
+                {
+                    this.parent = None;
+                }
+                Poll::Ready(Some(event))
+            }
             None if this.fut.is_none() => Poll::Ready(None),
             None => Poll::Pending,
         }

@@ -47,6 +47,32 @@ async fn a_turn_continues_the_callers_otel_context() {
     assert_eq!(roots, 1);
 }
 
+/// The turn's parent is the context where `run` was called, even when the stream is polled
+/// elsewhere: an axum handler returns `Sse::new(runner.run(..))`, and the server polls it
+/// after the handler's span has been left.
+#[tokio::test]
+async fn a_stream_made_in_a_context_and_polled_outside_it_keeps_that_parent() {
+    use futures::StreamExt as _;
+    let h = Harness::new();
+    let app = h.provider.tracer("app");
+    let cx = Context::current_with_span(app.start("GET /stream"));
+    let stream = {
+        let _inside = cx.clone().attach();
+        runner(&h).run("Summarize the lease.", "s")
+    };
+    let events: Vec<_> = stream.collect().await;
+    assert!(!events.is_empty());
+    cx.span().end();
+    let spans = h.spans();
+    let parent = named(&spans, "GET /stream");
+    let turn = named(&spans, "agent.turn");
+    assert_eq!(turn.parent_span_id, parent.span_context.span_id());
+    assert_eq!(turn.span_context.trace_id(), parent.span_context.trace_id());
+    // Only the turn's own START took that parent: its children nest under the turn.
+    let chat = spans.iter().find(|s| s.name.starts_with("chat ")).unwrap();
+    assert_ne!(chat.parent_span_id, parent.span_context.span_id());
+}
+
 #[cfg(feature = "tracing")]
 #[tokio::test]
 async fn a_turn_inside_a_tracing_span_is_its_child() {

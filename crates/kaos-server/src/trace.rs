@@ -67,7 +67,17 @@ pub async fn trace_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
+    // A `traceparent` the W3C spec rejects is ignored (and its `tracestate` with it); the
+    // SDK's own parser would pad or accept it.
+    let malformed = request.headers().get("traceparent").is_some_and(|v| {
+        v.to_str()
+            .map_or(true, |t| !kaos_agents::otel::valid_traceparent(t))
+    });
+    let parent = if malformed {
+        opentelemetry::Context::new()
+    } else {
+        TraceContextPropagator::new().extract(&Headers(request.headers()))
+    };
     let cx = match &state.tracer {
         Some(tracer) => {
             let mut attributes = vec![
@@ -128,7 +138,10 @@ pub async fn trace_requests(
             span.set_status(Status::error(format!("HTTP {}", status.as_u16())));
         }
     }
-    if cx.span().span_context().is_valid()
+    // Only a span of ours is named back: without a tracer the caller's own span id would
+    // claim a child that does not exist.
+    if has_span
+        && cx.span().span_context().is_valid()
         && let Some(tp) = kaos_agents::otel::format_traceparent(&cx)
         && let Ok(v) = HeaderValue::from_str(&tp)
     {

@@ -47,9 +47,42 @@ pub use tracer::ambient_context;
 /// The turn START attribute that carries a W3C `traceparent` to continue.
 pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
 
+/// Whether `value` is a `traceparent` the W3C Trace Context spec accepts: version `00` in
+/// exactly `00-{32 hex}-{16 hex}-{2 hex}`, lowercase, with a trace id and a parent id that
+/// are not all zeros; a later version (not `ff`) has the same first 55 characters and, if
+/// longer, a `-` after them. The SDK's own parser is lenient (it pads a short trace id, takes
+/// uppercase or one-digit versions); the spec says such a header is to be ignored.
+pub fn valid_traceparent(value: &str) -> bool {
+    let value = value.trim();
+    let b = value.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b.get(r)
+            .is_some_and(|s| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+    };
+    let nonzero =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().any(|c| *c != b'0'));
+    let shape = b.len() >= 55
+        && hex(0..2)
+        && &b[0..2] != b"ff"
+        && [2, 35, 52].iter().all(|&i| b[i] == b'-')
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+        && nonzero(3..35)
+        && nonzero(36..52);
+    let length = match &b[..2.min(b.len())] {
+        b"00" => b.len() == 55,
+        _ => b.len() == 55 || b.get(55) == Some(&b'-'),
+    };
+    shape && length
+}
+
 /// A context whose (remote) span is the one named by a W3C `traceparent` header value
-/// (`00-{trace id}-{span id}-{flags}`), or `None` if it does not parse.
+/// (`00-{trace id}-{span id}-{flags}`), or `None` if it is not one ([`valid_traceparent`]).
 pub fn parse_traceparent(traceparent: &str) -> Option<Context> {
+    if !valid_traceparent(traceparent) {
+        return None;
+    }
     let mut carrier = HashMap::new();
     carrier.insert("traceparent".to_string(), traceparent.trim().to_string());
     let cx = TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier);
@@ -61,4 +94,38 @@ pub fn format_traceparent(cx: &Context) -> Option<String> {
     let mut carrier: HashMap<String, String> = HashMap::new();
     TraceContextPropagator::new().inject_context(cx, &mut carrier);
     carrier.remove("traceparent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_follow_the_w3c_rules() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(valid_traceparent(good));
+        assert!(parse_traceparent(good).is_some());
+        // A later version may carry more after a dash.
+        assert!(valid_traceparent(
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"
+        ));
+        for bad in [
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "AB-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "0-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-",
+            "+00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+            "",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+    }
 }

@@ -221,6 +221,14 @@ fn serve_refuses_to_start_without_a_token() {
 /// then SIGTERM: (the raw response, stdout, the stderr lines). `tracing` sets
 /// `OTEL_TRACES_EXPORTER=console`; otherwise no `OTEL_*` variable is passed on.
 fn one_request_logged_as_json(tracing: bool) -> (String, String, Vec<String>) {
+    one_request_logged_as_json_from(tracing, None)
+}
+
+/// [`one_request_logged_as_json`], the request carrying `traceparent` when given.
+fn one_request_logged_as_json_from(
+    tracing: bool,
+    traceparent: Option<&str>,
+) -> (String, String, Vec<String>) {
     let dir = TempDir::new("serve-access-log");
     let mut command = Command::new(KAOS);
     command
@@ -285,7 +293,21 @@ fn one_request_logged_as_json(tracing: bool) -> (String, String, Vec<String>) {
         .next()
         .unwrap()
         .to_string();
-    let (code, response) = status_of(&addr, "/healthz");
+    let (code, response) = match traceparent {
+        None => status_of(&addr, "/healthz"),
+        Some(tp) => {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {tp}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (code, text)
+        }
+    };
     assert_eq!(code, 200, "{response}");
     // The line is written when the response body ends, maybe just after the client saw it.
     wait_line(&|l| l.contains("kaos_server::access"));
@@ -379,4 +401,21 @@ fn without_tracing_the_json_access_log_line_has_no_trace_ids() {
     let line = access_line(&stderr);
     assert!(!has_key(&line, "trace_id"), "{line}");
     assert!(!has_key(&line, "span_id"), "{line}");
+}
+
+/// Without a tracer the server names no span of its own back (the caller's span id in a
+/// `traceresponse` would claim a child that does not exist); the access line still carries
+/// the caller's trace, which it belongs to.
+#[test]
+fn without_tracing_a_callers_traceparent_is_not_echoed_as_ours() {
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (response, _, stderr) = one_request_logged_as_json_from(false, Some(&tp));
+    let lower = response.to_ascii_lowercase();
+    assert!(
+        !lower.contains("traceresponse") && !lower.contains("traceparent"),
+        "{response}"
+    );
+    let line = access_line(&stderr);
+    assert_eq!(line["trace_id"], trace, "{line}");
 }

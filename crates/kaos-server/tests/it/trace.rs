@@ -124,3 +124,30 @@ async fn a_rejected_request_gets_its_span_and_status_too() {
                 && kv.value.to_string() == "401")
     );
 }
+
+/// A `traceparent` the W3C spec rejects is ignored: the server span starts a trace of its
+/// own (the SDK's parser alone would take a short trace id, padded, as the caller's).
+#[tokio::test]
+async fn a_malformed_traceparent_is_ignored() {
+    let mut t = start(Options::default()).await;
+    let short = "00-0af7651916cd43dd-b7ad6b7169203331-01";
+    let response = client()
+        .post(t.url("/v1/sessions/malformed/messages"))
+        .bearer_auth(TOKEN_A)
+        .header("accept", "application/json")
+        .header("traceparent", short)
+        .json(&json!({"message": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    let _ = response.bytes().await.unwrap();
+    let server = t.wait_span(ROUTE).await;
+    assert_eq!(server.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert!(
+        !server
+            .span_context
+            .trace_id()
+            .to_string()
+            .contains("0af7651916cd43dd")
+    );
+}

@@ -1,11 +1,10 @@
 //! [`OTelHook`]: maps a turn's event stream onto OpenTelemetry spans (DESIGN §5).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use opentelemetry::trace::{
-    Link, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, Tracer,
+    Link, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
@@ -15,6 +14,7 @@ use super::content::{CaptureContent, ContentPolicy, output_messages};
 use super::mapping::{
     end_attributes, request_content, start_content, start_shape, turn_finish_reason,
 };
+use super::replay::IdLog;
 use super::shards::Shards;
 pub(super) use super::state::Kind;
 use super::state::{
@@ -27,9 +27,6 @@ use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOut
 use crate::hooks::{Hook, HookAction, HookError};
 use crate::naming::{INTENT_CLASSIFICATION_SPAN, wrapper_id, wrapper_name};
 use crate::redact::Redactor;
-
-/// OTel span id → our `(run_id, span_id)`, for replay.
-pub(crate) type IdLog = HashMap<SpanId, (Arc<str>, Arc<str>)>;
 
 /// Maps kaos turn events onto OpenTelemetry spans.
 ///
@@ -58,7 +55,7 @@ pub struct OTelHook {
     /// Whether `session_parents` may hold anything (skips its lock when never used).
     has_session_parents: AtomicBool,
     /// OTel span id → our `(run_id, span_id)`, recorded for replay.
-    id_log: Option<Mutex<IdLog>>,
+    pub(super) id_log: Option<Mutex<IdLog>>,
 }
 
 impl std::fmt::Debug for OTelHook {
@@ -87,33 +84,6 @@ impl OTelHook {
             session_parents: RwLock::new(Map::default()),
             has_session_parents: AtomicBool::new(false),
             id_log: None,
-        }
-    }
-
-    /// Records which OTel span id each of our spans got (for replay's id rewrite).
-    pub(crate) fn recording_ids(mut self) -> Self {
-        self.id_log = Some(Mutex::new(HashMap::new()));
-        self
-    }
-
-    /// The recorded OTel span id → `(run_id, span_id)` table.
-    pub(crate) fn take_id_log(&self) -> IdLog {
-        self.id_log
-            .as_ref()
-            .map(|m| {
-                std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            })
-            .unwrap_or_default()
-    }
-
-    fn log_id(&self, cx: &Context, run: &Arc<str>, span: &Arc<str>) {
-        if let Some(log) = &self.id_log {
-            log.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(
-                    cx.span().span_context().span_id(),
-                    (run.clone(), span.clone()),
-                );
         }
     }
 
@@ -508,6 +478,9 @@ impl OTelHook {
             if let Some(cx) = self.session_parent(&event.session_id) {
                 return cx;
             }
+        }
+        if self.id_log.is_some() {
+            return Context::new(); // A replay: whoever calls it is not the turn's parent.
         }
         ambient_context()
     }

@@ -10,9 +10,12 @@
 //! marked `kaos.cancelled=true`, `kaos.cancel_reason=incomplete_record`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TracerProvider as _};
+use opentelemetry::Context;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TracerProvider as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 
@@ -21,6 +24,41 @@ use super::content::CaptureContent;
 use super::telemetry::MemoryExporter;
 use crate::events::Event;
 use crate::hooks::Hook;
+
+/// OTel span id → our `(run_id, span_id)`, for replay.
+pub(crate) type IdLog = HashMap<SpanId, (Arc<str>, Arc<str>)>;
+
+/// What a replaying hook records.
+impl OTelHook {
+    /// Records which OTel span id each of our spans got (for replay's id rewrite). Such a
+    /// hook replays a record: it has no caller, so its roots ignore the ambient context.
+    pub(crate) fn recording_ids(mut self) -> Self {
+        self.id_log = Some(Mutex::new(HashMap::new()));
+        self
+    }
+
+    /// The recorded OTel span id → `(run_id, span_id)` table.
+    pub(crate) fn take_id_log(&self) -> IdLog {
+        self.id_log
+            .as_ref()
+            .map(|m| {
+                std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn log_id(&self, cx: &Context, run: &Arc<str>, span: &Arc<str>) {
+        if let Some(log) = &self.id_log {
+            let mut log = log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.insert(
+                cx.span().span_context().span_id(),
+                (run.clone(), span.clone()),
+            );
+        }
+    }
+}
 
 /// A replay failure.
 #[derive(Debug, thiserror::Error)]

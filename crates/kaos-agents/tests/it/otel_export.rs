@@ -267,6 +267,16 @@ fn replay_keeps_times_ids_and_derives_the_trace_id() {
         ids
     };
     assert_eq!(ids(&spans), ids(&again));
+    // Replayed inside someone else's span: the same trees (a record has no caller; its roots
+    // used to join whatever span was current).
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let outer = opentelemetry::Context::current_with_span(provider.tracer("app").start("outer"));
+    let inside = {
+        let _current = outer.attach();
+        replay_spans(&events, CaptureContent::None)
+    };
+    assert_eq!(ids(&spans), ids(&inside));
 }
 
 #[test]

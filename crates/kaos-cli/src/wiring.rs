@@ -303,6 +303,8 @@ pub fn shared_hooks(
     let mut observers = Observers::default();
     if let Some(builder) = tracing_settings(o)? {
         let telemetry = builder.build().context("setting up OTLP export")?;
+        // Model requests carry the `chat` span's `traceparent` (a gateway continues it).
+        kaos_agents::otel::propagate_trace_context();
         let hook = Arc::new(telemetry.hook().with_capture_content(capture_mode(o)));
         // Command tools read the hook to hand their span's context to the child process.
         let _ = trace.0.set(hook.clone());

@@ -89,6 +89,14 @@ pub fn parse_traceparent(traceparent: &str) -> Option<Context> {
     cx.span().span_context().is_valid().then_some(cx)
 }
 
+/// Makes W3C Trace Context the process's global text-map propagator, so outgoing requests
+/// instrumented through it carry the current span: the model providers' HTTP requests (a
+/// gateway such as LiteLLM continues the `chat` span). The `kaos` CLI calls it when it exports
+/// spans; a library user who wants it calls it (or sets a propagator of their own).
+pub fn propagate_trace_context() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+}
+
 /// The W3C `traceparent` of the span in `cx`, if it holds a valid one.
 pub fn format_traceparent(cx: &Context) -> Option<String> {
     let mut carrier: HashMap<String, String> = HashMap::new();

@@ -459,3 +459,55 @@ fn capture_settings_kaos_cannot_use_are_said_once() {
     let stderr = text(&out.stderr);
     assert_eq!(stderr.matches("captures nothing").count(), 1, "{stderr}");
 }
+
+/// When kaos exports spans, a model request carries the `chat` span's `traceparent` (a
+/// gateway that continues traces nests under it): the provider here records the request's
+/// headers and refuses it, and a scripted fallback answers.
+#[test]
+fn model_requests_carry_the_chat_spans_traceparent() {
+    let dir = TempDir::new("provider-traceparent");
+    let (url, requests) = super::run::unauthorized_provider_recording();
+    dir.write(
+        "agent.toml",
+        &format!(
+            "model = \"openai-compatible:gw@{url}\"\n[fallback]\nmodels = [\"script:backup.json\"]\n"
+        ),
+    );
+    dir.write(
+        "backup.json",
+        r#"["{\"intent\":\"respond\"}", "{\"response\":\"from the backup\"}"]"#,
+    );
+    let mut cmd = Command::new(KAOS);
+    cmd.args(["run", "--agent", "agent.toml", "--ephemeral", "hello"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .env("OTEL_TRACES_EXPORTER", "console")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("TRACEPARENT")
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let trace = stdout
+        .lines()
+        .find(|l| l.starts_with("span agent.turn "))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("trace=")))
+        .unwrap_or_else(|| panic!("no agent.turn span:\n{stdout}"))
+        .to_string();
+    let request = requests
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let traceparent = request
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("traceparent:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no traceparent in:\n{request}"));
+    assert!(
+        traceparent.starts_with(&format!("00-{trace}-")),
+        "{traceparent} is not in trace {trace}"
+    );
+}

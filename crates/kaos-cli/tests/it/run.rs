@@ -632,13 +632,20 @@ command = ["sh", "-c", "echo run >> runs.txt; echo down >&2; exit 1"]
 
 /// A local provider that answers every request with 401 (failover-eligible, never retried).
 pub(super) fn unauthorized_provider() -> String {
+    unauthorized_provider_recording().0
+}
+
+/// [`unauthorized_provider`], also handing over each request as it arrived (head and body).
+pub(super) fn unauthorized_provider_recording() -> (String, std::sync::mpsc::Receiver<String>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (tx, requests) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut buf = [0u8; 65536];
-            let _ = stream.read(&mut buf);
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
             let body = r#"{"error":{"message":"bad key"}}"#;
             let _ = write!(
                 stream,
@@ -647,7 +654,7 @@ pub(super) fn unauthorized_provider() -> String {
             );
         }
     });
-    url
+    (url, requests)
 }
 
 /// `[fallback]` builds a FallbackClient: the agent's model fails, the next one answers.

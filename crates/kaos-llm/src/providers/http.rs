@@ -15,6 +15,34 @@ use crate::error::LlmError;
 use crate::retry::{RetryPolicy, parse_retry_after, seconds_to_duration};
 use crate::types::ProviderResponse;
 
+/// `request` with the current OpenTelemetry context's propagation headers (feature `otel`),
+/// written by the global text-map propagator: W3C `traceparent`/`tracestate` once the
+/// application set one (`opentelemetry::global::set_text_map_propagator`; the `kaos` CLI does
+/// when it exports spans), nothing otherwise. Inside a turn the current context is the model
+/// call's `chat` span, so a gateway or proxy that continues traces (LiteLLM, an
+/// OpenAI-compatible server) nests its spans under it.
+pub(crate) fn with_trace_headers(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    #[cfg(feature = "otel")]
+    {
+        struct Headers(Vec<(String, String)>);
+        impl opentelemetry::propagation::Injector for Headers {
+            fn set(&mut self, key: &str, value: String) {
+                self.0.push((key.to_string(), value));
+            }
+        }
+        let mut headers = Headers(Vec::new());
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&opentelemetry::Context::current(), &mut headers);
+        });
+        headers
+            .0
+            .into_iter()
+            .fold(request, |r, (k, v)| r.header(k, v))
+    }
+    #[cfg(not(feature = "otel"))]
+    request
+}
+
 /// The default request timeout of the HTTP providers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 

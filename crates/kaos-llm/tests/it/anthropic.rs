@@ -436,3 +436,38 @@ async fn live_anthropic_answers() {
     let events = collect_stream(&client, &request).await;
     assert!(matches!(events.last(), Some(Ok(StreamEvent::Done(_)))));
 }
+
+/// With a propagator set (the application's choice; the `kaos` CLI sets the W3C one when it
+/// exports spans), a request carries the current context: inside a turn, the model call's
+/// `chat` span, so a gateway that continues traces nests under it.
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn requests_carry_the_current_trace_context() {
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let server = TestServer::start(vec![Reply::json(200, text_answer())]).await;
+    let span = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::from_key_value([("vendor", "abc")]).unwrap(),
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(span);
+    client(&server)
+        .complete(&LlmRequest::new(vec![Message::user("Hi")]))
+        .with_context(cx)
+        .await
+        .unwrap();
+    let sent = server.single_request();
+    assert_eq!(
+        sent.header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(sent.header("tracestate"), Some("vendor=abc"));
+}

@@ -11,7 +11,7 @@ use super::stream::AnthropicDecoder;
 use super::wire::MessageResponse;
 use crate::client::{LlmClient, StreamEvent};
 use crate::error::LlmError;
-use crate::providers::http::{HttpLimits, Transport, join_url};
+use crate::providers::http::{HttpLimits, Transport, join_url, with_trace_headers};
 use crate::retry::RetryPolicy;
 use crate::types::{LlmRequest, ProviderResponse};
 
@@ -139,7 +139,7 @@ impl AnthropicClient {
         if let Some(key) = &self.transport.key {
             request = request.header("x-api-key", key.expose_secret());
         }
-        request
+        with_trace_headers(request)
     }
 
     fn timeout_for(&self, request: &LlmRequest) -> Duration {

@@ -12,7 +12,7 @@ use super::stream::OpenAiDecoder;
 use super::wire::ChatResponse;
 use crate::client::{LlmClient, StreamEvent};
 use crate::error::LlmError;
-use crate::providers::http::{HttpLimits, Transport, join_url};
+use crate::providers::http::{HttpLimits, Transport, join_url, with_trace_headers};
 use crate::retry::RetryPolicy;
 use crate::types::{LlmRequest, ProviderResponse};
 
@@ -164,7 +164,7 @@ impl OpenAiClient {
         if let Some(key) = &self.transport.key {
             request = request.bearer_auth(key.expose_secret());
         }
-        request
+        with_trace_headers(request)
     }
 
     fn timeout_for(&self, request: &LlmRequest) -> Duration {

@@ -36,6 +36,8 @@ pub struct Observability {
     pub otlp_protocol: Option<OtlpProtocol>,
     /// `--traceparent` / `TRACEPARENT`.
     pub traceparent: Option<String>,
+    /// `TRACESTATE`, which travels with the traceparent.
+    pub tracestate: Option<String>,
     /// `--capture-content`.
     pub capture_content: Option<CaptureContent>,
     /// `--audit DIR`.
@@ -141,6 +143,9 @@ impl RunPlan {
             traceparent: common
                 .traceparent
                 .or_else(|| std::env::var("TRACEPARENT").ok())
+                .filter(|s| !s.trim().is_empty()),
+            tracestate: std::env::var("TRACESTATE")
+                .ok()
                 .filter(|s| !s.trim().is_empty()),
             capture_content: common.capture_content,
             audit: common.audit,

@@ -148,6 +148,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         otlp: args.otlp.clone().filter(|s| !s.trim().is_empty()),
         otlp_protocol: args.otlp_protocol,
         traceparent: None,
+        tracestate: None,
         capture_content: args.capture_content,
         audit: args.audit.clone(),
     };

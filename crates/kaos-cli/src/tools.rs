@@ -46,9 +46,18 @@ impl std::fmt::Debug for CommandSpec {
     }
 }
 
-/// The W3C `traceparent` of a tool call's span (from its run and span ids), when tracing is
+/// The W3C trace headers of a tool call's span (from its run and span ids), when tracing is
 /// on: given to command tools explicitly, so they need no process-global hook.
-pub type TraceContext = std::sync::Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+pub type TraceContext = std::sync::Arc<dyn Fn(&str, &str) -> Option<TraceHeaders> + Send + Sync>;
+
+/// A span's W3C trace headers, for a child process's `TRACEPARENT` and `TRACESTATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHeaders {
+    /// `traceparent`.
+    pub traceparent: String,
+    /// `tracestate`, when the trace has one.
+    pub tracestate: Option<String>,
+}
 
 /// A tool that runs `argv` with the JSON arguments on stdin; stdout is the result, a
 /// non-zero exit is an error result carrying stderr. Output past `max_output_bytes` is
@@ -107,8 +116,13 @@ async fn run_command(
         .env("KAOS_SPAN_ID", &*ctx.span_id);
     // With tracing on, the child continues the trace under this tool call's span; otherwise
     // a TRACEPARENT in our own environment is inherited as is.
-    if let Some(traceparent) = trace.and_then(|t| t(&ctx.run_id, &ctx.span_id)) {
-        cmd.env("TRACEPARENT", traceparent);
+    if let Some(headers) = trace.and_then(|t| t(&ctx.run_id, &ctx.span_id)) {
+        cmd.env("TRACEPARENT", headers.traceparent);
+        // Ours or none: an inherited TRACESTATE belongs to another trace.
+        match headers.tracestate {
+            Some(state) => cmd.env("TRACESTATE", state),
+            None => cmd.env_remove("TRACESTATE"),
+        };
     }
     // Its own process group, so a cancelled call can kill the command's children too
     // (`kill_on_drop` alone only reaches the direct child, e.g. `sh`, not its `sleep`).

@@ -9,13 +9,13 @@ use kaos_agents::audit::AuditHook;
 use kaos_agents::hooks::{HookAction, HookError, LoggingHook};
 use kaos_agents::otel::{
     CaptureContent, Exporter, Metrics, MetricsBuilder, MetricsExporter, OTelHook, Protocol,
-    Telemetry, TelemetryBuilder, format_traceparent,
+    Telemetry, TelemetryBuilder, format_traceparent, format_tracestate,
 };
 use kaos_agents::{CircuitBreaker, Event, EventKind, Hook, RunOptions, Runner, SpanPhase};
 
 use crate::cli::{self, OtlpProtocol};
 use crate::plan::Observability;
-use crate::tools::TraceContext;
+use crate::tools::{TraceContext, TraceHeaders};
 
 /// The circuit breaker every `kaos` runner gets (as the reference auto-installs it): a tool
 /// that failed this many times in a row is skipped ...
@@ -166,14 +166,17 @@ impl TraceSlot {
         self.0.get()?.context_of(run_id, span_id)
     }
 
-    /// The W3C `traceparent` of a tool call's span (by run and span id), when tracing is on:
-    /// command tools pass it to their child process as `TRACEPARENT`, so the child's own
-    /// spans join the turn's trace under the tool call.
+    /// The W3C trace headers of a tool call's span (by run and span id), when tracing is on:
+    /// command tools pass them to their child process as `TRACEPARENT` and `TRACESTATE`, so
+    /// the child's own spans join the turn's trace under the tool call.
     pub fn context(&self) -> TraceContext {
         let slot = Arc::clone(&self.0);
         Arc::new(move |run_id: &str, span_id: &str| {
             let cx = slot.get()?.context_of(run_id, span_id)?;
-            format_traceparent(&cx)
+            Some(TraceHeaders {
+                traceparent: format_traceparent(&cx)?,
+                tracestate: format_tracestate(&cx),
+            })
         })
     }
 }
@@ -360,9 +363,11 @@ pub fn attach_hooks(
     Ok((runner, observers))
 }
 
-/// The run options for a turn: `--traceparent` / `TRACEPARENT` continues the caller's trace.
+/// The run options for a turn: `--traceparent` / `TRACEPARENT` continues the caller's trace,
+/// with `TRACESTATE`.
 pub fn run_options(o: &Observability) -> RunOptions {
     RunOptions {
         traceparent: o.traceparent.clone(),
+        tracestate: o.tracestate.clone(),
     }
 }

@@ -22,7 +22,7 @@ use super::state::{
     end_cancelled, end_span, hash_id, insert, now_nanos, passes_by, same, settle_pending,
 };
 use super::tracer::{HookTracer, ambient_context, builder};
-use super::{SpanNaming, parse_traceparent};
+use super::{SpanNaming, parse_trace_context};
 use crate::events::{Event, EventKind, SpanEvent, SpanPhase, SpanSubject, TurnOutcome, attr};
 use crate::hooks::{Hook, HookAction, HookError};
 use crate::naming::{INTENT_CLASSIFICATION_SPAN, wrapper_id, wrapper_name};
@@ -119,7 +119,7 @@ impl OTelHook {
     }
 
     /// Makes root turns of `session_id` children of `parent` (a context holding a remote
-    /// span, e.g. from [`parse_traceparent`]). A `traceparent` attribute on the turn START
+    /// span, e.g. from [`super::parse_traceparent`]). A `traceparent` attribute on the turn START
     /// takes precedence.
     pub fn set_session_parent(&self, session_id: &str, parent: Context) {
         let mut parents = self
@@ -472,7 +472,10 @@ impl OTelHook {
     /// ([`ambient_context`]).
     fn root_context(&self, event: &Event, span: &SpanEvent) -> Context {
         if span.subject == SpanSubject::Turn {
-            if let Some(cx) = span.attr_str("traceparent").and_then(parse_traceparent) {
+            if let Some(cx) = span
+                .attr_str("traceparent")
+                .and_then(|tp| parse_trace_context(tp, span.attr_str("tracestate")))
+            {
                 return cx;
             }
             if let Some(cx) = self.session_parent(&event.session_id) {

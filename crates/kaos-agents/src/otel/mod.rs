@@ -80,11 +80,21 @@ pub fn valid_traceparent(value: &str) -> bool {
 /// A context whose (remote) span is the one named by a W3C `traceparent` header value
 /// (`00-{trace id}-{span id}-{flags}`), or `None` if it is not one ([`valid_traceparent`]).
 pub fn parse_traceparent(traceparent: &str) -> Option<Context> {
+    parse_trace_context(traceparent, None)
+}
+
+/// [`parse_traceparent`] with the `tracestate` that came with it (vendor data a caller's
+/// tracer expects back on the spans continuing its trace; kept only with a valid
+/// `traceparent`, as the W3C spec says).
+pub fn parse_trace_context(traceparent: &str, tracestate: Option<&str>) -> Option<Context> {
     if !valid_traceparent(traceparent) {
         return None;
     }
     let mut carrier = HashMap::new();
     carrier.insert("traceparent".to_string(), traceparent.trim().to_string());
+    if let Some(state) = tracestate.map(str::trim).filter(|s| !s.is_empty()) {
+        carrier.insert("tracestate".to_string(), state.to_string());
+    }
     let cx = TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier);
     cx.span().span_context().is_valid().then_some(cx)
 }
@@ -95,6 +105,12 @@ pub fn parse_traceparent(traceparent: &str) -> Option<Context> {
 /// spans; a library user who wants it calls it (or sets a propagator of their own).
 pub fn propagate_trace_context() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+}
+
+/// The W3C `tracestate` of the span in `cx`, when it has one.
+pub fn format_tracestate(cx: &Context) -> Option<String> {
+    let state = cx.span().span_context().trace_state().header();
+    (!state.is_empty()).then_some(state)
 }
 
 /// The W3C `traceparent` of the span in `cx`, if it holds a valid one.
@@ -117,6 +133,13 @@ mod tests {
         assert!(valid_traceparent(
             "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"
         ));
+        let cx = parse_trace_context(good, Some("vendor=abc,other=1")).unwrap();
+        assert_eq!(
+            format_tracestate(&cx).as_deref(),
+            Some("vendor=abc,other=1")
+        );
+        assert_eq!(format_tracestate(&parse_traceparent(good).unwrap()), None);
+        assert!(parse_trace_context("00-bad", Some("vendor=abc")).is_none());
         for bad in [
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "AB-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",

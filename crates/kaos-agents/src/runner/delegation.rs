@@ -99,7 +99,12 @@ pub(crate) async fn run_wrapped(
     );
     let depth = delegation_depth() + 1;
     let mut guard = CancelOnDrop(Some(nested.clone()));
-    let fut = turn::run_turn(target.clone(), nested, message.to_string(), None);
+    let fut = turn::run_turn(
+        target.clone(),
+        nested,
+        message.to_string(),
+        super::RunOptions::default(),
+    );
     let summary = DEPTH.scope(depth, fut).await;
     guard.disarm();
     let (tokens, text, outcome) = summary

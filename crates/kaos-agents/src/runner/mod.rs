@@ -56,6 +56,9 @@ use shared::Shared;
 pub struct RunOptions {
     /// A W3C `traceparent` to continue (placed on the turn START as attribute `traceparent`).
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with it (attribute `tracestate`; used only with a
+    /// valid `traceparent`).
+    pub tracestate: Option<String>,
 }
 
 /// Drives an [`Agent`] against a [`KaosRuntime`]. Cheap to clone; clones share hooks.
@@ -154,7 +157,7 @@ impl Runner {
         let shared = self.current();
         let message = message.into();
         self.stream(session_id.into(), move |scope| async move {
-            turn::run_turn(shared, scope, message, options.traceparent).await;
+            turn::run_turn(shared, scope, message, options).await;
         })
     }
 
@@ -196,7 +199,7 @@ impl Runner {
             self.shared.agent_name.clone(),
         );
         let guard_scope = scope.clone();
-        let fut = turn::run_turn(self.current(), scope, message.into(), None);
+        let fut = turn::run_turn(self.current(), scope, message.into(), RunOptions::default());
         async move {
             let mut guard = delegation::CancelOnDrop(Some(guard_scope));
             fut.await;

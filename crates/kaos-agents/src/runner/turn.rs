@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kaos_llm::LlmError;
 use serde_json::Value;
 
+use super::RunOptions;
 use super::prompts::{self, CLARIFY_NOTE, CLASSIFIER};
 use super::run_state::{Approval, RunState};
 use super::shared::Shared;
@@ -32,7 +33,7 @@ pub(crate) async fn run_turn(
     shared: Arc<Shared>,
     scope: TurnScope,
     message: String,
-    traceparent: Option<String>,
+    options: RunOptions,
 ) -> Option<TurnSummary> {
     let lock = shared.session_lock(scope.session_id());
     let _guard = lock.lock().await;
@@ -42,8 +43,11 @@ pub(crate) async fn run_turn(
     }
     let turn_number = session.turn_count + 1;
     let mut start = attrs! {"turn_number" => turn_number, "model" => shared.agent.model.as_str()};
-    if let Some(tp) = traceparent {
+    if let Some(tp) = options.traceparent {
         start.insert("traceparent".into(), Value::String(tp));
+        if let Some(ts) = options.tracestate {
+            start.insert("tracestate".into(), Value::String(ts));
+        }
     }
     // The agent span's input, for a hook that records content (built only then).
     if scope.hooks().captures_content() {

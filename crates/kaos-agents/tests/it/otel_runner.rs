@@ -297,6 +297,7 @@ async fn runner_traceparent_option() {
         .with_client("fake", FunctionClient::new(routing_model("x", json!({}))));
     let options = RunOptions {
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        tracestate: Some("vendor=abc".into()),
     };
     let _: Vec<_> = runner(&h, runtime)
         .run_with("hi", "tp", options)
@@ -313,5 +314,16 @@ async fn runner_traceparent_option() {
         spans
             .iter()
             .all(|s| s.span_context.trace_id() == turn.span_context.trace_id())
+    );
+    // The caller's tracestate travels with its trace, on every span continuing it.
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.span_context.trace_state().header() == "vendor=abc"),
+        "{:?}",
+        spans
+            .iter()
+            .map(|s| s.span_context.trace_state().header())
+            .collect::<Vec<_>>()
     );
 }

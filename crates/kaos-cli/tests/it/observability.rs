@@ -108,8 +108,8 @@ fn command_tools_continue_the_trace_with_traceparent() {
 model = "script:replies.json"
 [[tools]]
 name = "show"
-description = "Prints its TRACEPARENT."
-command = ["sh", "-c", "cat >/dev/null; printf '%s' \"$TRACEPARENT\""]
+description = "Prints its TRACEPARENT and TRACESTATE."
+command = ["sh", "-c", "cat >/dev/null; printf '%s|%s' \"$TRACEPARENT\" \"$TRACESTATE\""]
 read_only = true
 parameters = { type = "object", properties = {} }
 "#,
@@ -121,9 +121,8 @@ parameters = { type = "object", properties = {} }
             "done"]"#,
     );
     let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let out = kaos(
-        dir.path(),
-        &[
+    let out = Command::new(KAOS)
+        .args([
             "run",
             "--agent",
             "agent.toml",
@@ -134,8 +133,15 @@ parameters = { type = "object", properties = {} }
             "--traceparent",
             caller,
             "go",
-        ],
-    );
+        ])
+        .current_dir(dir.path())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("TRACEPARENT")
+        .env("TRACESTATE", "vendor=abc")
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let events = events(&out.stdout);
     let tool_end = events
@@ -145,6 +151,9 @@ parameters = { type = "object", properties = {} }
     let seen = tool_end["kind"]["attributes"]["result_summary"]
         .as_str()
         .unwrap();
+    // The caller's tracestate travels with its trace, into the tool's process too.
+    let (seen, state) = seen.split_once('|').unwrap();
+    assert_eq!(state, "vendor=abc");
     let parts: Vec<&str> = seen.split('-').collect();
     assert_eq!(parts.len(), 4, "a W3C traceparent: {seen:?}");
     assert_eq!(

@@ -108,9 +108,13 @@ impl ServedAgent {
         message: String,
         store_session: String,
         session_id: String,
-        traceparent: Option<String>,
+        trace: (Option<String>, Option<String>),
     ) -> CallToolResult {
-        let options = RunOptions { traceparent };
+        let (traceparent, tracestate) = trace;
+        let options = RunOptions {
+            traceparent,
+            tracestate,
+        };
         let events: Vec<Event> = self
             .runner
             .run_with(message, store_session.clone(), options)
@@ -282,13 +286,17 @@ impl ServerHandler for AgentServer {
             Some(t) => t.scoped(&session_id),
             None => session_id.clone(),
         };
-        let traceparent = request
+        // The caller's trace context: `traceparent` and `tracestate` from the same `_meta`.
+        let meta = request
             .meta
             .as_ref()
-            .and_then(|m| m.get_traceparent())
-            .or_else(|| context.meta.get_traceparent())
-            .map(str::to_string);
-        let turn = agent.answer(message.to_string(), store_session, session_id, traceparent);
+            .filter(|m| m.get_traceparent().is_some())
+            .unwrap_or(&context.meta);
+        let trace = (
+            meta.get_traceparent().map(str::to_string),
+            meta.get_tracestate().map(str::to_string),
+        );
+        let turn = agent.answer(message.to_string(), store_session, session_id, trace);
         let result = tokio::select! {
             r = turn => r,
             _ = context.ct.cancelled() => CallToolResult::error(vec![ContentBlock::text(

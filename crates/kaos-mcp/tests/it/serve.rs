@@ -59,6 +59,7 @@ async fn ask(
     if let Some(tp) = traceparent {
         let mut meta = RequestMetaObject::default();
         meta.set_traceparent(tp);
+        meta.set_tracestate("vendor=abc");
         params.meta = Some(meta);
     }
     client.call_tool(params).await.unwrap()
@@ -115,6 +116,8 @@ async fn exercise(client: &RunningService<RoleClient, ()>, h: &Harness) {
     let turn = spans.iter().find(|s| s.name == "agent.turn").unwrap();
     assert_eq!(turn.span_context.trace_id().to_string(), CALLER_TRACE);
     assert_eq!(turn.parent_span_id.to_string(), CALLER_SPAN);
+    // The caller's `_meta.tracestate` travels with its trace.
+    assert_eq!(turn.span_context.trace_state().header(), "vendor=abc");
 
     // The session continues; tool calls are listed.
     let r = ask(

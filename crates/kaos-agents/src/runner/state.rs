@@ -111,8 +111,16 @@ impl Turn {
         // turn below, after its START, as before.
         let client = shared.runtime.client(&shared.agent.model);
         let mut start = start;
-        if let Ok(c) = &client {
-            start.insert("provider".into(), c.provider().into());
+        match &client {
+            // The model by the name its provider knows (as on the turn's chat spans), not the
+            // spec: an `openai-compatible:m@http://user:pass@host` spec holds a URL.
+            Ok(c) => {
+                start.insert("provider".into(), c.provider().into());
+                start.insert("model".into(), c.model().into());
+            }
+            Err(_) => {
+                start.remove("model");
+            }
         }
         let (turn_span, _) =
             scope.start_span(SpanSubject::Turn, format!("turn.{turn_number}"), start);

@@ -63,6 +63,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic payload".into())
 }
 
+/// The most characters of a made-up tool name a span name shows.
+const UNKNOWN_TOOL_NAME_CHARS: usize = 64;
+
+/// A tool name the model made up (no such tool), as spans show it: redacted, then cut to
+/// [`UNKNOWN_TOOL_NAME_CHARS`] characters (marked `…`).
+fn unknown_tool_name(name: &str) -> String {
+    let redacted = crate::redact::Redactor::default().redact_str(name);
+    match redacted.char_indices().nth(UNKNOWN_TOOL_NAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &redacted[..cut]),
+        None => redacted.into_owned(),
+    }
+}
+
 /// One guarded tool call of `turn`. `decided` is a human's decision about this very call
 /// (when resuming a paused run): `Approve` bypasses the approval gate, `Deny` answers the
 /// model without running the tool.
@@ -76,8 +89,14 @@ pub(crate) async fn call_tool(
     let tool = shared.tool(&call.name).cloned();
     let annotations = tool.as_ref().map(|t| t.annotations()).unwrap_or_default();
     let verdict = shared.policy.evaluate(&call.name, &annotations);
+    // A registered tool's name is configuration; a name the model made up is model output:
+    // redacted and cut before it names a span (in the trace, the tree and the audit trail).
+    let shown = match &tool {
+        Some(_) => std::borrow::Cow::Borrowed(call.name.as_str()),
+        None => std::borrow::Cow::Owned(unknown_tool_name(&call.name)),
+    };
     let mut start = attrs! {
-        "tool_name" => call.name.as_str(),
+        "tool_name" => shown.as_ref(),
         "call_id" => call.id.as_str(),
         "arguments" => call.arguments.clone(),
         "permission" => verdict.decision.as_str(),
@@ -87,10 +106,11 @@ pub(crate) async fn call_tool(
     }
     let (span, action) =
         turn.scope
-            .start_span(SpanSubject::ToolCall, format!("tool.{}", call.name), start);
+            .start_span(SpanSubject::ToolCall, format!("tool.{shown}"), start);
     let started = std::time::Instant::now();
     let end = ToolEnd {
         call,
+        name: &shown,
         span: &span,
         started,
         step_id,
@@ -218,6 +238,8 @@ pub(crate) async fn call_tool(
 /// What ending a started tool_call span needs.
 struct ToolEnd<'a> {
     call: &'a ToolCall,
+    /// The tool's name as its span shows it (a made-up one redacted and cut).
+    name: &'a str,
     span: &'a Arc<str>,
     started: std::time::Instant,
     step_id: Option<&'a str>,
@@ -238,7 +260,7 @@ impl ToolEnd<'_> {
         let cut_from = cap_result(&mut text, turn.shared.agent.max_tool_result_bytes);
         let summary = truncate_chars(&text, RESULT_SUMMARY_CHARS);
         let mut end: Map<String, Value> = attrs! {
-            "tool_name" => call.name.as_str(),
+            "tool_name" => self.name,
             "call_id" => call.id.as_str(),
             "is_error" => is_error,
             "result_summary" => summary.clone(),

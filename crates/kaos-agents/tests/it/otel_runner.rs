@@ -111,6 +111,42 @@ async fn runner_tool_turn() {
     h.assert_state_empty();
 }
 
+/// A tool name the model made up is model output: redacted before it names a span, so a
+/// token the model echoed never reaches the trace (or the tree, or the audit trail), and a
+/// made-up registered name is taken as it is. The turn's model is the chat spans' model name.
+#[tokio::test]
+async fn a_made_up_tool_name_is_redacted_in_span_names() {
+    const TOKEN: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let h = Harness::new();
+    let runtime = KaosRuntime::test_mode()
+        .with_client("fake", FunctionClient::new(routing_model(TOKEN, json!({}))))
+        .with_tool(wordcount());
+    let _ = runner(&h, runtime).turn("use the tool", "s").await;
+    let spans = h.spans();
+    let tool = spans
+        .iter()
+        .find(|s| s.name.starts_with("agent.tool_call."))
+        .expect("a tool span");
+    assert_eq!(tool.name, "agent.tool_call.[REDACTED:github_pat]");
+    for span in &spans {
+        assert!(!span.name.contains(TOKEN), "{}", span.name);
+        for kv in &span.attributes {
+            assert!(
+                !kv.value.as_str().contains(TOKEN),
+                "{} {}",
+                span.name,
+                kv.key
+            );
+        }
+    }
+    let turn = named(&spans, "agent.turn");
+    let chat = spans.iter().find(|s| s.name.starts_with("chat ")).unwrap();
+    assert_eq!(
+        attr(turn, "gen_ai.request.model"),
+        attr(chat, "gen_ai.request.model")
+    );
+}
+
 /// `kaos.result_truncated` reaches the exported `execute_tool` span, from the tool's own cut
 /// (`ToolOutput::truncated`) as from the prompt cap (with the size it cut from).
 #[tokio::test]

@@ -520,3 +520,44 @@ fn model_requests_carry_the_chat_spans_traceparent() {
         "{traceparent} is not in trace {trace}"
     );
 }
+
+/// The agent span names the model as its chat spans do (`llama3`), not by the spec, whose
+/// URL may carry credentials (`openai-compatible:llama3@http://user:pass@host/v1`).
+#[test]
+fn the_agent_span_names_the_model_not_the_spec_with_its_url() {
+    let dir = TempDir::new("model-spec-url");
+    let (url, _requests) = super::run::unauthorized_provider_recording();
+    let with_password = url.replacen("http://", "http://user:s3cretpw@", 1);
+    dir.write(
+        "agent.toml",
+        &format!(
+            "model = \"openai-compatible:llama3@{with_password}\"\n[fallback]\nmodels = [\"script:backup.json\"]\n"
+        ),
+    );
+    dir.write(
+        "backup.json",
+        r#"["{\"intent\":\"respond\"}", "{\"response\":\"from the backup\"}"]"#,
+    );
+    let out = Command::new(KAOS)
+        .args(["run", "--agent", "agent.toml", "--ephemeral", "hello"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .env("OTEL_TRACES_EXPORTER", "console")
+        .env("OTEL_METRICS_EXPORTER", "console")
+        .env(
+            "OTEL_SEMCONV_STABILITY_OPT_IN",
+            "gen_ai_latest_experimental",
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("s3cretpw"), "{stdout}");
+    let turn = stdout
+        .lines()
+        .find(|l| l.starts_with("span agent.turn "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(turn.contains("gen_ai.request.model=llama3"), "{turn}");
+}

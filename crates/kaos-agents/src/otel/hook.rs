@@ -719,18 +719,18 @@ impl OTelHook {
                     .position(|(llm, _)| same(llm, &id))
                     .map(|i| run.intent_of_llm.swap_remove(i).1);
                 end_span(run, shared, &id, event.timestamp);
-                if let Some(intent) = intent
-                    && let Some(o) = run.get_mut(&intent)
-                {
-                    // Waits for IntentClassified; ends at this call's end time.
-                    o.closing_at = Some(event.timestamp);
-                    o.status = match span.phase {
-                        SpanPhase::Error => Status::error("intent classification failed"),
-                        _ => Status::Unset,
-                    };
+                if let Some(intent) = intent {
                     if span.phase == SpanPhase::Cancelled {
-                        end_cancelled(run, shared, &intent, event.timestamp, "cancelled");
-                    } else {
+                        // Cut short with its call, and marked so (the same reason).
+                        let reason = facts.cancel_reason.unwrap_or("cancelled");
+                        end_cancelled(run, shared, &intent, event.timestamp, reason);
+                    } else if let Some(o) = run.get_mut(&intent) {
+                        // Waits for IntentClassified; ends at this call's end time.
+                        o.closing_at = Some(event.timestamp);
+                        o.status = match span.phase {
+                            SpanPhase::Error => Status::error("intent classification failed"),
+                            _ => Status::Unset,
+                        };
                         run.pending_intent = Some(intent);
                     }
                 }

@@ -423,6 +423,34 @@ fn classifier_auth_failure_is_an_error_turn() {
     h.assert_state_empty();
 }
 
+/// Cut short while the classifier runs (Ctrl-C, a dropped stream): the intent span is
+/// marked cancelled with its call, as the tree shows it (it used to end UNSET, unmarked).
+#[test]
+fn a_classification_cut_short_marks_its_intent_span_cancelled() {
+    let h = Harness::new();
+    let scope = h.scope("s-cut", "assistant");
+    start_turn(&scope, 1);
+    scope.start_span(
+        SpanSubject::LlmCall,
+        "llm_call.intent_classification",
+        attrs! {"purpose" => "intent_classification", "provider" => "function", "model" => "function-test"},
+    );
+    scope.cancel_open("interrupted");
+    let spans = h.spans();
+    assert_well_formed(&spans);
+    for name in ["agent.intent_classification", "chat function-test"] {
+        let span = named(&spans, name);
+        assert_eq!(span.status, Status::Unset, "{name}");
+        assert_eq!(
+            attr(span, "kaos.cancelled"),
+            Some(Value::Bool(true)),
+            "{name}"
+        );
+        assert_eq!(attr_s(span, "kaos.cancel_reason"), "interrupted", "{name}");
+    }
+    h.assert_state_empty();
+}
+
 #[test]
 fn cancelled_turn_ends_every_span_once() {
     let h = Harness::new();

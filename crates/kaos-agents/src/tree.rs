@@ -6,11 +6,12 @@
 //!
 //! ```text
 //! run run_1 · session s1 · agent assistant
-//! ✓ turn.1 12.0ms outcome=completed
-//! ├─ ✓ llm_call.intent_classification 3.1ms model=m tokens=40/5
-//! │  · intent tool_use (0.90)
-//! ├─ ✗ tool.search 1.0ms error tool_timeout: timed out after 1s
-//! └─ ✓ llm_call.respond 2.2ms model=m tokens=60/12
+//! ✓ agent.turn 12.0ms outcome=completed
+//! ├─ ✓ agent.intent_classification 3.1ms
+//! │  └─ ✓ chat m 3.0ms model=m tokens=40/5
+//! ├─ · intent tool_use (0.90)
+//! ├─ ✗ agent.tool_call.search 1.0ms error tool_timeout: timed out after 1s
+//! └─ ✓ chat m 2.2ms model=m tokens=60/12
 //! = summary outcome=completed tokens=117 (100 in / 17 out) tool_calls=1
 //! ```
 

@@ -58,11 +58,20 @@ impl Hook for Recorder {
             let _ = writeln!(out, "{}", crate::out::event_json(event));
             let _ = out.flush();
         }
+        // The spinner names the running span as the tree and the trace do (`chat offline`,
+        // not `llm_call.respond`).
         if let Some(span) = event.span()
             && span.phase == SpanPhase::Start
             && let Ok(mut s) = self.status.lock()
         {
-            s.clone_from(&span.name);
+            *s = kaos_agents::naming::span_name(
+                span.subject,
+                &span.name,
+                &span.attributes,
+                &event.agent,
+                kaos_agents::otel::SpanNaming::default(),
+            )
+            .into_owned();
         }
         if let Ok(mut events) = self.events.lock() {
             events.push(event.clone());

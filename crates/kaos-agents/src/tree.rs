@@ -203,6 +203,19 @@ pub fn build_runs_named(events: &[Event], naming: SpanNaming) -> Vec<RunTree> {
         b.tree.last_timestamp = b.tree.last_timestamp.max(event.timestamp);
 
         let EventKind::Span(span) = &event.kind else {
+            // An intent after a failed classifier call (the heuristic fallback): the
+            // classification did give one, so its wrapper ends OK, as the exporter ends it.
+            if matches!(event.kind, EventKind::IntentClassified { .. })
+                && let Some(wrapper) = b
+                    .tree
+                    .spans
+                    .iter_mut()
+                    .rev()
+                    .find(|n| n.span_id.ends_with("#intent"))
+                && wrapper.status == SpanStatus::Error
+            {
+                wrapper.status = SpanStatus::Complete;
+            }
             match b.stack.last() {
                 Some(&top) => b.tree.spans[top].events.push(i),
                 None => b.tree.loose_events.push(i),

@@ -37,6 +37,43 @@ run run_tree · session s1 · agent assistant
     );
 }
 
+/// A classifier call that failed, then the heuristic's intent: the classification did give
+/// an intent, so its wrapper shows OK, as the exported `agent.intent_classification` span
+/// (the failed call under it keeps its error).
+#[test]
+fn a_classification_saved_by_the_heuristic_shows_ok() {
+    let s = scope("s1", "run_fallback", HookSet::default());
+    let (turn, _) = s.start_span(SpanSubject::Turn, "turn.1", attrs! {"turn_number" => 1});
+    let (call, _) = s.start_span(
+        SpanSubject::LlmCall,
+        "llm_call.intent_classification",
+        attrs! {"purpose" => "intent_classification", "model" => "m"},
+    );
+    s.end_span(
+        &call,
+        SpanPhase::Error,
+        Map::new(),
+        Some(kaos_agents::SpanError {
+            error_type: "invalid_output".into(),
+            message: "not JSON".into(),
+        }),
+    );
+    s.emit(EventKind::IntentClassified {
+        intent: kaos_agents::Intent::Respond,
+        confidence: 0.5,
+        reasoning: "short message (heuristic)".into(),
+    });
+    s.end_span(
+        &turn,
+        SpanPhase::Complete,
+        attrs! {"outcome" => "completed"},
+        None,
+    );
+    let tree = render_tree(&drain(&s), &no_durations());
+    assert!(tree.contains("├─ ✓ agent.intent_classification"), "{tree}");
+    assert!(tree.contains("✗ chat m"), "{tree}");
+}
+
 #[test]
 fn live_tree_with_subagent_and_cancellation_in_ascii() {
     let parent = scope("main", "run_parent", HookSet::default());

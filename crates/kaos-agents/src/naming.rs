@@ -29,6 +29,37 @@ pub enum SpanNaming {
     GenAi,
 }
 
+impl SpanNaming {
+    /// The environment variable read by [`SpanNaming::from_env`]: `seed` or `genai`.
+    pub const ENV: &'static str = "KAOS_SPAN_NAMING";
+
+    /// Parses `seed` or `genai` (any case; `gen_ai` too).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "seed" => Some(Self::Seed),
+            "genai" | "gen_ai" => Some(Self::GenAi),
+            _ => None,
+        }
+    }
+
+    /// From `KAOS_SPAN_NAMING`: the exporter ([`crate::otel::OTelHook::new`]), the terminal
+    /// tree and the HTML viewer of the `kaos` CLI all read it, so they name spans alike.
+    /// Unset or blank is [`SpanNaming::Seed`]; a value it does not know is warned about and
+    /// gives the default.
+    pub fn from_env() -> Self {
+        let Some(value) = std::env::var(Self::ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            return Self::default();
+        };
+        Self::parse(&value).unwrap_or_else(|| {
+            tracing::warn!("ignoring {}={value:?}: expected seed or genai", Self::ENV);
+            Self::default()
+        })
+    }
+}
+
 /// The name of the span that wraps a classifier's model call.
 pub const INTENT_CLASSIFICATION_SPAN: &str = "agent.intent_classification";
 

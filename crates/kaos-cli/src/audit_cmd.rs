@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use kaos_agents::audit::{self, AuditLog};
 use kaos_agents::otel::{CaptureContent, TelemetryBuilder};
-use kaos_agents::tree::{self, TreeOptions};
+use kaos_agents::tree;
 
 use crate::cli::{AuditAction, AuditArgs};
 use crate::exit::CliError;
@@ -34,7 +34,7 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
             let log = read_trail(file).map_err(CliError::usage)?;
             print!(
                 "{}",
-                tree::render_tree(&log.events, &TreeOptions::default())
+                tree::render_tree(&log.events, &crate::run::tree_options())
             );
             let mut redacted = kaos_agents::redact::RedactionStats::default();
             for trailer in &log.trailers {
@@ -52,7 +52,8 @@ pub fn audit_command(args: &AuditArgs) -> Result<u8, CliError> {
         }
         AuditAction::Html { file, output } => {
             let log = read_trail(file).map_err(CliError::usage)?;
-            let page = audit::html::render_html(&log);
+            let page =
+                audit::html::render_html_named(&log, kaos_agents::otel::SpanNaming::from_env());
             match output {
                 Some(out) => {
                     write_owner_only(out, page.as_bytes())

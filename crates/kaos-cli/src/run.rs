@@ -69,7 +69,7 @@ impl Hook for Recorder {
                 &span.name,
                 &span.attributes,
                 &event.agent,
-                kaos_agents::otel::SpanNaming::default(),
+                kaos_agents::otel::SpanNaming::from_env(),
             )
             .into_owned();
         }
@@ -77,6 +77,14 @@ impl Hook for Recorder {
             events.push(event.clone());
         }
         kaos_agents::HookAction::Continue
+    }
+}
+
+/// The tree's options: spans named as the exporter names them (`KAOS_SPAN_NAMING`).
+pub fn tree_options() -> TreeOptions {
+    TreeOptions {
+        naming: kaos_agents::otel::SpanNaming::from_env(),
+        ..TreeOptions::default()
     }
 }
 
@@ -345,7 +353,7 @@ pub async fn run(plan: RunPlan) -> Result<u8, CliError> {
 /// Prints a turn's answer and tree; returns the exit code.
 pub fn report(plan: &RunPlan, turn: &TurnRun, print_answer: bool) -> Result<u8, CliError> {
     if plan.display.tree && !turn.events.is_empty() {
-        eprint!("{}", render_tree(&turn.events, &TreeOptions::default()));
+        eprint!("{}", render_tree(&turn.events, &tree_options()));
     }
     if turn.interrupted {
         eprintln!("kaos: interrupted; the turn was cancelled and the session left unchanged");

@@ -18,11 +18,16 @@ const PLACEHOLDER: &str = "/*KAOS_AUDIT_DATA*/";
 
 /// Renders `log` as one self-contained HTML page.
 pub fn render_html(log: &AuditLog) -> String {
+    render_html_named(log, naming::SpanNaming::default())
+}
+
+/// [`render_html`] with spans named under `naming` (as the exporter names them).
+pub fn render_html_named(log: &AuditLog, naming: naming::SpanNaming) -> String {
     // Span names (and the intent wrapper) come from the exporter's naming function; the
     // page's script only draws them.
     let mut names = serde_json::Map::new();
     let mut wrappers = serde_json::Map::new();
-    for run in log.runs() {
+    for run in log.runs_named(naming) {
         let mut run_names = serde_json::Map::new();
         let mut run_wrappers = serde_json::Map::new();
         for (i, span) in run.spans.iter().enumerate() {

@@ -88,6 +88,11 @@ impl AuditLog {
         build_runs(&self.events)
     }
 
+    /// [`AuditLog::runs`] with spans named under `naming`.
+    pub fn runs_named(&self, naming: crate::naming::SpanNaming) -> Vec<RunTree> {
+        crate::tree::build_runs_named(&self.events, naming)
+    }
+
     /// Appends `other`'s events (and its own included files).
     pub fn merge(&mut self, other: AuditLog) {
         self.included.push(IncludedFile {

@@ -78,7 +78,7 @@ impl OTelHook {
     {
         Self {
             tracer: HookTracer::new(tracer),
-            naming: SpanNaming::default(),
+            naming: SpanNaming::from_env(),
             content: ContentPolicy::new(CaptureContent::from_env()),
             shards: Shards::default(),
             session_parents: RwLock::new(Map::default()),

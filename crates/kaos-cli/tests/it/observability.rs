@@ -561,3 +561,59 @@ fn the_agent_span_names_the_model_not_the_spec_with_its_url() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(turn.contains("gen_ai.request.model=llama3"), "{turn}");
 }
+
+/// `KAOS_SPAN_NAMING=genai`: the exporter, the terminal tree and the audit trail's tree and
+/// page all name spans the GenAI way, alike (the CLI could not switch it before).
+#[test]
+fn genai_span_naming_reaches_the_trace_the_tree_and_the_audit_views() {
+    let dir = TempDir::new("genai-naming");
+    let trail = dir.path().join("trail");
+    let out = Command::new(KAOS)
+        .args(["run", "--ephemeral", "--trace", "--session", "g", "--audit"])
+        .arg(&trail)
+        .arg("Summarize the lease.")
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .env("KAOS_SPAN_NAMING", "genai")
+        .env("OTEL_TRACES_EXPORTER", "console")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("span invoke_agent assistant "), "{stdout}");
+    assert!(stderr.contains("✓ invoke_agent assistant"), "{stderr}");
+    let file = trail.join("g.jsonl");
+    let show = Command::new(KAOS)
+        .args(["audit", "show", file.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("KAOS_SPAN_NAMING", "genai")
+        .output()
+        .unwrap();
+    assert!(
+        text(&show.stdout).contains("invoke_agent assistant"),
+        "{}",
+        text(&show.stdout)
+    );
+    let page = dir.path().join("g.html");
+    let html = Command::new(KAOS)
+        .args([
+            "audit",
+            "html",
+            file.to_str().unwrap(),
+            "-o",
+            page.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .env("KAOS_SPAN_NAMING", "genai")
+        .output()
+        .unwrap();
+    assert_eq!(html.status.code(), Some(0), "{}", text(&html.stderr));
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("invoke_agent assistant")
+    );
+}

@@ -316,7 +316,13 @@ pub async fn resume(plan: RunPlan, run_id: String, choice: ResumeChoice) -> Resu
         Some(reason) => Approval::Deny { reason },
         None => Approval::Approve,
     };
-    let stream = runner.resume_with(run_id, plan.session.clone(), approval, choice.force);
+    let stream = runner.resume_with_options(
+        run_id,
+        plan.session.clone(),
+        approval,
+        choice.force,
+        wiring::run_options(&plan.observability),
+    );
     let turn = drive_stream(&plan, &runner, &recorder, &mut interrupt, stream).await;
     observers.finish(plan.display.notes);
     report(&plan, &turn, true)

@@ -221,10 +221,15 @@ impl OTelHook {
             _ => None,
         };
         // A resumed turn's link: the paused turn's context, kept in the paused run's shard.
-        let link = start
-            .filter(|s| s.subject == SpanSubject::Turn)
+        // (Or, from another process, the paused turn's traceparent the run state kept.)
+        let turn_start = start.filter(|s| s.subject == SpanSubject::Turn);
+        let link = turn_start
             .and_then(|s| s.attr_str("resumed_from"))
-            .and_then(|paused| self.shards.lock(paused).shared.paused_turns.remove(paused));
+            .and_then(|paused| self.shards.lock(paused).shared.paused_turns.remove(paused))
+            .or_else(|| {
+                let tp = turn_start?.attr_str("resumed_traceparent")?;
+                Some(parse_trace_context(tp, None)?.span().span_context().clone())
+            });
         let mut state = self.shards.lock_at(home);
         match start {
             Some(span) => {

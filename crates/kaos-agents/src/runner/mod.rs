@@ -249,10 +249,24 @@ impl Runner {
         approval: Approval,
         force: bool,
     ) -> EventStream {
+        self.resume_with_options(run_id, session_id, approval, force, RunOptions::default())
+    }
+
+    /// [`resume_with`](Self::resume_with) with run options: a `traceparent` (and its
+    /// `tracestate`) makes the resumed turn a child of the caller's span; it links to the
+    /// paused turn either way.
+    pub fn resume_with_options(
+        &self,
+        run_id: impl Into<String>,
+        session_id: impl Into<String>,
+        approval: Approval,
+        force: bool,
+        options: RunOptions,
+    ) -> EventStream {
         let shared = self.current();
         let run_id = run_id.into();
         self.stream(session_id.into(), move |scope| async move {
-            turn::run_resumed(shared, scope, run_id, approval, force).await;
+            turn::run_resumed(shared, scope, run_id, approval, force, options).await;
         })
     }
 

@@ -60,6 +60,10 @@ pub struct RunState {
     /// `remaining_calls` are then empty).
     #[serde(default)]
     pub plan: Option<PlanProgress>,
+    /// The W3C `traceparent` of the paused turn's span, when an OTel hook traced it: the
+    /// resumed turn links to it, whichever process resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Where a paused run's state is stored: `session:{session_id}#pending_runs/{run_id}`.

@@ -544,7 +544,22 @@ impl Turn {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             plan: pause.plan,
+            traceparent: self.turn_traceparent(),
         }
+    }
+
+    /// The W3C `traceparent` of this turn's OTel span, when a hook traced it.
+    fn turn_traceparent(&self) -> Option<String> {
+        #[cfg(feature = "otel")]
+        {
+            let cx = self
+                .scope
+                .hooks()
+                .otel_context(self.scope.run_id(), &self.turn_span)?;
+            crate::otel::format_traceparent(&cx)
+        }
+        #[cfg(not(feature = "otel"))]
+        None
     }
 
     /// Pauses: persists the run state with the user's message, then ends the turn with

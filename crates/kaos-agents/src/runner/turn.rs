@@ -90,6 +90,7 @@ pub(crate) async fn run_resumed(
     run_id: String,
     approval: Approval,
     force: bool,
+    options: RunOptions,
 ) -> Option<TurnSummary> {
     let lock = shared.session_lock(scope.session_id());
     let _guard = lock.lock().await;
@@ -105,11 +106,21 @@ pub(crate) async fn run_resumed(
     let turn_number = state
         .as_ref()
         .map_or(session.turn_count + 1, |s| s.turn_number);
-    let start = attrs! {
+    let mut start = attrs! {
         "turn_number" => turn_number,
         "model" => shared.agent.model.as_str(),
         "resumed_from" => run_id.as_str(),
     };
+    // The paused turn's span, for the link (another process may have traced it).
+    if let Some(tp) = state.as_ref().and_then(|s| s.traceparent.clone()) {
+        start.insert("resumed_traceparent".into(), Value::String(tp));
+    }
+    if let Some(tp) = options.traceparent {
+        start.insert("traceparent".into(), Value::String(tp));
+        if let Some(ts) = options.tracestate {
+            start.insert("tracestate".into(), Value::String(ts));
+        }
+    }
     if let (Some(_), None) = (&state, &failure) {
         // The claim is committed before the approved call runs: a second resume, here or
         // in another process, is refused from now on.

@@ -286,6 +286,54 @@ async fn resumed_turn_links_to_the_paused_turn() {
     h.assert_state_empty();
 }
 
+/// Resumed by another process (another hook, the same store): the resumed turn still links
+/// to the paused one, through the traceparent its run state kept, and continues a caller's
+/// traceparent given to the resume.
+#[tokio::test]
+async fn a_turn_resumed_elsewhere_links_to_the_paused_turn() {
+    let tool = || {
+        FnTool::new("wordcount", "Deletes words.", |_: TextArgs| async {
+            "done".to_string()
+        })
+        .destructive()
+    };
+    let runtime = tool_runtime(tool());
+    let first = Harness::new();
+    let paused = runner(&first, runtime.clone())
+        .turn("use the tool", "s")
+        .await
+        .unwrap();
+    assert_eq!(paused.outcome, TurnOutcome::Paused);
+    let paused_turn = named(&first.spans(), "agent.turn").span_context.clone();
+    let second = Harness::new();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let options = RunOptions {
+        traceparent: Some(caller.into()),
+        tracestate: None,
+    };
+    let resumed: Vec<_> = runner(&second, runtime)
+        .resume_with_options(
+            paused.run_id.clone(),
+            "s",
+            kaos_agents::Approval::Approve,
+            false,
+            options,
+        )
+        .collect()
+        .await;
+    assert!(!resumed.is_empty());
+    let spans = second.spans();
+    let turn = named(&spans, "agent.turn");
+    let links: Vec<_> = turn.links.iter().collect();
+    assert_eq!(links.len(), 1, "the resumed turn links to the paused one");
+    assert_eq!(links[0].span_context.span_id(), paused_turn.span_id());
+    assert_eq!(links[0].span_context.trace_id(), paused_turn.trace_id());
+    assert_eq!(
+        turn.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}
+
 #[tokio::test]
 async fn runner_dropped_stream_ends_every_span() {
     let h = Harness::new();

@@ -252,6 +252,13 @@ type ToolFn = dyn Fn(Value, ToolContext) -> BoxFuture<'static, ToolOutput> + Sen
 /// A tool made of a typed closure: arguments are deserialized with serde and the schema
 /// comes from `schemars`.
 ///
+/// With an OTel hook, the tool call's span is the current OpenTelemetry context while the
+/// closure's future runs (each poll), so spans and instrumented HTTP calls made inside nest
+/// under `agent.tool_call.{name}`. Work handed to `tokio::spawn` does not inherit it: carry
+/// it with `opentelemetry::context::FutureExt::with_current_context` (or `Context::current()`
+/// taken before spawning). Code in the closure before its `async` block runs before the
+/// span is current.
+///
 /// ```
 /// use kaos_agents::tools::{FnTool, Tool};
 /// #[derive(serde::Deserialize, schemars::JsonSchema)]

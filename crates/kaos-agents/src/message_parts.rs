@@ -17,7 +17,7 @@
 //! redactor, `kaos run --json` prints it). A typed call that needed a corrective retry
 //! carries, on its completion, the request its last attempt was asked (the first request, then
 //! each rejected answer and the correction): the answer on the span is that attempt's, and so
-//! is the input the OTel hook puts beside it ([`retried_request`]).
+//! is the input the OTel hook puts beside it (`retried_request`).
 
 use kaos_llm::structured::{Signature, StructuredOutput, TypedOutcome};
 use kaos_llm::{ContentPart, Message, Role, StopReason};

@@ -43,6 +43,11 @@ fn tool_runner(hook: Arc<MetricsHook>) -> Runner {
         a.text.split_whitespace().count().to_string()
     })
     .read_only();
+    runner_with(hook, tool)
+}
+
+/// A runner whose model calls `tool` once (as `wordcount`), with `hook`.
+fn runner_with(hook: Arc<MetricsHook>, tool: FnTool) -> Runner {
     let runtime = KaosRuntime::test_mode()
         .with_client(
             "fake",
@@ -250,19 +255,7 @@ async fn a_tool_call_paused_for_approval_records_no_tool_duration() {
         "done".to_string()
     })
     .destructive();
-    let runtime = KaosRuntime::test_mode()
-        .with_client(
-            "fake",
-            FunctionClient::new(routing_model("wordcount", json!({"text": "a b c"}))),
-        )
-        .with_tool(tool);
-    let agent = Agent::builder()
-        .name("tester")
-        .model("fake")
-        .build()
-        .unwrap();
-    let response = Runner::new(agent, runtime)
-        .with_shared_hook(hook.clone())
+    let response = runner_with(hook.clone(), tool)
         .turn("use the tool", "s")
         .await
         .unwrap();

@@ -15,10 +15,15 @@ use super::{KAOS, TempDir};
 const BOUND: Duration = Duration::from_secs(300);
 
 fn request(addr: &str, method: &str, path: &str, body: &str) -> TcpStream {
+    request_with(addr, method, path, "", body)
+}
+
+/// [`request`] with extra header lines (`name: value\r\n` each).
+fn request_with(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -26,7 +31,12 @@ fn request(addr: &str, method: &str, path: &str, body: &str) -> TcpStream {
 }
 
 fn status_of(addr: &str, path: &str) -> (u16, String) {
-    let mut s = request(addr, "GET", path, "");
+    status_with(addr, path, "")
+}
+
+/// [`status_of`] with extra header lines.
+fn status_with(addr: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut s = request_with(addr, "GET", path, headers, "");
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -293,21 +303,8 @@ fn one_request_logged_as_json_from(
         .next()
         .unwrap()
         .to_string();
-    let (code, response) = match traceparent {
-        None => status_of(&addr, "/healthz"),
-        Some(tp) => {
-            let mut s = TcpStream::connect(&addr).unwrap();
-            write!(
-                s,
-                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {tp}\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-            (code, text)
-        }
-    };
+    let headers = traceparent.map_or(String::new(), |tp| format!("traceparent: {tp}\r\n"));
+    let (code, response) = status_with(&addr, "/healthz", &headers);
     assert_eq!(code, 200, "{response}");
     // The line is written when the response body ends, maybe just after the client saw it.
     wait_line(&|l| l.contains("kaos_server::access"));

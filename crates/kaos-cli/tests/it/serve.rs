@@ -30,6 +30,18 @@ fn request_with(addr: &str, method: &str, path: &str, headers: &str, body: &str)
     s
 }
 
+/// The `host:port` of `kaos serve`'s "listening on http://…" line.
+fn address_in(listening: &str) -> String {
+    listening
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 fn status_of(addr: &str, path: &str) -> (u16, String) {
     status_with(addr, path, "")
 }
@@ -113,14 +125,7 @@ command = ["sh", "-c", "echo started > '{}'; cat '{}' > /dev/null; echo finished
         }
     };
     let listening = wait_line(&|l| l.contains("listening on http://"));
-    let addr = listening
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = address_in(&listening);
 
     // The long turn, streamed.
     let mut turn = request(
@@ -295,14 +300,7 @@ fn one_request_logged_as_json_from(
         }
     };
     let listening = wait_line(&|l| l.contains("listening on http://"));
-    let addr = listening
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = address_in(&listening);
     let headers = traceparent.map_or(String::new(), |tp| format!("traceparent: {tp}\r\n"));
     let (code, response) = status_with(&addr, "/healthz", &headers);
     assert_eq!(code, 200, "{response}");

@@ -27,6 +27,7 @@ pub mod session;
 pub mod testing;
 pub mod tools;
 pub mod tree;
+mod warn_once;
 
 #[cfg(not(feature = "test-support"))]
 pub(crate) use scope::attrs;

@@ -54,7 +54,10 @@ impl SpanNaming {
             return Self::default();
         };
         Self::parse(&value).unwrap_or_else(|| {
-            tracing::warn!("ignoring {}={value:?}: expected seed or genai", Self::ENV);
+            crate::warn_once::warn_once(&format!(
+                "ignoring {}={value:?}: expected seed or genai; the default applies",
+                Self::ENV
+            ));
             Self::default()
         })
     }

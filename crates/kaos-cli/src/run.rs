@@ -22,6 +22,8 @@ pub struct Recorder {
     events: Mutex<Vec<Event>>,
     json: bool,
     status: Mutex<String>,
+    /// How the spinner names spans (`KAOS_SPAN_NAMING`, read once).
+    naming: kaos_agents::otel::SpanNaming,
 }
 
 impl Recorder {
@@ -31,6 +33,7 @@ impl Recorder {
             events: Mutex::new(Vec::new()),
             json,
             status: Mutex::new("thinking".into()),
+            naming: kaos_agents::otel::SpanNaming::from_env(),
         })
     }
 
@@ -69,7 +72,7 @@ impl Hook for Recorder {
                 &span.name,
                 &span.attributes,
                 &event.agent,
-                kaos_agents::otel::SpanNaming::from_env(),
+                self.naming,
             )
             .into_owned();
         }

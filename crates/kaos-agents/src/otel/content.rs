@@ -93,14 +93,14 @@ impl CaptureContent {
                 .as_deref()
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("event_only"))
         {
-            super::env::warn_once(&format!(
+            crate::warn_once::warn_once(&format!(
                 "{}=EVENT_ONLY: kaos records message content on spans, not in events, so this \
                  captures nothing; SPAN_ONLY or SPAN_AND_EVENT capture it (redacted)",
                 Self::OTEL_ENV
             ));
         }
         Self::from_vars(kaos.as_deref(), otel.as_deref()).unwrap_or_else(|e| {
-            super::env::warn_once(&format!(
+            crate::warn_once::warn_once(&format!(
                 "{e}; the value is ignored (content capture is off unless another setting \
                  turns it on)"
             ));

@@ -4,7 +4,7 @@
 //! for another SDK (`OTEL_METRICS_EXPORTER=prometheus`, `OTEL_TRACES_EXPORTER=zipkin`): they
 //! must not stop a turn. Also here: the resource every kaos signal is exported with.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::Resource;
@@ -43,35 +43,22 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 
 /// Warns (once per process for each variable and value) that `name=value` is ignored.
 pub(super) fn ignored(name: &str, value: &str, reason: &str) {
-    static WARNED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let mut warned = WARNED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if warned.iter().any(|(n, v)| n == name && v == value) {
-        return;
-    }
-    warned.push((name.to_string(), value.to_string()));
-    drop(warned);
-    tracing::warn!(
-        variable = name,
-        value,
+    crate::warn_once::warn_once(&format!(
         "ignoring {name}={value:?}: {reason}; the default applies"
-    );
+    ));
 }
 
-/// Logs `message` as a warning once per process (settings are read by every hook a process
-/// builds; saying it once is enough).
-pub(super) fn warn_once(message: &str) {
-    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut warned = WARNED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if warned.iter().any(|m| m == message) {
-        return;
+/// The URL an OTLP exporter of one signal sends to, from a base endpoint: HTTP appends the
+/// signal's path (`v1/traces`, `v1/metrics`), gRPC takes the base as it is; without a base,
+/// the spec's local defaults (`:4318` for HTTP, `:4317` for gRPC).
+pub(super) fn signal_url(protocol: super::Protocol, base: Option<&str>, path: &str) -> String {
+    use super::Protocol;
+    match (protocol, base) {
+        (Protocol::HttpProtobuf, Some(base)) => format!("{}/{path}", base.trim_end_matches('/')),
+        (Protocol::HttpProtobuf, None) => format!("http://localhost:4318/{path}"),
+        (Protocol::Grpc, Some(base)) => base.to_string(),
+        (Protocol::Grpc, None) => "http://localhost:4317".to_string(),
     }
-    warned.push(message.to_string());
-    drop(warned);
-    tracing::warn!("{message}");
 }
 
 /// The exporter a comma-separated list such as `OTEL_TRACES_EXPORTER` names: the first item

@@ -19,11 +19,10 @@
 //! A blank value counts as unset; a value kaos does not understand (`prometheus`, a
 //! negative interval) is warned about and ignored, as the SDK specification asks.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -32,7 +31,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 
-use super::env::{Vars, pick, resource};
+use super::env::{Vars, pick, resource, signal_url};
 use super::metrics::{MetricsHook, SEMCONV_OPT_IN_ENV, experimental_opt_in};
 #[cfg(feature = "otel-grpc")]
 use super::telemetry::grpc_metadata;
@@ -185,14 +184,7 @@ impl MetricsBuilder {
         if let Some(url) = &self.metrics_endpoint {
             return url.clone();
         }
-        match (self.protocol, &self.endpoint) {
-            (Protocol::HttpProtobuf, Some(base)) => {
-                format!("{}/v1/metrics", base.trim_end_matches('/'))
-            }
-            (Protocol::HttpProtobuf, None) => "http://localhost:4318/v1/metrics".to_string(),
-            (Protocol::Grpc, Some(base)) => base.clone(),
-            (Protocol::Grpc, None) => "http://localhost:4317".to_string(),
-        }
+        signal_url(self.protocol, self.endpoint.as_deref(), "v1/metrics")
     }
 
     /// Builds the provider (none when disabled or `none`).
@@ -236,9 +228,7 @@ impl MetricsBuilder {
             experimental: self.experimental,
         })
     }
-}
 
-impl MetricsBuilder {
     /// The OTLP metrics exporter these settings describe.
     fn otlp_exporter(&self) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
         let endpoint = self.resolved_endpoint();

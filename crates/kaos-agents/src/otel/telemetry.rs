@@ -38,7 +38,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use super::OTelHook;
-use super::env::{Vars, ignored, pick, resource};
+use super::env::{Vars, ignored, pick, resource, signal_url};
 
 /// Where spans go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -433,14 +433,7 @@ impl TelemetryBuilder {
         if let Some(url) = &self.traces_endpoint {
             return url.clone();
         }
-        match (self.protocol, &self.base_endpoint) {
-            (Protocol::HttpProtobuf, Some(base)) => {
-                format!("{}/v1/traces", base.trim_end_matches('/'))
-            }
-            (Protocol::HttpProtobuf, None) => "http://localhost:4318/v1/traces".to_string(),
-            (Protocol::Grpc, Some(base)) => base.clone(),
-            (Protocol::Grpc, None) => "http://localhost:4317".to_string(),
-        }
+        signal_url(self.protocol, self.base_endpoint.as_deref(), "v1/traces")
     }
 
     /// The sampler `OTEL_TRACES_SAMPLER` names (none: the SDK's default, parent-based

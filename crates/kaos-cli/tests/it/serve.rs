@@ -30,6 +30,44 @@ fn request_with(addr: &str, method: &str, path: &str, headers: &str, body: &str)
     s
 }
 
+/// A child's stderr lines as they come, and those seen so far.
+struct StderrLines {
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    /// Reads `stderr` line by line on a thread of its own.
+    fn follow(stderr: std::process::ChildStderr) -> Self {
+        let (tx, lines) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line `pred` accepts (the lines before it are kept in `seen`).
+    fn wait(&mut self, pred: &dyn Fn(&str) -> bool) -> String {
+        loop {
+            let Ok(line) = self.lines.recv_timeout(BOUND) else {
+                panic!("kaos serve went quiet:\n{}", self.seen.join("\n"));
+            };
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+}
+
 /// The `host:port` of `kaos serve`'s "listening on http://…" line.
 fn address_in(listening: &str) -> String {
     listening
@@ -104,27 +142,8 @@ command = ["sh", "-c", "echo started > '{}'; cat '{}' > /dev/null; echo finished
         .spawn()
         .unwrap();
     // Stderr lines, as they come: the listening address, then the access log.
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_line = |pred: &dyn Fn(&str) -> bool| -> String {
-        loop {
-            let line = lines.recv_timeout(BOUND).expect("kaos serve went quiet");
-            seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
-    };
-    let listening = wait_line(&|l| l.contains("listening on http://"));
+    let mut err = StderrLines::follow(child.stderr.take().unwrap());
+    let listening = err.wait(&|l| l.contains("listening on http://"));
     let addr = address_in(&listening);
 
     // The long turn, streamed.
@@ -158,7 +177,7 @@ command = ["sh", "-c", "echo started > '{}'; cat '{}' > /dev/null; echo finished
             .unwrap()
             .success()
     );
-    wait_line(&|l| l.contains("draining"));
+    err.wait(&|l| l.contains("draining"));
     let (code, text) = status_of(&addr, "/readyz");
     assert_eq!(code, 503, "{text}");
     assert!(text.contains("draining"));
@@ -182,9 +201,9 @@ command = ["sh", "-c", "echo started > '{}'; cat '{}' > /dev/null; echo finished
     assert!(streamed.contains("all done"));
 
     let status = child.wait().unwrap();
-    let rest: Vec<String> = lines.iter().collect();
-    seen.extend(rest);
-    let all = seen.join("\n");
+    let rest: Vec<String> = err.lines.iter().collect();
+    err.seen.extend(rest);
+    let all = err.seen.join("\n");
     assert_eq!(status.code(), Some(0), "{all}");
     assert!(
         all.contains("stopped (1 turn(s) in flight at the signal, 0 cancelled"),
@@ -277,35 +296,14 @@ fn one_request_logged_as_json_from(
         let _ = stdout.read_to_string(&mut text);
         text
     });
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_line = |pred: &dyn Fn(&str) -> bool| -> String {
-        loop {
-            let Ok(line) = lines.recv_timeout(BOUND) else {
-                panic!("kaos serve went quiet:\n{}", seen.join("\n"));
-            };
-            seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
-    };
-    let listening = wait_line(&|l| l.contains("listening on http://"));
+    let mut err = StderrLines::follow(child.stderr.take().unwrap());
+    let listening = err.wait(&|l| l.contains("listening on http://"));
     let addr = address_in(&listening);
     let headers = traceparent.map_or(String::new(), |tp| format!("traceparent: {tp}\r\n"));
     let (code, response) = status_with(&addr, "/healthz", &headers);
     assert_eq!(code, 200, "{response}");
     // The line is written when the response body ends, maybe just after the client saw it.
-    wait_line(&|l| l.contains("kaos_server::access"));
+    err.wait(&|l| l.contains("kaos_server::access"));
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -315,6 +313,7 @@ fn one_request_logged_as_json_from(
     );
     let status = child.wait().unwrap();
     let stdout = printed.join().unwrap();
+    let StderrLines { lines, mut seen } = err;
     seen.extend(lines.try_iter());
     assert_eq!(status.code(), Some(0), "{}", seen.join("\n"));
     (response, stdout, seen)

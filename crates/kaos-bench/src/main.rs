@@ -17,6 +17,8 @@
 #![recursion_limit = "256"]
 
 mod alloc;
+#[cfg(feature = "otel")]
+mod minimal_hook;
 mod otel;
 mod redaction;
 mod serve;
@@ -340,6 +342,8 @@ fn otel_figures(
         "otel_sdk_floor_ratio": otel.map(|o| round(o.floor_ratio, 3)),
         "otel_sdk_floor_turn_us": otel.map(|o| round(o.floor_us, 2)),
         "otel_hook_us_over_floor": otel.map(|o| round(o.hook_us_over_floor(), 2)),
+        "otel_minimal_hook_ratio": otel.map(|o| round(o.minimal_ratio, 3)),
+        "otel_minimal_hook_us_over_floor": otel.map(|o| round(o.minimal_us_over_floor(), 2)),
         "otel_spans_dropped": otel.map(|o| o.spans_expected.saturating_sub(o.spans_exported)),
         "otel_ratio_64_tasks": otel64.map(|t| round(t.ratio, 3)),
         "otel_64_tasks_turns_per_s_off_on": otel64.map(|t| [round(t.off_per_s, 0), round(t.on_per_s, 0)]),
@@ -373,10 +377,11 @@ fn otel_notes(
         format!("{dropped} dropped because the queue was full (the SDK drops rather than blocks)")
     };
     notes.insert("otel_ratio".into(), format!(
-        "respond turns on one task with OTelHook (content capture forced off) over an SdkTracerProvider with a BatchSpanProcessor (default config: queue 2048, batches of 512, its own thread) feeding a no-op exporter, ÷ without; three sides interleaved in the same run (off, SDK floor, hook); the hot path (span building + batch enqueue), no serialization or I/O; {} spans per turn; {} of {} spans (floor and hook sides) reached the exporter, {drops}",
+        "respond turns on one task with OTelHook (content capture forced off) over an SdkTracerProvider with a BatchSpanProcessor (default config: queue 2048, batches of 512, its own thread) feeding a no-op exporter, ÷ without; four sides interleaved in the same run (off, SDK floor, OTelHook, minimal hook); the hot path (span building + batch enqueue), no serialization or I/O; {} spans per turn; {} of {} spans (the three traced sides) reached the exporter, {drops}",
         o.spans_per_turn, o.spans_exported, o.spans_expected
     ).into());
     notes.insert("otel_sdk_floor_ratio".into(), "the same turn with no hook, plus the spans OTelHook exports for it (recorded once: names, kinds, every attribute, span events, statuses, the tree) made straight through the SDK tracer on the same provider, ÷ the turn alone: the SDK's own cost for those spans; otel_hook_us_over_floor = hooked turn µs − floor turn µs".into());
+    notes.insert("otel_minimal_hook_ratio".into(), "the same turn with a hook that maps nothing (src/minimal_hook.rs): for each span START it opens the recorded template's spans under the START's parent, keeps them in one list under one lock, ends them with the template's events and status at the END and gives the runner their contexts to make current, ÷ the turn alone; otel_minimal_hook_us_over_floor = its turn µs − floor turn µs: what the event model costs any hook (dispatch, delivery, contexts made current, parent lookup) before it reads an attribute".into());
     if let Some(t) = otel64 {
         notes.insert("otel_ratio_64_tasks".into(), format!(
             "{} tasks on a multi-thread Tokio runtime (one worker per core), each running respond turns back to back, batches alternating with and without OTelHook (one hook and provider shared by all tasks, as above), turns/s with ÷ without",

@@ -16,9 +16,13 @@ pub(crate) struct OtelFigures {
     pub floor_ratio: f64,
     /// Mean turn time plus the SDK-made spans (µs).
     pub floor_us: f64,
+    /// Throughput with [`crate::minimal_hook::MinimalHook`] ÷ without.
+    pub minimal_ratio: f64,
+    /// Mean turn time with it (µs).
+    pub minimal_us: f64,
     /// OTel spans one respond turn produces.
     pub spans_per_turn: u64,
-    /// Spans the hooked and floor sides produced while measuring (warm-up included).
+    /// Spans the traced sides produced while measuring (warm-up included).
     pub spans_expected: u64,
     /// Spans that reached the exporter.
     pub spans_exported: u64,
@@ -28,6 +32,11 @@ impl OtelFigures {
     /// µs per turn the hook adds over the SDK's own cost for the same spans.
     pub(crate) fn hook_us_over_floor(&self) -> f64 {
         self.ratio.on_us - self.floor_us
+    }
+
+    /// µs per turn the minimal hook adds over the same floor: the event model's share.
+    pub(crate) fn minimal_us_over_floor(&self) -> f64 {
+        self.minimal_us - self.floor_us
     }
 }
 
@@ -48,7 +57,7 @@ pub(crate) struct TasksFigures {
 pub(crate) const TASKS: usize = 64;
 
 #[cfg(feature = "otel")]
-pub(crate) use sdk::{metrics_ratio, otel_ratio, otel_ratio_64_tasks, otel_sides};
+pub(crate) use sdk::{TemplateSpan, metrics_ratio, otel_ratio, otel_ratio_64_tasks, otel_sides};
 
 /// Without the `otel` feature there is no OTel hook to measure.
 #[cfg(not(feature = "otel"))]
@@ -99,6 +108,7 @@ mod sdk {
     };
 
     use super::{OtelFigures, TASKS, TasksFigures};
+    use crate::minimal_hook::MinimalHook;
     use crate::workloads::{Batches, Ratio, chat_model, chat_runner, check_turn, drain};
     use crate::{BoxError, Sizes};
 
@@ -162,14 +172,14 @@ mod sdk {
     }
 
     /// One span of a respond turn as `OTelHook` exports it: what the floor re-creates.
-    struct TemplateSpan {
-        name: Cow<'static, str>,
-        kind: SpanKind,
-        attributes: Vec<KeyValue>,
-        events: Vec<(Cow<'static, str>, Vec<KeyValue>)>,
-        status: Status,
+    pub(crate) struct TemplateSpan {
+        pub(crate) name: Cow<'static, str>,
+        pub(crate) kind: SpanKind,
+        pub(crate) attributes: Vec<KeyValue>,
+        pub(crate) events: Vec<(Cow<'static, str>, Vec<KeyValue>)>,
+        pub(crate) status: Status,
         /// Index of the parent in the template (spans are in start order).
-        parent: Option<usize>,
+        pub(crate) parent: Option<usize>,
     }
 
     /// The spans `OTelHook` exports for one respond turn (names, kinds, every attribute, span
@@ -183,13 +193,27 @@ mod sdk {
             .with_hook(hook(&provider));
         check_turn(&runner, "Hello from the agent.", 0).await?;
         flush(&provider)?;
-        let mut spans = std::mem::take(
+        let spans = std::mem::take(
             &mut *keep
                 .spans
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        spans.sort_by_key(|s| s.start_time);
+        // In start order, a parent before a child that started at the same instant (the
+        // intent-classification wrapper and its model call share a timestamp).
+        let depth = |span: &SpanData| {
+            let mut depth = 0;
+            let mut parent = span.parent_span_id;
+            while let Some(p) = spans.iter().find(|s| s.span_context.span_id() == parent) {
+                depth += 1;
+                parent = p.parent_span_id;
+            }
+            depth
+        };
+        let keys: Vec<_> = spans.iter().map(|s| (s.start_time, depth(s))).collect();
+        let mut keyed: Vec<_> = keys.into_iter().zip(spans).collect();
+        keyed.sort_by_key(|(key, _)| *key);
+        let spans: Vec<SpanData> = keyed.into_iter().map(|(_, span)| span).collect();
         let ids: Vec<_> = spans.iter().map(|s| s.span_context.span_id()).collect();
         let template: Vec<TemplateSpan> = spans
             .into_iter()
@@ -239,41 +263,75 @@ mod sdk {
         }
     }
 
-    /// Respond turns on one task, three sides interleaved in the same run (the side that goes
-    /// first rotates per batch): no tracing; the same turn plus its spans made straight through
-    /// the SDK ([`sdk_floor_turn`]); the turn with `OTelHook`. One tracer provider (batch
-    /// processor, no-op exporter) serves both traced sides.
-    pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
-        let template = record_template().await?;
-        let (provider, exported) = batch_provider();
-        let tracer = provider.tracer("kaos-bench-floor");
-        let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
-        let on = chat_runner(FunctionClient::new(chat_model).without_recording())?
-            .with_hook(hook(&provider));
-        let b = Batches::of(sizes);
-        let mut totals = [Duration::ZERO; 3];
-        for warm in 0..b.warmup {
-            for side in 0..3 {
-                run_side(
-                    side,
-                    &off,
-                    &on,
-                    &tracer,
-                    &template,
-                    &format!("w{side}-{warm}"),
-                )
-                .await;
+    /// The single-task workload's four sides: no tracing; the turn plus its spans made
+    /// straight through the SDK ([`sdk_floor_turn`]); the turn with `OTelHook`; the turn with
+    /// [`MinimalHook`]. One tracer provider (batch processor, no-op exporter) serves the
+    /// three traced sides.
+    struct Sides {
+        off: Runner,
+        hooked: Runner,
+        minimal: Runner,
+        tracer: SdkTracer,
+        template: Arc<Vec<TemplateSpan>>,
+    }
+
+    /// The sides' count, in [`Sides::run`]'s numbering.
+    const SIDES: usize = 4;
+
+    impl Sides {
+        async fn new(provider: &SdkTracerProvider) -> Result<Self, BoxError> {
+            let template = Arc::new(record_template().await?);
+            let tracer = provider.tracer("kaos-bench-floor");
+            let runner = || chat_runner(FunctionClient::new(chat_model).without_recording());
+            Ok(Self {
+                off: runner()?,
+                hooked: runner()?.with_hook(hook(provider)),
+                minimal: runner()?.with_hook(MinimalHook::new(tracer.clone(), template.clone())?),
+                tracer,
+                template,
+            })
+        }
+
+        /// One turn of side 0 (no tracing), 1 (SDK floor), 2 (`OTelHook`) or 3
+        /// ([`MinimalHook`]).
+        async fn run(&self, side: usize, id: String) {
+            match side {
+                0 => drop(drain(&self.off, "Hello there!", id).await),
+                1 => {
+                    drain(&self.off, "Hello there!", id).await;
+                    sdk_floor_turn(&self.tracer, &self.template);
+                }
+                2 => drop(drain(&self.hooked, "Hello there!", id).await),
+                _ => drop(drain(&self.minimal, "Hello there!", id).await),
             }
         }
+
+        async fn warm_up(&self, b: &Batches) {
+            for warm in 0..b.warmup {
+                for side in 0..SIDES {
+                    self.run(side, format!("w{side}-{warm}")).await;
+                }
+            }
+        }
+    }
+
+    /// Respond turns on one task, the four [`Sides`] interleaved in the same run (the side
+    /// that goes first rotates per batch).
+    pub(crate) async fn otel_ratio(sizes: Sizes) -> Result<Option<OtelFigures>, BoxError> {
+        let (provider, exported) = batch_provider();
+        let sides = Sides::new(&provider).await?;
+        let b = Batches::of(sizes);
+        sides.warm_up(&b).await;
+        let mut totals = [Duration::ZERO; SIDES];
         for batch in 0..b.batches {
-            for k in 0..3 {
-                let side = (batch + k) % 3;
+            for k in 0..SIDES {
+                let side = (batch + k) % SIDES;
                 let ids: Vec<String> = (0..b.turns)
                     .map(|i| format!("r{side}-{batch}-{i}"))
                     .collect();
                 let t = Instant::now();
-                for id in &ids {
-                    run_side(side, &off, &on, &tracer, &template, id).await;
+                for id in ids {
+                    sides.run(side, id).await;
                 }
                 totals[side] += t.elapsed();
             }
@@ -284,51 +342,46 @@ mod sdk {
             .map_err(|e| format!("OTel shutdown: {e}"))?;
         let turns = (b.batches * b.turns).max(1) as f64;
         let us = |d: Duration| d.as_secs_f64() * 1e6 / turns;
-        let [t_off, t_floor, t_on] = totals;
-        let spans_per_turn = template.len() as u64;
+        let ratio = |d: Duration| totals[0].as_secs_f64() / d.as_secs_f64().max(1e-12);
+        let spans_per_turn = sides.template.len() as u64;
         Ok(Some(OtelFigures {
             ratio: Ratio {
-                ratio: t_off.as_secs_f64() / t_on.as_secs_f64().max(1e-12),
-                off_us: us(t_off),
-                on_us: us(t_on),
+                ratio: ratio(totals[2]),
+                off_us: us(totals[0]),
+                on_us: us(totals[2]),
             },
-            floor_ratio: t_off.as_secs_f64() / t_floor.as_secs_f64().max(1e-12),
-            floor_us: us(t_floor),
+            floor_ratio: ratio(totals[1]),
+            floor_us: us(totals[1]),
+            minimal_ratio: ratio(totals[3]),
+            minimal_us: us(totals[3]),
             spans_per_turn,
-            spans_expected: 2 * spans_per_turn * b.turns_per_side() as u64,
+            spans_expected: 3 * spans_per_turn * b.turns_per_side() as u64,
             spans_exported: exported.load(Ordering::Relaxed),
         }))
     }
 
-    /// The single-task workload's three sides run apart (same setup, same warm-up), each
+    /// The single-task workload's [`Sides`] run apart (same setup, same warm-up), each
     /// timed turn inside a function of its own, for an instruction counter: under
-    /// `valgrind --tool=callgrind`, the inclusive counts of [`sides_off`], [`sides_floor`] and
-    /// [`sides_hooked`] divided by the turns returned are one turn's instructions on each side,
-    /// whatever the machine is doing (hooked − floor is what the hook adds over the SDK for
-    /// the same spans, everything it causes included: dispatch, the contexts it makes current).
+    /// `valgrind --tool=callgrind`, the inclusive counts of [`sides_off`], [`sides_floor`],
+    /// [`sides_hooked`] and [`sides_minimal`] divided by the turns returned are one turn's
+    /// instructions on each side, whatever the machine is doing (hooked − floor is what the
+    /// hook adds over the SDK for the same spans, everything it causes included: dispatch,
+    /// the contexts it makes current; minimal − floor is the part of it any hook pays).
     pub(crate) async fn otel_sides(sizes: Sizes) -> Result<Option<usize>, BoxError> {
-        let template = record_template().await?;
         let (provider, _) = batch_provider();
-        let tracer = provider.tracer("kaos-bench-floor");
-        let off = chat_runner(FunctionClient::new(chat_model).without_recording())?;
-        let on = chat_runner(FunctionClient::new(chat_model).without_recording())?
-            .with_hook(hook(&provider));
+        let sides = Sides::new(&provider).await?;
         let b = Batches::of(sizes);
-        for warm in 0..b.warmup {
-            for side in 0..3 {
-                let id = format!("w{side}-{warm}");
-                run_side(side, &off, &on, &tracer, &template, &id).await;
-            }
-        }
+        sides.warm_up(&b).await;
         let turns = b.batches * b.turns;
         // Boxed, so each side's `poll` stays a function of its own (not inlined here).
-        let sides: [Pin<Box<dyn Future<Output = ()> + '_>>; 3] = [
-            Box::pin(sides_off(&off, turns)),
-            Box::pin(sides_floor(&off, &tracer, &template, turns)),
-            Box::pin(sides_hooked(&on, turns)),
+        let runs: [Pin<Box<dyn Future<Output = ()> + '_>>; SIDES] = [
+            Box::pin(sides_off(&sides, turns)),
+            Box::pin(sides_floor(&sides, turns)),
+            Box::pin(sides_hooked(&sides, turns)),
+            Box::pin(sides_minimal(&sides, turns)),
         ];
-        for side in sides {
-            side.await;
+        for run in runs {
+            run.await;
         }
         flush(&provider)?;
         provider
@@ -338,48 +391,30 @@ mod sdk {
     }
 
     /// `turns` respond turns, no tracing.
-    async fn sides_off(off: &Runner, turns: usize) {
+    async fn sides_off(sides: &Sides, turns: usize) {
         for i in 0..turns {
-            drain(off, "Hello there!", format!("s0-{i}")).await;
+            sides.run(0, format!("s0-{i}")).await;
         }
     }
 
     /// `turns` respond turns, each followed by its spans made straight through the SDK.
-    async fn sides_floor(
-        off: &Runner,
-        tracer: &SdkTracer,
-        template: &[TemplateSpan],
-        turns: usize,
-    ) {
+    async fn sides_floor(sides: &Sides, turns: usize) {
         for i in 0..turns {
-            drain(off, "Hello there!", format!("s1-{i}")).await;
-            sdk_floor_turn(tracer, template);
+            sides.run(1, format!("s1-{i}")).await;
         }
     }
 
     /// `turns` respond turns with `OTelHook`.
-    async fn sides_hooked(on: &Runner, turns: usize) {
+    async fn sides_hooked(sides: &Sides, turns: usize) {
         for i in 0..turns {
-            drain(on, "Hello there!", format!("s2-{i}")).await;
+            sides.run(2, format!("s2-{i}")).await;
         }
     }
 
-    /// One turn of side 0 (no tracing), 1 (SDK floor) or 2 (`OTelHook`).
-    async fn run_side(
-        side: usize,
-        off: &Runner,
-        on: &Runner,
-        tracer: &SdkTracer,
-        template: &[TemplateSpan],
-        id: &str,
-    ) {
-        match side {
-            0 => drop(drain(off, "Hello there!", id.to_string()).await),
-            1 => {
-                drain(off, "Hello there!", id.to_string()).await;
-                sdk_floor_turn(tracer, template);
-            }
-            _ => drop(drain(on, "Hello there!", id.to_string()).await),
+    /// `turns` respond turns with [`MinimalHook`].
+    async fn sides_minimal(sides: &Sides, turns: usize) {
+        for i in 0..turns {
+            sides.run(3, format!("s3-{i}")).await;
         }
     }
 

@@ -207,12 +207,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     }
     // After the spans, so the last export of metrics counts what happened to them.
     if let Some(m) = observers.metrics()
-        && !m.shutdown_with_deadline(FLUSH_DEADLINE)
+        && let Err(e) = m.shutdown_with_deadline(FLUSH_DEADLINE)
     {
         eprintln!(
-            "kaos serve: warning: metrics were not exported to {} within {}s",
+            "kaos serve: warning: metrics were not exported to {}: {e}{}",
             m.endpoint().unwrap_or("the console"),
-            FLUSH_DEADLINE.as_secs()
+            crate::wiring::METRICS_OFF_HINT
         );
     }
     eprintln!(

@@ -247,6 +247,10 @@ pub struct Observers {
     metrics: Option<Metrics>,
 }
 
+/// How to stop exporting metrics, for a collector that takes traces only (Phoenix, Jaeger).
+pub const METRICS_OFF_HINT: &str =
+    " (for a backend that takes no metrics, set OTEL_METRICS_EXPORTER=none)";
+
 impl Observers {
     /// Flushes the span exporter within a deadline and says on stderr what did not make it.
     /// Never fails the run.
@@ -269,12 +273,12 @@ impl Observers {
             }
         }
         if let Some(metrics) = &self.metrics
-            && !metrics.shutdown_with_deadline(EXPORT_DEADLINE)
+            && let Err(e) = metrics.shutdown_with_deadline(EXPORT_DEADLINE)
         {
             eprintln!(
-                "kaos: warning: metrics were not exported to {} within {}s; the run itself is unaffected",
+                "kaos: warning: metrics were not exported to {}: {e}; the run itself is unaffected{}",
                 metrics.endpoint().unwrap_or("the console"),
-                EXPORT_DEADLINE.as_secs()
+                METRICS_OFF_HINT
             );
         }
     }

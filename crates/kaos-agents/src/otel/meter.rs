@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::metrics::MeterProvider as _;
@@ -195,6 +195,7 @@ impl MetricsBuilder {
             self.exporter
         };
         let resource = resource(self.service_name.as_deref());
+        let last_error = Arc::new(Mutex::new(None));
         let provider = match exporter {
             MetricsExporter::None => None,
             MetricsExporter::Console => Some(
@@ -208,7 +209,10 @@ impl MetricsBuilder {
                     .build(),
             ),
             MetricsExporter::Otlp => {
-                let otlp = self.otlp_exporter()?;
+                let otlp = Reported {
+                    inner: self.otlp_exporter()?,
+                    last_error: last_error.clone(),
+                };
                 Some(
                     SdkMeterProvider::builder()
                         .with_resource(resource)
@@ -226,6 +230,7 @@ impl MetricsBuilder {
             exporter,
             endpoint: (exporter == MetricsExporter::Otlp).then(|| self.resolved_endpoint()),
             experimental: self.experimental,
+            last_error,
         })
     }
 
@@ -276,6 +281,8 @@ pub struct Metrics {
     exporter: MetricsExporter,
     endpoint: Option<String>,
     experimental: bool,
+    /// The OTLP exporter's last failure, in its words (the SDK's shutdown error drops them).
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -322,15 +329,72 @@ impl Metrics {
         )))
     }
 
-    /// Exports what was recorded and stops, waiting at most `deadline`. Returns whether it
-    /// finished in time (`true` when metrics are off).
-    pub fn shutdown_with_deadline(&self, deadline: Duration) -> bool {
+    /// Exports what was recorded and stops, waiting at most `deadline` (`Ok` at once when
+    /// metrics are off). The error says whether the export failed (with the exporter's
+    /// reason: a collector's HTTP status, a refused connection) or ran out of time.
+    pub fn shutdown_with_deadline(&self, deadline: Duration) -> Result<(), MetricsShutdownError> {
         let Some(provider) = self.provider.clone() else {
-            return true;
+            return Ok(());
         };
-        run_with_deadline(deadline, move || provider.shutdown())
-            .is_some_and(|r: OTelSdkResult| r.is_ok())
+        match run_with_deadline(deadline, move || provider.shutdown()) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                let reported = self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                Err(MetricsShutdownError::Failed(
+                    reported.unwrap_or_else(|| e.to_string()),
+                ))
+            }
+            None => Err(MetricsShutdownError::TimedOut(deadline)),
+        }
     }
+}
+
+/// An exporter that keeps its last failure's message for [`Metrics::shutdown_with_deadline`]
+/// (a collector's HTTP status, a refused connection).
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for Reported<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        if let Err(e) = &result {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        }
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// Why [`Metrics::shutdown_with_deadline`] did not export everything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsShutdownError {
+    /// The last export failed; the exporter's words.
+    #[error("the export failed: {0}")]
+    Failed(String),
+    /// The export had not finished when the deadline passed.
+    #[error("the export did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Prints each data point on stdout at every export.
@@ -442,7 +506,7 @@ mod tests {
             .unwrap();
         assert_eq!(off.exporter(), MetricsExporter::None);
         assert!(off.hook().is_none());
-        assert!(off.shutdown_with_deadline(Duration::from_millis(1)));
+        assert_eq!(off.shutdown_with_deadline(Duration::from_millis(1)), Ok(()));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 pub use crate::naming::SpanNaming;
 pub use content::{CaptureContent, DEFAULT_CONTENT_CAP};
 pub use hook::OTelHook;
-pub use meter::{Metrics, MetricsBuilder, MetricsExporter};
+pub use meter::{Metrics, MetricsBuilder, MetricsExporter, MetricsShutdownError};
 pub use metrics::MetricsHook;
 pub use replay::{ReplayError, export_recorded, replay_spans, span_id_for, trace_id_for_run};
 pub use telemetry::{

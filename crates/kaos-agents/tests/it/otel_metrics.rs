@@ -456,7 +456,7 @@ async fn metrics_over_otlp_http_to_a_local_receiver() {
         tokio::task::spawn_blocking(move || m.shutdown_with_deadline(Duration::from_secs(30)))
             .await
             .unwrap();
-    assert!(done);
+    assert_eq!(done, Ok(()));
     let requests: Vec<ExportMetricsServiceRequest> = rx.try_iter().collect();
     let wire: Vec<_> = requests
         .iter()

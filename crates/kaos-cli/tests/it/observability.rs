@@ -8,6 +8,13 @@ use super::{KAOS, TempDir, events, kaos, text};
 /// A local OTLP/HTTP collector: answers 200 to every request and reports `(path, body)` for
 /// each.
 pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    otlp_receiver_answering(|_| "200 OK")
+}
+
+/// [`otlp_receiver`] answering each path with the status `status(path)` gives.
+fn otlp_receiver_answering(
+    status: fn(&str) -> &'static str,
+) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -37,7 +44,11 @@ pub(crate) fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec
                 .nth(1)
                 .unwrap_or_default()
                 .to_string();
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let answer = format!(
+                "HTTP/1.1 {}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                status(&path)
+            );
+            let _ = stream.write_all(answer.as_bytes());
             let _ = tx.send((path, body));
         }
     });
@@ -204,6 +215,32 @@ fn a_collector_that_is_down_costs_a_warning_not_the_run() {
         &["audit", "export", file.to_str().unwrap(), "--otlp", &url],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_backend_without_metrics_gets_its_refusal_named_not_a_timeout() {
+    // Phoenix and Jaeger take traces over OTLP but answer 405 or 404 on /v1/metrics.
+    let dir = TempDir::new("otlp-traces-only");
+    let (url, received) = otlp_receiver_answering(|path| match path {
+        "/v1/metrics" => "405 Method Not Allowed",
+        _ => "200 OK",
+    });
+    let out = kaos(
+        dir.path(),
+        &["run", "--ephemeral", "--otlp", &url, "Summarize the lease."],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("exported 4 span(s)"), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("metrics were not exported"))
+        .unwrap_or_else(|| panic!("a metrics warning: {stderr}"));
+    assert!(warning.contains("405"), "the collector's status: {warning}");
+    assert!(!warning.contains("within"), "not a timeout: {warning}");
+    assert!(warning.contains("OTEL_METRICS_EXPORTER=none"), "{warning}");
+    let paths: Vec<String> = received.try_iter().map(|(path, _)| path).collect();
+    assert!(paths.contains(&"/v1/metrics".to_string()), "{paths:?}");
 }
 
 #[test]

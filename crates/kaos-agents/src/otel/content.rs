@@ -152,6 +152,33 @@ impl ContentPolicy {
         }
         Some(capped_json(&value, self.cap))
     }
+
+    /// A tool's result for `gen_ai.tool.call.result`, or `None` when capture is off. The
+    /// attribute is of the conventions' `any` type: a text result is a string attribute as
+    /// it is (no JSON quotes around it), anything else its JSON. Redacted per the mode and
+    /// capped like [`ContentPolicy::render`].
+    pub(crate) fn render_result(&self, value: &Value) -> Option<String> {
+        let Value::String(text) = value else {
+            return self.render(value.clone());
+        };
+        let text = match self.mode {
+            CaptureContent::None => return None,
+            CaptureContent::Full => std::borrow::Cow::Borrowed(text.as_str()),
+            CaptureContent::Redacted => self.redactor.redact_str(text),
+        };
+        Some(capped_text(&text, self.cap))
+    }
+}
+
+/// `text` cut to at most `cap` bytes (on a character boundary), ending in the truncation
+/// marker when it was cut.
+fn capped_text(text: &str, cap: usize) -> String {
+    if text.len() <= cap {
+        return text.to_string();
+    }
+    let mut cut = truncate_bytes(text, cap.saturating_sub(MARKER.len())).to_string();
+    cut.push_str(MARKER);
+    cut
 }
 
 impl ContentPolicy {
@@ -310,6 +337,29 @@ fn truncate_bytes(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_result_is_its_text_and_anything_else_its_json() {
+        let mut policy = ContentPolicy::new(CaptureContent::Redacted);
+        assert_eq!(policy.render_result(&json!("3")).as_deref(), Some("3"));
+        assert_eq!(
+            policy.render_result(&json!({"n": 3})).as_deref(),
+            Some(r#"{"n":3}"#)
+        );
+        let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
+        let redacted = policy
+            .render_result(&json!(format!("key {secret}")))
+            .unwrap();
+        assert!(
+            !redacted.contains(secret) && redacted.contains("REDACTED"),
+            "{redacted}"
+        );
+        policy.cap = 64;
+        let long = policy.render_result(&json!("é".repeat(100))).unwrap();
+        assert!(long.len() <= 64 && long.ends_with(MARKER), "{long}");
+        policy.mode = CaptureContent::None;
+        assert_eq!(policy.render_result(&json!("3")), None);
+    }
 
     #[test]
     fn capped_json_stays_valid_and_small() {

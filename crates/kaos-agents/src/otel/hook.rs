@@ -696,7 +696,7 @@ impl OTelHook {
         if open.kind == Kind::Tool
             && self.content.captures()
             && let Some(result) = facts.result_summary
-            && let Some(text) = self.content.render(result.clone())
+            && let Some(text) = self.content.render_result(result)
         {
             otel.set_attribute(KeyValue::new(GEN_AI_TOOL_CALL_RESULT, text));
         }

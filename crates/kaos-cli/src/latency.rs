@@ -40,6 +40,10 @@ impl LlmClient for Delayed {
         self.inner.model()
     }
 
+    fn server_address(&self) -> Option<kaos_llm::client::ServerAddress> {
+        self.inner.server_address()
+    }
+
     fn stream<'a>(
         &'a self,
         request: &'a LlmRequest,

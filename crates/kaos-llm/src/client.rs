@@ -29,6 +29,30 @@ pub enum StreamEvent {
     Done(ProviderResponse),
 }
 
+/// Where a client's requests go: a URL's host (never its user or password) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// Host name or IP address, as in the URL.
+    pub host: String,
+    /// The URL's port, or its scheme's default (443 for https, 80 for http).
+    pub port: u16,
+}
+
+impl ServerAddress {
+    /// The host and port of `url`; `None` when it does not parse or has no host.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let url = reqwest::Url::parse(url).ok()?;
+        Some(Self {
+            host: url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: url.port_or_known_default()?,
+        })
+    }
+}
+
 /// A model. Implementations are cheap to share as `Arc<dyn LlmClient>`.
 ///
 /// Only [`complete`](LlmClient::complete) is required; [`stream`](LlmClient::stream) has a
@@ -43,6 +67,13 @@ pub trait LlmClient: Send + Sync {
 
     /// The model name this client talks to.
     fn model(&self) -> &str;
+
+    /// The host and port its requests go to, for telemetry (`server.address`,
+    /// `server.port` on `chat` spans and model-call metrics); `None` for a client with no
+    /// server (the default: closures, scripts).
+    fn server_address(&self) -> Option<ServerAddress> {
+        None
+    }
 
     /// Streams the answer. The default calls [`complete`](LlmClient::complete) and replays
     /// the answer as deltas, so every client can be streamed.
@@ -98,6 +129,9 @@ impl<C: LlmClient + ?Sized> LlmClient for std::sync::Arc<C> {
     fn model(&self) -> &str {
         (**self).model()
     }
+    fn server_address(&self) -> Option<ServerAddress> {
+        (**self).server_address()
+    }
     fn stream<'a>(
         &'a self,
         request: &'a LlmRequest,
@@ -117,10 +151,38 @@ impl<C: LlmClient + ?Sized> LlmClient for Box<C> {
     fn model(&self) -> &str {
         (**self).model()
     }
+    fn server_address(&self) -> Option<ServerAddress> {
+        (**self).server_address()
+    }
     fn stream<'a>(
         &'a self,
         request: &'a LlmRequest,
     ) -> BoxStream<'a, Result<StreamEvent, LlmError>> {
         (**self).stream(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerAddress;
+
+    fn of(url: &str) -> Option<(String, u16)> {
+        ServerAddress::of_url(url).map(|s| (s.host, s.port))
+    }
+
+    #[test]
+    fn a_server_address_is_a_urls_host_and_port_without_its_credentials() {
+        assert_eq!(
+            of("https://api.anthropic.com"),
+            Some(("api.anthropic.com".into(), 443))
+        );
+        assert_eq!(
+            of("http://user:secret@127.0.0.1:8080/v1"),
+            Some(("127.0.0.1".into(), 8080))
+        );
+        assert_eq!(of("http://[::1]:9000/v1"), Some(("::1".into(), 9000)));
+        assert_eq!(of("http://localhost/v1"), Some(("localhost".into(), 80)));
+        assert_eq!(of("not a url"), None);
+        assert_eq!(of("unix:/tmp/socket"), None);
     }
 }

@@ -81,6 +81,10 @@ impl LlmClient for FallbackClient {
         self.clients.first().map_or("fallback", |c| c.model())
     }
 
+    fn server_address(&self) -> Option<crate::client::ServerAddress> {
+        self.clients.first()?.server_address()
+    }
+
     fn stream<'a>(
         &'a self,
         request: &'a LlmRequest,

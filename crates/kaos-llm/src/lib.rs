@@ -29,7 +29,7 @@ pub mod structured;
 pub mod structured_stream;
 pub mod types;
 
-pub use client::{LlmClient, StreamEvent};
+pub use client::{LlmClient, ServerAddress, StreamEvent};
 pub use error::LlmError;
 pub use fallback::FallbackClient;
 pub use providers::{AnthropicClient, OpenAiClient, create_client};

@@ -54,6 +54,10 @@ pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
 /// `gen_ai.system_instructions` (opt-in content, JSON string of GenAI parts).
 pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+/// The model server's host (OTel `server.address`, on `chat` spans and model-call metrics).
+pub const SERVER_ADDRESS: &str = "server.address";
+/// The model server's port (OTel `server.port`).
+pub const SERVER_PORT: &str = "server.port";
 /// `error.type` (stable).
 pub const ERROR_TYPE: &str = "error.type";
 

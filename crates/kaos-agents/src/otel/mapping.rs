@@ -85,6 +85,12 @@ pub(super) fn start_shape(
             if keys.stream.and_then(Value::as_bool) == Some(true) {
                 attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
             }
+            if let Some(host) = keys.server_address.and_then(Value::as_str) {
+                attrs.push(KeyValue::new(SERVER_ADDRESS, strings.value(host)));
+            }
+            if let Some(port) = keys.server_port.and_then(as_i64) {
+                attrs.push(KeyValue::new(SERVER_PORT, port));
+            }
             SpanKind::Client
         }
         SpanSubject::ToolCall => {
@@ -149,6 +155,8 @@ struct StartKeys<'a> {
     stream: Option<&'a Value>,
     turn_number: Option<&'a Value>,
     resumed_from: Option<&'a Value>,
+    server_address: Option<&'a Value>,
+    server_port: Option<&'a Value>,
 }
 
 impl<'a> StartKeys<'a> {
@@ -162,6 +170,8 @@ impl<'a> StartKeys<'a> {
                 "stream" => keys.stream = Some(v),
                 "turn_number" => keys.turn_number = Some(v),
                 "resumed_from" => keys.resumed_from = Some(v),
+                "server_address" => keys.server_address = Some(v),
+                "server_port" => keys.server_port = Some(v),
                 _ => {}
             }
         }

@@ -3,7 +3,7 @@
 //!
 //! | metric | instrument, unit | attributes | when |
 //! |---|---|---|---|
-//! | `gen_ai.client.operation.duration` | histogram `s` | `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, `error.type` | every model call |
+//! | `gen_ai.client.operation.duration` | histogram `s` | `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, `server.address`, `server.port` (clients with a server), `error.type` | every model call |
 //! | `gen_ai.client.token.usage` | histogram `{token}` | the same + `gen_ai.token.type` (`input`/`output`) | every model call that reported usage |
 //! | `gen_ai.client.operation.time_to_first_chunk` | histogram `s` | the same as duration | streamed calls (`time_to_first_chunk_ms` on the call's end) |
 //! | `kaos.turn.duration` | histogram `s` | `gen_ai.agent.name`, `kaos.outcome` | every turn |
@@ -313,11 +313,23 @@ impl MetricsHook {
     fn on_start(&self, event: &Event, span: &SpanEvent) {
         let s = |k: &str| span.attr_str(k).unwrap_or("").to_string();
         let attrs = match span.subject {
-            SpanSubject::LlmCall => vec![
-                KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
-                KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
-                KeyValue::new(GEN_AI_REQUEST_MODEL, s("model")),
-            ],
+            SpanSubject::LlmCall => {
+                let mut attrs = vec![
+                    KeyValue::new(GEN_AI_OPERATION_NAME, OP_CHAT),
+                    KeyValue::new(GEN_AI_PROVIDER_NAME, s("provider")),
+                    KeyValue::new(GEN_AI_REQUEST_MODEL, s("model")),
+                ];
+                // The conventions recommend the server on model-call metrics, as on spans.
+                if let Some(host) = span.attr_str("server_address") {
+                    attrs.push(KeyValue::new(SERVER_ADDRESS, host.to_string()));
+                    if let Some(port) =
+                        attr(&span.attributes, "server_port").and_then(Value::as_i64)
+                    {
+                        attrs.push(KeyValue::new(SERVER_PORT, port));
+                    }
+                }
+                attrs
+            }
             SpanSubject::ToolCall => {
                 let tool = span
                     .attr_str("tool_name")

@@ -239,7 +239,7 @@ impl Turn {
     ) -> Result<TypedOutcome<O>, LlmError> {
         let client = self.client()?;
         let content = self.scope.hooks().captures_content();
-        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()};
+        let mut start = call_attributes(purpose, client.as_ref(), false);
         if content {
             message_parts::request_attributes(&signature.messages(inputs), &mut start);
         }
@@ -286,7 +286,7 @@ impl Turn {
     ) -> Result<TypedOutcome<O>, LlmError> {
         let client = self.client()?;
         let content = self.scope.hooks().captures_content();
-        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true};
+        let mut start = call_attributes(purpose, client.as_ref(), true);
         if content {
             message_parts::request_attributes(&signature.messages(inputs), &mut start);
         }
@@ -360,7 +360,7 @@ impl Turn {
     ) -> Result<ProviderResponse, LlmError> {
         let client = self.client()?;
         let content = self.scope.hooks().captures_content();
-        let mut start = attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model(), "stream" => true};
+        let mut start = call_attributes(purpose, client.as_ref(), true);
         if content {
             message_parts::request_attributes(&request.messages, &mut start);
         }
@@ -676,4 +676,19 @@ fn llm_span_error(e: &LlmError) -> SpanError {
         error_type: e.kind().to_string(),
         message: e.to_string(),
     }
+}
+
+/// A model call's START attributes: its purpose, whether it streams, and the client's
+/// provider, model and server (host and port, when it has one).
+fn call_attributes(purpose: &str, client: &dyn LlmClient, stream: bool) -> Map<String, Value> {
+    let mut start =
+        attrs! {"purpose" => purpose, "provider" => client.provider(), "model" => client.model()};
+    if stream {
+        start.insert("stream".into(), Value::Bool(true));
+    }
+    if let Some(server) = client.server_address() {
+        start.insert("server_address".into(), Value::String(server.host));
+        start.insert("server_port".into(), Value::from(server.port));
+    }
+    start
 }

@@ -62,7 +62,7 @@ fn runner_with(hook: Arc<MetricsHook>, tool: FnTool) -> Runner {
     Runner::new(agent, runtime).with_shared_hook(hook)
 }
 
-fn memory_provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
+pub(crate) fn memory_provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
@@ -72,7 +72,7 @@ fn memory_provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
 
 /// One histogram data point, flattened: attributes, bounds, bucket counts, count, sum.
 #[derive(Debug, Clone)]
-struct Point {
+pub(crate) struct Point {
     attrs: Vec<(String, String)>,
     bounds: Vec<f64>,
     count: u64,
@@ -80,7 +80,7 @@ struct Point {
 }
 
 impl Point {
-    fn attr(&self, key: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, key: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == key)
@@ -94,7 +94,7 @@ fn flat(attrs: &mut dyn Iterator<Item = &KeyValue>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn points(metrics: &[ResourceMetrics], name: &str) -> Vec<Point> {
+pub(crate) fn points(metrics: &[ResourceMetrics], name: &str) -> Vec<Point> {
     let mut out = Vec::new();
     for rm in metrics.iter().rev().take(1) {
         for scope in rm.scope_metrics() {

@@ -617,3 +617,81 @@ async fn an_unnamed_stop_reason_is_kept_verbatim_on_the_event_and_the_span() {
         ])))
     );
 }
+
+/// A model behind a URL is named on its chat spans and its model-call metrics by host and
+/// port (`server.address`, `server.port`, recommended by the conventions); a client with no
+/// server (a closure) has neither.
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn chat_spans_and_model_metrics_name_the_models_server() {
+    use crate::otel_hook::{Harness, attr};
+    use crate::otel_metrics::{memory_provider, points};
+    use kaos_agents::otel::MetricsHook;
+    use kaos_agents::otel::metrics::GEN_AI_CLIENT_OPERATION_DURATION;
+    use opentelemetry::Value as OValue;
+    use opentelemetry::metrics::MeterProvider as _;
+
+    let answer = [StreamPart::Text(pieces(&[r#"{"response": "Hello!"}"#]))];
+    let server = FakeProvider::start(vec![
+        openai_json(RESPOND),
+        FakeReply::sse(openai_stream(&answer, "stop")),
+    ])
+    .await
+    .unwrap();
+    let port = server
+        .base_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<i64>().ok())
+        .expect("a port in the fake provider's URL");
+    let h = Harness::new();
+    let (provider, exporter) = memory_provider();
+    let metrics = Arc::new(MetricsHook::new(provider.meter("kaos.agents")));
+    let (served, _) = runner(openai(&server), false);
+    served
+        .with_shared_hook(h.hook.clone())
+        .with_shared_hook(metrics)
+        .turn("hello", "s")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let chats: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("chat "))
+        .collect();
+    assert_eq!(chats.len(), 2, "{spans:?}");
+    for chat in chats {
+        assert_eq!(
+            attr(chat, "server.address"),
+            Some(OValue::from("127.0.0.1"))
+        );
+        assert_eq!(attr(chat, "server.port"), Some(OValue::I64(port)));
+    }
+    // Only model calls go to a server.
+    let turn = spans.iter().find(|s| s.name == "agent.turn").unwrap();
+    assert_eq!(attr(turn, "server.address"), None);
+    provider.force_flush().unwrap();
+    let durations = points(
+        &exporter.get_finished_metrics().unwrap(),
+        GEN_AI_CLIENT_OPERATION_DURATION,
+    );
+    assert!(!durations.is_empty());
+    for p in &durations {
+        assert_eq!(p.attr("server.address"), Some("127.0.0.1"), "{p:?}");
+        assert_eq!(p.attr("server.port"), Some(port.to_string().as_str()));
+    }
+
+    // A closure-backed model has no server.
+    let h = Harness::new();
+    let model = FunctionClient::new(routing_model("wordcount", json!({})));
+    let (local, _) = runner(Arc::new(model), false);
+    local
+        .with_shared_hook(h.hook.clone())
+        .turn("hello", "s")
+        .await
+        .unwrap();
+    let spans = h.spans();
+    let chat = spans.iter().find(|s| s.name.starts_with("chat ")).unwrap();
+    assert_eq!(attr(chat, "server.address"), None);
+    assert_eq!(attr(chat, "server.port"), None);
+}

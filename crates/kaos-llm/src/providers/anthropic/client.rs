@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::convert::{request_body, response};
 use super::stream::AnthropicDecoder;
 use super::wire::MessageResponse;
-use crate::client::{LlmClient, StreamEvent};
+use crate::client::{LlmClient, ServerAddress, StreamEvent};
 use crate::error::LlmError;
 use crate::providers::http::{HttpLimits, Transport, join_url, with_trace_headers};
 use crate::retry::RetryPolicy;
@@ -170,6 +170,10 @@ impl LlmClient for AnthropicClient {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn server_address(&self) -> Option<ServerAddress> {
+        ServerAddress::of_url(&self.base_url)
     }
 
     fn stream<'a>(

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::convert::{Flavour, request_body, response};
 use super::stream::OpenAiDecoder;
 use super::wire::ChatResponse;
-use crate::client::{LlmClient, StreamEvent};
+use crate::client::{LlmClient, ServerAddress, StreamEvent};
 use crate::error::LlmError;
 use crate::providers::http::{HttpLimits, Transport, join_url, with_trace_headers};
 use crate::retry::RetryPolicy;
@@ -199,6 +199,10 @@ impl LlmClient for OpenAiClient {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn server_address(&self) -> Option<ServerAddress> {
+        ServerAddress::of_url(&self.base_url)
     }
 
     fn stream<'a>(

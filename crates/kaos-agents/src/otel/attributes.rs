@@ -54,6 +54,12 @@ pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
 /// `gen_ai.system_instructions` (opt-in content, JSON string of GenAI parts).
 pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+/// The agent span's input as text (OpenInference's `input.value`), with content capture on:
+/// Phoenix fills a trace's and a session's input from it (it does not read it from
+/// `gen_ai.input.messages`).
+pub const INPUT_VALUE: &str = "input.value";
+/// The agent span's answer as text (OpenInference's `output.value`), with content capture on.
+pub const OUTPUT_VALUE: &str = "output.value";
 /// The model server's host (OTel `server.address`, on `chat` spans and model-call metrics).
 pub const SERVER_ADDRESS: &str = "server.address";
 /// The model server's port (OTel `server.port`).

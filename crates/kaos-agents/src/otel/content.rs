@@ -158,12 +158,18 @@ impl ContentPolicy {
     /// it is (no JSON quotes around it), anything else its JSON. Redacted per the mode and
     /// capped like [`ContentPolicy::render`].
     pub(crate) fn render_result(&self, value: &Value) -> Option<String> {
-        let Value::String(text) = value else {
-            return self.render(value.clone());
-        };
+        match value {
+            Value::String(text) => self.render_text(text),
+            other => self.render(other.clone()),
+        }
+    }
+
+    /// Free text to put on a span as content, or `None` when capture is off: redacted per
+    /// the mode, capped to [`ContentPolicy::cap`] bytes (ending in the truncation marker).
+    pub(crate) fn render_text(&self, text: &str) -> Option<String> {
         let text = match self.mode {
             CaptureContent::None => return None,
-            CaptureContent::Full => std::borrow::Cow::Borrowed(text.as_str()),
+            CaptureContent::Full => std::borrow::Cow::Borrowed(text),
             CaptureContent::Redacted => self.redactor.redact_str(text),
         };
         Some(capped_text(&text, self.cap))

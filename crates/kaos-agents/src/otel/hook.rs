@@ -450,6 +450,9 @@ impl OTelHook {
                     ))
                 {
                     span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, text));
+                    if let Some(text) = self.content.render_text(&summary.text) {
+                        span.set_attribute(KeyValue::new(OUTPUT_VALUE, text));
+                    }
                 }
                 match summary.outcome {
                     TurnOutcome::Failed => {
@@ -580,10 +583,12 @@ impl OTelHook {
         let mut open = Open::new(span.span_id.clone(), cx, kind, event.timestamp);
         open.nested_in_other_run = nested && parent_id.is_none();
         open.parent = parent_id;
-        if self.content.captures()
-            && let Some(kv) = start_content(&self.content, kind, a)
-        {
-            open.cx.span().set_attribute(kv);
+        if self.content.captures() {
+            let mut content = Vec::new();
+            start_content(&self.content, kind, a, &mut content);
+            if !content.is_empty() {
+                open.cx.span().set_attributes(content);
+            }
         }
         if kind == Kind::Tool {
             open.call_id = attr(a, "call_id")

@@ -193,21 +193,38 @@ fn content_attribute(
     }
 }
 
-/// The content attribute a span gets at its START, with capture on: the agent span's input
-/// (the user's message, as conversation views show it), a tool call's arguments.
+/// The content attributes a span gets at its START, with capture on, pushed onto `out`: the
+/// agent span's input (the user's message, as conversation views show it, and as the text
+/// Phoenix shows for a trace), a tool call's arguments.
 pub(super) fn start_content(
     content: &ContentPolicy,
     kind: Kind,
     a: &serde_json::Map<String, Value>,
-) -> Option<KeyValue> {
+    out: &mut Vec<KeyValue>,
+) {
     match kind {
-        Kind::Turn => attr(a, INPUT_MESSAGES)
-            .and_then(|v| content.render_messages(v))
-            .map(|text| KeyValue::new(GEN_AI_INPUT_MESSAGES, text)),
-        Kind::Tool => attr(a, "arguments")
-            .and_then(|args| content.render(args.clone()))
-            .map(|text| KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text)),
-        _ => None,
+        Kind::Turn => {
+            let Some(messages) = attr(a, INPUT_MESSAGES) else {
+                return;
+            };
+            if let Some(text) = content.render_messages(messages) {
+                out.push(KeyValue::new(GEN_AI_INPUT_MESSAGES, text));
+            }
+            // The one user message's text ([`crate::message_parts::user_input`]).
+            if let Some(text) = messages
+                .pointer("/0/parts/0/content")
+                .and_then(Value::as_str)
+                .and_then(|t| content.render_text(t))
+            {
+                out.push(KeyValue::new(INPUT_VALUE, text));
+            }
+        }
+        Kind::Tool => {
+            if let Some(text) = attr(a, "arguments").and_then(|args| content.render(args.clone())) {
+                out.push(KeyValue::new(GEN_AI_TOOL_CALL_ARGUMENTS, text));
+            }
+        }
+        _ => {}
     }
 }
 

@@ -274,6 +274,13 @@ async fn chat_spans_carry_redacted_messages_in_the_parts_schema() {
     let output = json_attr(turn, "gen_ai.output.messages");
     schema.validate("OutputMessages", &output).unwrap();
     assert_eq!(output[0]["finish_reason"], "stop");
+    // The same two as plain text (OpenInference's `input.value` and `output.value`), which
+    // Phoenix shows as the trace's and the session's input and output.
+    assert_eq!(attr_s(turn, "input.value"), text);
+    assert_eq!(
+        attr_s(turn, "output.value"),
+        output[0]["parts"][0]["content"].as_str().unwrap()
+    );
     // The first tool-loop call asks for the tool; the second sees the call and its result.
     let (ask, answer) = (chats[1], chats[2]);
     assert_eq!(
@@ -418,11 +425,11 @@ async fn content_is_built_only_when_a_hook_captures_it() {
         0,
         "capture off: no content in the events"
     );
-    assert!(
-        off.spans()
+    assert!(off.spans().iter().all(|s| {
+        ["gen_ai.input.messages", "input.value", "output.value"]
             .iter()
-            .all(|s| attr(s, "gen_ai.input.messages").is_none())
-    );
+            .all(|key| attr(s, key).is_none())
+    }));
     let on = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
     let events: Vec<Event> = tool_runner(&on)
         .run("use the tool", "on".to_string())

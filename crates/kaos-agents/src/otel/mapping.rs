@@ -331,7 +331,11 @@ pub(super) fn end_attributes<'a>(
             };
             int_attr(input, GEN_AI_USAGE_INPUT_TOKENS);
             int_attr(output, GEN_AI_USAGE_OUTPUT_TOKENS);
-            int_attr(cache_read, GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS);
+            // Zero is what a provider that reports no cache says too: only a real read counts.
+            int_attr(
+                cache_read.filter(|v| v.as_u64() != Some(0)),
+                GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+            );
             int_attr(attempts, KAOS_ATTEMPTS);
             int_attr(chunks, KAOS_STREAM_CHUNKS);
             int_attr(streamed_chars, KAOS_STREAM_CHARS);

@@ -312,6 +312,10 @@ fn respond_turn_tree() {
         assert_eq!(attr_s(chat, "gen_ai.request.model"), "function-test");
         assert_eq!(attr_s(chat, "gen_ai.response.model"), "function-test");
         assert!(attr(chat, "kaos.cost_usd").is_some());
+        assert!(
+            attr(chat, "gen_ai.usage.cache_read.input_tokens").is_none(),
+            "no cache read reported, none recorded"
+        );
     }
     assert_eq!(
         attr(classifier, "gen_ai.usage.input_tokens"),
@@ -327,6 +331,32 @@ fn respond_turn_tree() {
     assert_eq!(intent.end_time, classifier.end_time);
     assert!(intent.end_time <= respond.start_time);
     h.assert_state_empty();
+}
+
+#[test]
+fn a_cache_read_is_recorded_when_the_provider_reported_one() {
+    let h = Harness::new();
+    let scope = h.scope("cached", "assistant");
+    let turn = start_turn(&scope, 1);
+    let (id, _) = scope.start_span(
+        SpanSubject::LlmCall,
+        "llm_call.respond",
+        attrs! {"purpose" => "respond", "provider" => "anthropic", "model" => "m"},
+    );
+    scope.end_span(
+        &id,
+        SpanPhase::Complete,
+        attrs! {"input_tokens" => 500, "output_tokens" => 20, "cache_read_tokens" => 400},
+        None,
+    );
+    end_turn(&scope, &turn, "completed");
+    scope.emit(summary("ok", None, vec![], TurnOutcome::Completed));
+    let spans = h.spans();
+    let chat = named(&spans, "chat m");
+    assert_eq!(
+        attr(chat, "gen_ai.usage.cache_read.input_tokens"),
+        Some(Value::I64(400))
+    );
 }
 
 #[test]

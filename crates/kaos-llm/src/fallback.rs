@@ -81,6 +81,8 @@ impl LlmClient for FallbackClient {
         self.clients.first().map_or("fallback", |c| c.model())
     }
 
+    /// The first client's, as for [`LlmClient::provider`] and [`LlmClient::model`] (a span
+    /// starts before it is known which client answers).
     fn server_address(&self) -> Option<crate::client::ServerAddress> {
         self.clients.first()?.server_address()
     }

@@ -46,7 +46,8 @@ pub const GEN_AI_TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
 pub const GEN_AI_TOOL_TYPE: &str = "gen_ai.tool.type";
 /// `gen_ai.tool.call.arguments` (opt-in content, JSON string).
 pub const GEN_AI_TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
-/// `gen_ai.tool.call.result` (opt-in content, JSON string).
+/// `gen_ai.tool.call.result` (opt-in content: a text result as the text, any other result as
+/// its JSON).
 pub const GEN_AI_TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
 /// `gen_ai.output.messages` (opt-in content, JSON string of GenAI output messages).
 pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";

@@ -1,8 +1,10 @@
-//! Opt-in message content on spans, as JSON strings in the GenAI message-parts shape,
-//! redacted on request and capped in size (still valid JSON, and still a messages array,
-//! after truncation): `gen_ai.system_instructions`, `gen_ai.input.messages` and
-//! `gen_ai.output.messages` on `chat` spans (from [`crate::message_parts`]), tool arguments
-//! and results on tool spans, and the turn's answer on the turn span.
+//! Opt-in message content on spans, redacted on request and capped in size. Messages are
+//! JSON strings in the GenAI message-parts shape (still valid JSON, and still a messages
+//! array, after truncation): `gen_ai.system_instructions`, `gen_ai.input.messages` and
+//! `gen_ai.output.messages` on `chat` spans (from [`crate::message_parts`]), the user's
+//! message and the answer on the turn span. Tool arguments go on tool spans as JSON, a
+//! tool's result as its text when it is text (else as JSON). The turn span also gets the
+//! user's message and the answer as plain text (`input.value`, `output.value`, for Phoenix).
 //!
 //! Switched by `--capture-content` (CLI), else `KAOS_CAPTURE_CONTENT`, else the GenAI alias
 //! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` ([`CaptureContent::from_vars`]); off
@@ -360,9 +362,14 @@ mod tests {
             !redacted.contains(secret) && redacted.contains("REDACTED"),
             "{redacted}"
         );
-        policy.cap = 64;
+        // An odd cap puts the cut inside a two-byte character: it backs off to a boundary.
+        policy.cap = 65;
         let long = policy.render_result(&json!("é".repeat(100))).unwrap();
-        assert!(long.len() <= 64 && long.ends_with(MARKER), "{long}");
+        assert!(long.len() <= 65 && long.ends_with(MARKER), "{long}");
+        assert!(
+            long.trim_end_matches(MARKER).chars().all(|c| c == 'é'),
+            "{long}"
+        );
         policy.mode = CaptureContent::None;
         assert_eq!(policy.render_result(&json!("3")), None);
     }

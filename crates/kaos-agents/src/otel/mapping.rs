@@ -331,7 +331,9 @@ pub(super) fn end_attributes<'a>(
             };
             int_attr(input, GEN_AI_USAGE_INPUT_TOKENS);
             int_attr(output, GEN_AI_USAGE_OUTPUT_TOKENS);
-            // Zero is what a provider that reports no cache says too: only a real read counts.
+            // Zero is also what kaos records for a provider that reports no cache, so a 0 is
+            // left off (a provider's explicit "0 cached" with it: a cache hit rate over spans
+            // then counts the spans that name a read).
             int_attr(
                 cache_read.filter(|v| v.as_u64() != Some(0)),
                 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,

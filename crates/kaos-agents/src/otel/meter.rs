@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
@@ -331,13 +331,18 @@ impl Metrics {
 
     /// Exports what was recorded and stops, waiting at most `deadline` (`Ok` at once when
     /// metrics are off). The error says whether the export failed (with the exporter's
-    /// reason: a collector's HTTP status, a refused connection) or ran out of time.
+    /// reason: a collector's HTTP status, a network error) or ran out of time (ours, or the
+    /// SDK's own shutdown wait, whichever came first).
     pub fn shutdown_with_deadline(&self, deadline: Duration) -> Result<(), MetricsShutdownError> {
         let Some(provider) = self.provider.clone() else {
             return Ok(());
         };
         match run_with_deadline(deadline, move || provider.shutdown()) {
             Some(Ok(())) => Ok(()),
+            // The SDK's own shutdown wait (5 s) ran out before ours.
+            Some(Err(OTelSdkError::Timeout(waited))) => {
+                Err(MetricsShutdownError::TimedOut(waited.min(deadline)))
+            }
             Some(Err(e)) => {
                 let reported = self
                     .last_error
@@ -353,8 +358,8 @@ impl Metrics {
     }
 }
 
-/// An exporter that keeps its last failure's message for [`Metrics::shutdown_with_deadline`]
-/// (a collector's HTTP status, a refused connection).
+/// An exporter that keeps its last export's failure message, if it failed, for
+/// [`Metrics::shutdown_with_deadline`] (a collector's HTTP status, a network error).
 #[derive(Debug)]
 struct Reported<E> {
     inner: E,
@@ -364,12 +369,12 @@ struct Reported<E> {
 impl<E: PushMetricExporter> PushMetricExporter for Reported<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let result = self.inner.export(metrics).await;
-        if let Err(e) = &result {
-            *self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-        }
+        // The last export's outcome only: a failure an export since has recovered from is
+        // not the reason a later shutdown fails.
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = result.as_ref().err().map(|e| e.to_string());
         result
     }
 
@@ -458,6 +463,47 @@ impl PushMetricExporter for ConsoleMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails its first export, then succeeds.
+    #[derive(Debug, Default)]
+    struct FailsOnce {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PushMetricExporter for FailsOnce {
+        async fn export(&self, _metrics: &ResourceMetrics) -> OTelSdkResult {
+            match self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            {
+                0 => Err(OTelSdkError::InternalFailure("status code: 503".into())),
+                _ => Ok(()),
+            }
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+        fn temporality(&self) -> Temporality {
+            Temporality::Cumulative
+        }
+    }
+
+    #[test]
+    fn only_the_last_exports_failure_is_kept() {
+        let reported = Reported {
+            inner: FailsOnce::default(),
+            last_error: Arc::new(Mutex::new(None)),
+        };
+        let metrics = ResourceMetrics::default();
+        let last = || reported.last_error.lock().unwrap().clone();
+        assert!(futures::executor::block_on(reported.export(&metrics)).is_err());
+        assert!(last().is_some_and(|e| e.contains("503")), "{:?}", last());
+        assert!(futures::executor::block_on(reported.export(&metrics)).is_ok());
+        assert_eq!(last(), None, "a recovered failure is not kept");
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: std::collections::HashMap<String, String> = pairs

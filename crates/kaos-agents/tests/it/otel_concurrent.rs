@@ -9,7 +9,7 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use serde_json::json;
 
-use crate::otel_hook::{Harness, assert_well_formed, attr_s, parent_name};
+use crate::otel_hook::{Harness, assert_well_formed, attr_s, parent_name, tool_turn};
 use crate::util::routing_model;
 
 const RUNS: usize = 64;
@@ -157,6 +157,43 @@ async fn concurrent_runs_with_sub_agents_nest_each_sub_turn_in_its_own_tree() {
             )),
             "trace {trace}: {shape:?}"
         );
+    }
+    h.assert_state_empty();
+}
+
+/// The same under plain threads driving scripted turns straight through the scopes.
+#[test]
+fn hundred_concurrent_runs_through_one_hook() {
+    let h = Harness::new();
+    std::thread::scope(|threads| {
+        for i in 0..100 {
+            let h = &h;
+            threads.spawn(move || {
+                // Same call id in every run: keys are scoped by run.
+                tool_turn(&h.scope(&format!("session-{i}"), "assistant"));
+            });
+        }
+    });
+    let spans = h.spans();
+    assert_eq!(spans.len(), 400);
+    assert_well_formed(&spans);
+    let mut traces: HashMap<_, Vec<&SpanData>> = HashMap::new();
+    for s in &spans {
+        traces.entry(s.span_context.trace_id()).or_default().push(s);
+    }
+    assert_eq!(traces.len(), 100);
+    for tree in traces.values() {
+        let turn = tree.iter().find(|s| s.name == "agent.turn").unwrap();
+        let session = attr_s(turn, "kaos.session_id");
+        for s in tree {
+            if s.name == "chat function-test" {
+                assert_eq!(attr_s(s, "gen_ai.conversation.id"), session);
+            }
+            if s.name == "agent.tool_call.wordcount" || s.name == "agent.intent_classification" {
+                assert_eq!(s.parent_span_id, turn.span_context.span_id());
+            }
+        }
+        assert_eq!(tree.len(), 4);
     }
     h.assert_state_empty();
 }

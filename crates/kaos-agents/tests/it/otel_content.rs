@@ -10,8 +10,9 @@ use futures::StreamExt;
 use kaos_agents::attrs;
 use kaos_agents::message_parts::{self, INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS};
 use kaos_agents::otel::CaptureContent;
+use kaos_agents::scope::TurnScope;
 use kaos_agents::testing::ScopeDriver;
-use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanSubject};
+use kaos_agents::{Agent, Event, FnTool, KaosRuntime, Runner, SpanPhase, SpanSubject};
 use kaos_llm::{FunctionClient, LlmRequest, Message, ProviderResponse};
 use opentelemetry_sdk::trace::SpanData;
 use serde_json::{Value, json};
@@ -539,4 +540,73 @@ fn a_model_call_cut_short_still_shows_its_request() {
     assert!(attr_s(chat, "gen_ai.system_instructions").contains("Be brief."));
     assert_eq!(times_set(chat, "gen_ai.input.messages"), 1);
     h.assert_state_empty();
+}
+
+fn tool_with_args(scope: &TurnScope, args: serde_json::Value, result: &str) {
+    let (id, _) = scope.start_span(
+        SpanSubject::ToolCall,
+        "tool.echo",
+        attrs! {"tool_name" => "echo", "call_id" => "c1", "arguments" => args, "permission" => "allow"},
+    );
+    scope.end_span(
+        &id,
+        SpanPhase::Complete,
+        attrs! {"tool_name" => "echo", "call_id" => "c1", "is_error" => false, "result_summary" => result},
+        None,
+    );
+}
+
+#[test]
+fn redacted_capture_goes_through_the_shared_redactor() {
+    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
+    let scope = h.scope("s-red", "assistant");
+    let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz";
+    tool_with_args(
+        &scope,
+        json!({"password": "hunter2", "text": format!("my key is {secret}")}),
+        &format!("echoed {secret}"),
+    );
+    let spans = h.spans();
+    let t = named(&spans, "agent.tool_call.echo");
+    let args = attr_s(t, "gen_ai.tool.call.arguments");
+    let result = attr_s(t, "gen_ai.tool.call.result");
+    for text in [&args, &result] {
+        assert!(
+            !text.contains("hunter2") && !text.contains(secret),
+            "{text}"
+        );
+        assert!(text.contains("REDACTED"), "{text}");
+    }
+    let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+    assert!(args["text"].as_str().unwrap().starts_with("my key is "));
+}
+
+#[test]
+fn captured_content_is_capped_and_still_json() {
+    let h = Harness::with(|hook| {
+        hook.with_capture_content(CaptureContent::Full)
+            .with_content_cap(1024)
+    });
+    let scope = h.scope("s-cap", "assistant");
+    tool_with_args(&scope, json!({"blob": "x".repeat(100_000), "n": 7}), "ok");
+    let spans = h.spans();
+    let args = attr_s(
+        named(&spans, "agent.tool_call.echo"),
+        "gen_ai.tool.call.arguments",
+    );
+    assert!(args.len() <= 1024, "{}", args.len());
+    let v: serde_json::Value = serde_json::from_str(&args).unwrap();
+    assert_eq!(v["n"], 7);
+    assert!(v["blob"].as_str().unwrap().ends_with("[truncated]"));
+}
+
+#[test]
+fn capture_mode_parses_env_values() {
+    assert_eq!(CaptureContent::parse("full"), Some(CaptureContent::Full));
+    assert_eq!(
+        CaptureContent::parse("Redacted"),
+        Some(CaptureContent::Redacted)
+    );
+    assert_eq!(CaptureContent::parse("none"), Some(CaptureContent::None));
+    assert_eq!(CaptureContent::parse("maybe"), None);
 }

@@ -1,7 +1,7 @@
 //! OTelHook span trees from realistic event streams (TurnScope) into the in-memory exporter.
 
 use kaos_agents::testing::ScopeDriver;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kaos_agents::attrs;
@@ -9,7 +9,7 @@ use kaos_agents::events::{
     EventKind, Intent, SpanError, SpanPhase, SpanSubject, ToolCallSummary, TurnOutcome, TurnSummary,
 };
 use kaos_agents::hooks::HookSet;
-use kaos_agents::otel::{CaptureContent, OTelHook, SpanNaming, parse_traceparent};
+use kaos_agents::otel::{CaptureContent, OTelHook, SpanNaming};
 use kaos_agents::scope::{TurnScope, new_run_id};
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
@@ -176,7 +176,7 @@ fn classify(scope: &TurnScope, intent: Intent) {
     });
 }
 
-fn summary(
+pub fn summary(
     text: &str,
     intent: Option<Intent>,
     tools: Vec<ToolCallSummary>,
@@ -194,7 +194,7 @@ fn summary(
     })
 }
 
-fn start_turn(scope: &TurnScope, n: u64) -> Arc<str> {
+pub fn start_turn(scope: &TurnScope, n: u64) -> Arc<str> {
     scope
         .start_span(
             SpanSubject::Turn,
@@ -204,7 +204,7 @@ fn start_turn(scope: &TurnScope, n: u64) -> Arc<str> {
         .0
 }
 
-fn end_turn(scope: &TurnScope, turn: &str, outcome: &str) {
+pub fn end_turn(scope: &TurnScope, turn: &str, outcome: &str) {
     scope.end_span(
         turn,
         SpanPhase::Complete,
@@ -243,6 +243,21 @@ fn tool(scope: &TurnScope, name: &str, call_id: &str, result: &str) {
         attrs! {"tool_name" => name, "call_id" => call_id, "is_error" => false, "result_summary" => result},
         None,
     );
+}
+
+/// A scripted tool turn: the classifier's call, one `wordcount` call (call id `tc_1`), the
+/// summary.
+pub fn tool_turn(scope: &TurnScope) {
+    let turn = start_turn(scope, 1);
+    classify(scope, Intent::ToolUse);
+    tool(scope, "wordcount", "tc_1", "3");
+    end_turn(scope, &turn, "completed");
+    scope.emit(summary(
+        "3",
+        Some(Intent::ToolUse),
+        vec![],
+        TurnOutcome::Completed,
+    ));
 }
 
 #[test]
@@ -814,17 +829,7 @@ fn handoff_contains_the_target_turn() {
 #[test]
 fn genai_naming() {
     let h = Harness::with(|hook| hook.with_naming(SpanNaming::GenAi));
-    let scope = h.scope("s-names", "assistant");
-    let turn = start_turn(&scope, 1);
-    classify(&scope, Intent::ToolUse);
-    tool(&scope, "wordcount", "tc_1", "3");
-    end_turn(&scope, &turn, "completed");
-    scope.emit(summary(
-        "3",
-        Some(Intent::ToolUse),
-        vec![],
-        TurnOutcome::Completed,
-    ));
+    tool_turn(&h.scope("s-names", "assistant"));
     assert_eq!(
         names(&h.spans()),
         [
@@ -834,161 +839,4 @@ fn genai_naming() {
             "invoke_agent assistant"
         ]
     );
-}
-
-#[test]
-fn traceparent_on_turn_start_continues_the_callers_trace() {
-    let h = Harness::new();
-    let scope = h.scope("s-tp", "assistant");
-    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (turn, _) = scope.start_span(
-        SpanSubject::Turn,
-        "turn.1",
-        attrs! {"turn_number" => 1, "model" => "function-test", "traceparent" => tp},
-    );
-    end_turn(&scope, &turn, "completed");
-    scope.emit(summary("x", None, vec![], TurnOutcome::Completed));
-    // Session-level parent (API) for a turn without the attribute.
-    let other = h.scope("s-tp2", "assistant");
-    h.hook.set_session_parent(
-        "s-tp2",
-        parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap(),
-    );
-    let turn2 = start_turn(&other, 1);
-    end_turn(&other, &turn2, "completed");
-    other.emit(summary("x", None, vec![], TurnOutcome::Completed));
-
-    let spans = h.spans();
-    let by_session: HashMap<String, &SpanData> = spans
-        .iter()
-        .map(|s| (attr_s(s, "kaos.session_id"), s))
-        .collect();
-    let t1 = by_session["s-tp"];
-    assert_eq!(
-        format!("{}", t1.span_context.trace_id()),
-        "4bf92f3577b34da6a3ce929d0e0e4736"
-    );
-    assert_eq!(format!("{}", t1.parent_span_id), "00f067aa0ba902b7");
-    assert!(t1.parent_span_is_remote);
-    let t2 = by_session["s-tp2"];
-    assert_eq!(
-        format!("{}", t2.span_context.trace_id()),
-        "0af7651916cd43dd8448eb211c80319c"
-    );
-    assert_eq!(format!("{}", t2.parent_span_id), "b7ad6b7169203331");
-}
-
-#[test]
-fn hundred_concurrent_runs_through_one_hook() {
-    let h = Harness::new();
-    std::thread::scope(|threads| {
-        for i in 0..100 {
-            let h = &h;
-            threads.spawn(move || {
-                let scope = h.scope(&format!("session-{i}"), "assistant");
-                let turn = start_turn(&scope, 1);
-                classify(&scope, Intent::ToolUse);
-                // Same call id in every run: keys are scoped by run.
-                tool(&scope, "wordcount", "tc_1", "3");
-                end_turn(&scope, &turn, "completed");
-                scope.emit(summary(
-                    "3",
-                    Some(Intent::ToolUse),
-                    vec![],
-                    TurnOutcome::Completed,
-                ));
-            });
-        }
-    });
-    let spans = h.spans();
-    assert_eq!(spans.len(), 400);
-    assert_well_formed(&spans);
-    let mut traces: HashMap<_, Vec<&SpanData>> = HashMap::new();
-    for s in &spans {
-        traces.entry(s.span_context.trace_id()).or_default().push(s);
-    }
-    assert_eq!(traces.len(), 100);
-    for tree in traces.values() {
-        let turn = tree.iter().find(|s| s.name == "agent.turn").unwrap();
-        let session = attr_s(turn, "kaos.session_id");
-        for s in tree {
-            if s.name == "chat function-test" {
-                assert_eq!(attr_s(s, "gen_ai.conversation.id"), session);
-            }
-            if s.name == "agent.tool_call.wordcount" || s.name == "agent.intent_classification" {
-                assert_eq!(s.parent_span_id, turn.span_context.span_id());
-            }
-        }
-        assert_eq!(tree.len(), 4);
-    }
-    h.assert_state_empty();
-}
-
-fn tool_with_args(scope: &TurnScope, args: serde_json::Value, result: &str) {
-    let (id, _) = scope.start_span(
-        SpanSubject::ToolCall,
-        "tool.echo",
-        attrs! {"tool_name" => "echo", "call_id" => "c1", "arguments" => args, "permission" => "allow"},
-    );
-    scope.end_span(
-        &id,
-        SpanPhase::Complete,
-        attrs! {"tool_name" => "echo", "call_id" => "c1", "is_error" => false, "result_summary" => result},
-        None,
-    );
-}
-
-#[test]
-fn redacted_capture_goes_through_the_shared_redactor() {
-    let h = Harness::with(|hook| hook.with_capture_content(CaptureContent::Redacted));
-    let scope = h.scope("s-red", "assistant");
-    let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz";
-    tool_with_args(
-        &scope,
-        json!({"password": "hunter2", "text": format!("my key is {secret}")}),
-        &format!("echoed {secret}"),
-    );
-    let spans = h.spans();
-    let t = named(&spans, "agent.tool_call.echo");
-    let args = attr_s(t, "gen_ai.tool.call.arguments");
-    let result = attr_s(t, "gen_ai.tool.call.result");
-    for text in [&args, &result] {
-        assert!(
-            !text.contains("hunter2") && !text.contains(secret),
-            "{text}"
-        );
-        assert!(text.contains("REDACTED"), "{text}");
-    }
-    let args: serde_json::Value = serde_json::from_str(&args).unwrap();
-    assert!(args["text"].as_str().unwrap().starts_with("my key is "));
-}
-
-#[test]
-fn captured_content_is_capped_and_still_json() {
-    let h = Harness::with(|hook| {
-        hook.with_capture_content(CaptureContent::Full)
-            .with_content_cap(1024)
-    });
-    let scope = h.scope("s-cap", "assistant");
-    tool_with_args(&scope, json!({"blob": "x".repeat(100_000), "n": 7}), "ok");
-    let spans = h.spans();
-    let args = attr_s(
-        named(&spans, "agent.tool_call.echo"),
-        "gen_ai.tool.call.arguments",
-    );
-    assert!(args.len() <= 1024, "{}", args.len());
-    let v: serde_json::Value = serde_json::from_str(&args).unwrap();
-    assert_eq!(v["n"], 7);
-    assert!(v["blob"].as_str().unwrap().ends_with("[truncated]"));
-}
-
-#[test]
-fn capture_mode_parses_env_values() {
-    assert_eq!(CaptureContent::parse("full"), Some(CaptureContent::Full));
-    assert_eq!(
-        CaptureContent::parse("Redacted"),
-        Some(CaptureContent::Redacted)
-    );
-    assert_eq!(CaptureContent::parse("none"), Some(CaptureContent::None));
-    assert_eq!(CaptureContent::parse("maybe"), None);
 }

@@ -35,6 +35,8 @@ use super::env::{Vars, pick, resource, signal_url};
 use super::metrics::{MetricsHook, SEMCONV_OPT_IN_ENV, experimental_opt_in};
 #[cfg(feature = "otel-grpc")]
 use super::telemetry::grpc_metadata;
+#[cfg(not(feature = "otel-grpc"))]
+use super::telemetry::invalid;
 use super::telemetry::{Protocol, TelemetryError, parse_headers, run_with_deadline};
 
 /// Where metrics go.
@@ -265,11 +267,11 @@ impl MetricsBuilder {
                     .map_err(|e| TelemetryError::Exporter(e.to_string()))
             }
             #[cfg(not(feature = "otel-grpc"))]
-            Protocol::Grpc => Err(TelemetryError::Invalid {
-                name: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL".to_string(),
-                value: "grpc".to_string(),
-                reason: "this build has no gRPC transport (cargo feature otel-grpc)".to_string(),
-            }),
+            Protocol::Grpc => Err(invalid(
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                "grpc",
+                "this build has no gRPC transport (cargo feature otel-grpc)",
+            )),
         }
     }
 }

@@ -316,7 +316,8 @@ impl Default for TelemetryBuilder {
     }
 }
 
-fn invalid(name: &str, value: &str, reason: &str) -> TelemetryError {
+/// A setting's value kaos cannot use, and why.
+pub(super) fn invalid(name: &str, value: &str, reason: &str) -> TelemetryError {
     TelemetryError::Invalid {
         name: name.to_string(),
         value: value.to_string(),
